@@ -1,0 +1,45 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+let swiftSettings: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+]
+
+let package = Package(
+    name: "HiredisKit",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "Hiredis", targets: ["Hiredis"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "CHiredis",
+            pkgConfig: "hiredis",
+            providers: [.apt(["libhiredis-dev"]), .brew(["hiredis"])]
+        ),
+        .target(
+            name: "Hiredis",
+            dependencies: [
+                "CHiredis",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "DequeModule", package: "swift-collections"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "RedisTestSupport",
+            dependencies: ["Hiredis"],
+            path: "Tests/RedisTestSupport",
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "HiredisTests",
+            dependencies: ["Hiredis", "RedisTestSupport", "CHiredis"],
+            swiftSettings: swiftSettings
+        ),
+    ]
+)

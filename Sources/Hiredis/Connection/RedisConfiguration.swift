@@ -1,0 +1,200 @@
+import Logging
+
+/// Where and how to connect.
+///
+/// ```swift
+/// var configuration = RedisConfiguration(host: "127.0.0.1", port: 6379)
+/// configuration.password = "s3cret"
+/// configuration.database = 2
+/// let connection = try await RedisConnection.connect(configuration)
+/// ```
+public struct RedisConfiguration: Sendable {
+    /// The server's address.
+    public enum Endpoint: Sendable, Hashable, CustomStringConvertible {
+        /// A TCP host name or IP address (IPv4 or IPv6) and port.
+        case tcp(host: String, port: Int)
+        /// A Unix domain socket path.
+        case unixSocket(path: String)
+
+        public var description: String {
+            switch self {
+            case .tcp(let host, let port): return host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+            case .unixSocket(let path): return "unix:\(path)"
+            }
+        }
+    }
+
+    /// The server's address.
+    public var endpoint: Endpoint
+    /// The ACL user for `AUTH username password`; `nil` for the one-argument `AUTH password`.
+    public var username: String?
+    /// The password; `nil` skips `AUTH`.
+    public var password: String?
+    /// The logical database (`SELECT`), re-selected after every reconnect.
+    public var database: Int = 0
+    /// A name for `CLIENT SETNAME`, shown by `CLIENT LIST`; no spaces allowed.
+    public var clientName: String?
+    /// How long a connection attempt (TCP connect plus the AUTH/SELECT/SETNAME handshake)
+    /// may take. A command issued while the connection is re-established waits at most
+    /// this long for it.
+    public var connectTimeout: Duration = .seconds(5)
+    /// How long a command may wait for its reply; `nil` waits for ever. A command that
+    /// times out throws ``RedisError/Code/timeout``; its late reply is discarded.
+    public var commandTimeout: Duration? = .seconds(10)
+    /// What to do after an established connection is lost.
+    public var reconnect: ReconnectPolicy = .exponentialBackoff()
+    /// Where the connection logs (connects, reconnects, failures at `info`/`warning`,
+    /// each command at `trace`). Silent unless the caller passes a logger.
+    public var logger: Logger = Logger(label: "hiredis", factory: { _ in SwiftLogNoOpLogHandler() })
+
+    /// A TCP endpoint.
+    public init(host: String = "127.0.0.1", port: Int = 6379) {
+        endpoint = .tcp(host: host, port: port)
+    }
+
+    /// A Unix domain socket endpoint.
+    public init(unixSocketPath path: String) {
+        endpoint = .unixSocket(path: path)
+    }
+
+    /// Parses `redis://[[username]:password@]host[:port][/database]` or
+    /// `unix:///path/to/socket` (`?db=N` may follow a socket path).
+    public init(url: String) throws {
+        func bad(_ why: String) -> RedisError { .invalidArgument("invalid Redis URL \"\(url)\": \(why)") }
+        if url.hasPrefix("unix://") {
+            var rest = url.dropFirst("unix://".count)
+            var db = 0
+            if let q = rest.firstIndex(of: "?") {
+                let query = rest[rest.index(after: q)...]
+                rest = rest[..<q]
+                for pair in query.split(separator: "&") where pair.hasPrefix("db=") {
+                    guard let n = Int(pair.dropFirst(3)) else { throw bad("db is not a number") }
+                    db = n
+                }
+            }
+            guard !rest.isEmpty else { throw bad("no socket path") }
+            self.init(unixSocketPath: String(rest))
+            database = db
+            return
+        }
+        guard url.hasPrefix("redis://") else { throw bad("the scheme must be redis:// or unix://") }
+        var rest = url.dropFirst("redis://".count)
+        var user: String?
+        var pass: String?
+        if let at = rest.lastIndex(of: "@") {
+            let credentials = rest[..<at]
+            rest = rest[rest.index(after: at)...]
+            if let colon = credentials.firstIndex(of: ":") {
+                let u = credentials[..<colon]
+                user = u.isEmpty ? nil : String(u)
+                pass = String(credentials[credentials.index(after: colon)...])
+            } else {
+                pass = String(credentials)
+            }
+        }
+        var db = 0
+        if let slash = rest.firstIndex(of: "/") {
+            let path = rest[rest.index(after: slash)...]
+            rest = rest[..<slash]
+            if !path.isEmpty {
+                guard let n = Int(path) else { throw bad("the database is not a number") }
+                db = n
+            }
+        }
+        var host = String(rest)
+        var port = 6379
+        if rest.hasPrefix("[") {
+            guard let close = rest.firstIndex(of: "]") else { throw bad("unclosed [") }
+            host = String(rest[rest.index(after: rest.startIndex)..<close])
+            let after = rest[rest.index(after: close)...]
+            if after.hasPrefix(":") {
+                guard let p = Int(after.dropFirst()) else { throw bad("the port is not a number") }
+                port = p
+            }
+        } else if let colon = rest.lastIndex(of: ":") {
+            host = String(rest[..<colon])
+            guard let p = Int(rest[rest.index(after: colon)...]) else { throw bad("the port is not a number") }
+            port = p
+        }
+        if host.isEmpty { host = "127.0.0.1" }
+        self.init(host: host, port: port)
+        username = user
+        password = pass
+        database = db
+    }
+
+    /// Checks the values before anything is sent.
+    func validate() throws {
+        switch endpoint {
+        case .tcp(let host, let port):
+            guard !host.isEmpty else { throw RedisError.invalidArgument("the host is empty") }
+            guard (1...65535).contains(port) else { throw RedisError.invalidArgument("port \(port) is not in 1...65535") }
+        case .unixSocket(let path):
+            guard !path.isEmpty else { throw RedisError.invalidArgument("the unix socket path is empty") }
+        }
+        guard database >= 0 else { throw RedisError.invalidArgument("database \(database) is negative") }
+        if let clientName, clientName.isEmpty || clientName.contains(where: { $0 == " " || $0 == "\n" || $0 == "\r" }) {
+            throw RedisError.invalidArgument("the client name \"\(clientName)\" must be non-empty and have no spaces")
+        }
+        guard connectTimeout > .zero else { throw RedisError.invalidArgument("connectTimeout must be positive") }
+        if let commandTimeout, commandTimeout <= .zero {
+            throw RedisError.invalidArgument("commandTimeout must be positive (or nil for none)")
+        }
+        if username != nil && password == nil {
+            throw RedisError.invalidArgument("a username needs a password")
+        }
+        try reconnect.validate()
+    }
+}
+
+/// When and how often a lost connection is re-established.
+public struct ReconnectPolicy: Sendable, Hashable {
+    /// Whether to reconnect at all.
+    public var enabled: Bool
+    /// The delay before the first attempt.
+    public var initialDelay: Duration
+    /// The upper bound of the delay; each failed attempt doubles it up to this.
+    public var maximumDelay: Duration
+    /// The fraction (0...1) of each delay that is randomised, so that many clients that
+    /// lost the same server do not reconnect in lock-step.
+    public var jitter: Double
+    /// Give up after this many failed attempts in a row (`nil`: never give up). After
+    /// giving up the connection is closed and every command fails with
+    /// ``RedisError/Code/connectionClosed``.
+    public var maximumAttempts: Int?
+
+    /// Exponential backoff with jitter: `initialDelay`, doubled per failed attempt up to
+    /// `maximumDelay`, each randomised by ±`jitter`/2.
+    public static func exponentialBackoff(
+        initialDelay: Duration = .milliseconds(50),
+        maximumDelay: Duration = .seconds(5),
+        jitter: Double = 0.3,
+        maximumAttempts: Int? = nil
+    ) -> ReconnectPolicy {
+        ReconnectPolicy(enabled: true, initialDelay: initialDelay, maximumDelay: maximumDelay,
+                        jitter: jitter, maximumAttempts: maximumAttempts)
+    }
+
+    /// Never reconnect: a lost connection is closed for good.
+    public static let never = ReconnectPolicy(enabled: false, initialDelay: .zero, maximumDelay: .zero,
+                                              jitter: 0, maximumAttempts: 0)
+
+    /// The delay before attempt number `attempt` (1-based), given a random number in 0..<1.
+    public func delay(beforeAttempt attempt: Int, random: Double) -> Duration {
+        let exponent = min(max(attempt - 1, 0), 30)
+        let base = min(initialDelay * (1 << exponent), maximumDelay)
+        let factor = 1 + jitter * (random - 0.5)
+        return base * factor
+    }
+
+    func validate() throws {
+        guard enabled else { return }
+        guard initialDelay >= .zero, maximumDelay >= initialDelay else {
+            throw RedisError.invalidArgument("reconnect delays must satisfy 0 <= initialDelay <= maximumDelay")
+        }
+        guard (0...1).contains(jitter) else { throw RedisError.invalidArgument("reconnect jitter must be in 0...1") }
+        if let maximumAttempts, maximumAttempts < 1 {
+            throw RedisError.invalidArgument("reconnect maximumAttempts must be at least 1 (or nil)")
+        }
+    }
+}

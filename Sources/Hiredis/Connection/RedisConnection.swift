@@ -1,0 +1,659 @@
+import Dispatch
+import DequeModule
+import Logging
+import Synchronization
+
+/// A connection to one Redis server, over a hiredis asynchronous context.
+///
+/// ```swift
+/// let connection = try await RedisConnection.connect(RedisConfiguration(host: "127.0.0.1", port: 6379))
+/// try await connection.send("SET", "greeting", "hello")
+/// let greeting = try await connection.send("GET", "greeting").decode(String.self)
+/// await connection.close()
+/// ```
+///
+/// - **Concurrency is pipelining.** Any number of tasks may call ``send(_:_:)`` at once:
+///   their commands are written back to back and their replies matched in order; there
+///   is no lock around a round trip. ``pipeline(_:timeout:)`` sends a batch with one
+///   suspension.
+/// - **Timeouts and cancellation** resume the caller at once (``RedisError/Code/timeout``,
+///   `CancellationError`); the reply that arrives later is discarded.
+/// - **Reconnects.** After a lost connection, commands in flight fail with
+///   ``RedisError/Code/connectionClosed`` (never retried: they may have run), and the
+///   connection is re-established in the background per ``RedisConfiguration/reconnect``,
+///   replaying AUTH, SELECT and CLIENT SETNAME. Commands sent meanwhile wait up to
+///   ``RedisConfiguration/connectTimeout`` for it.
+/// - The actor's executor is the connection's own serial `DispatchQueue`, which also runs
+///   hiredis's I/O callbacks.
+public final actor RedisConnection {
+    /// The configuration this connection was made with.
+    public nonisolated let configuration: RedisConfiguration
+    nonisolated let executor: DispatchQueueExecutor
+    nonisolated let logger: Logger
+    private nonisolated let nextID = Atomic<UInt64>(0)
+
+    public nonisolated var unownedExecutor: UnownedSerialExecutor {
+        executor.asUnownedSerialExecutor()
+    }
+
+    enum Role { case commands, subscriber }
+    let role: Role
+
+    private var machine: ConnectionStateMachine
+    private var context: HiredisContext?
+    /// One entry per hiredis callback outstanding on `context`, oldest first.
+    private var pending = Deque<PendingReply>()
+    /// Commands waiting for the connection to be (re-)established.
+    private var queued = Deque<QueuedCommand>()
+    private var firstConnect: CheckedContinuation<Void, any Error>?
+    private var closeWaiters: [CheckedContinuation<Void, Never>] = []
+    private var connectTimer: DispatchWorkItem?
+    private var reconnectTimer: DispatchWorkItem?
+    private var closeTimer: DispatchWorkItem?
+    private var tickerArmed = false
+    private let tickInterval: Duration
+    /// Commands cancelled before their enqueue job ran (see `cancel(id:)`).
+    private var earlyCancels: Set<UInt64> = []
+    private var highestEnqueuedID: UInt64 = 0
+    private var reconnectAttemptsLogged = 0
+
+    // Subscriber role: where pushes and lifecycle news go.
+    var pushHandler: ((RedisReply) -> Void)?
+    var readyHandler: ((_ reconnected: Bool) -> Void)?
+    var closedHandler: ((RedisError) -> Void)?
+
+    // MARK: Opening
+
+    /// Connects, runs the AUTH/SELECT/CLIENT SETNAME handshake, and returns a ready
+    /// connection.
+    ///
+    /// - Throws: ``RedisError`` — ``RedisError/Code/invalidArgument`` for a bad
+    ///   configuration (nothing is attempted), ``RedisError/Code/connectionFailed`` (with
+    ///   the system's reason), ``RedisError/Code/timeout`` after
+    ///   ``RedisConfiguration/connectTimeout``, ``RedisError/Code/authenticationFailed``,
+    ///   or ``RedisError/Code/server`` when SELECT or CLIENT SETNAME is refused.
+    public static func connect(_ configuration: RedisConfiguration) async throws -> RedisConnection {
+        try configuration.validate()
+        let connection = RedisConnection(configuration: configuration, role: .commands)
+        try await connection.start()
+        return connection
+    }
+
+    init(configuration: RedisConfiguration, role: Role) {
+        self.configuration = configuration
+        self.role = role
+        self.logger = configuration.logger
+        self.executor = DispatchQueueExecutor(label: "hiredis.connection")
+        self.machine = ConnectionStateMachine(policy: configuration.reconnect)
+        let watched = configuration.commandTimeout.map { min($0, configuration.connectTimeout) } ?? configuration.connectTimeout
+        self.tickInterval = min(max(watched / 10, .milliseconds(2)), .milliseconds(250))
+    }
+
+    deinit {
+        // Pending timers hold only weak references and find nothing to do.
+        // Dropped without close(): free the hiredis context on its queue. The context's
+        // delegate reference is weak and already nil, so no callback reaches this actor.
+        if let context {
+            context.queue.async { context.free(reason: .closed()) }
+        }
+    }
+
+    func start() async throws {
+        try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                firstConnect = continuation
+                perform(machine.start())
+            }
+        } onCancel: {
+            executor.queue.async {
+                self.assumeIsolated { connection in
+                    guard let waiter = connection.firstConnect else { return }
+                    connection.firstConnect = nil
+                    waiter.resume(throwing: CancellationError())
+                    connection.perform(connection.machine.closeRequested())
+                }
+            }
+        }
+    }
+
+    // MARK: Sending
+
+    /// Sends one command and returns its reply.
+    ///
+    /// Arguments are binary-safe: `String`, `[UInt8]`, `Data`, integers, `Double`.
+    ///
+    /// - Throws: ``RedisError`` with ``RedisError/Code/server`` for an error reply,
+    ///   ``RedisError/Code/timeout``, ``RedisError/Code/connectionClosed``,
+    ///   ``RedisError/Code/invalidArgument`` (nothing sent); `CancellationError` when the
+    ///   calling task is cancelled.
+    @discardableResult
+    public nonisolated func send<each Argument: RedisArgument>(
+        _ name: String, _ arguments: repeat each Argument
+    ) async throws -> RedisReply {
+        try await send(RedisCommand(name, repeat each arguments))
+    }
+
+    /// Sends one prepared command; `timeout` overrides ``RedisConfiguration/commandTimeout``.
+    @discardableResult
+    public nonisolated func send(_ command: RedisCommand, timeout: Duration? = nil) async throws -> RedisReply {
+        try command.validate()
+        try Self.validate(timeout)
+        let id = nextID.add(1, ordering: .relaxed).newValue
+        return try await withTaskCancellationHandler {
+            try Task.checkCancellation()
+            return try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<RedisReply, any Error>) in
+                executor.queue.async {
+                    self.assumeIsolated {
+                        $0.enqueue(id: id, commands: CollectionOfOne(command), timeout: timeout, waiter: .command(continuation))
+                    }
+                }
+            }
+        } onCancel: {
+            executor.queue.async { self.assumeIsolated { $0.cancel(id: id) } }
+        }
+    }
+
+    /// Sends several commands with one suspension and returns one result per command, in
+    /// order. A server error in one command is that command's `.failure`; the others still
+    /// run. A timeout, cancellation or lost connection fails the whole call.
+    public nonisolated func pipeline(
+        _ commands: [RedisCommand], timeout: Duration? = nil
+    ) async throws -> [Result<RedisReply, RedisError>] {
+        for command in commands { try command.validate() }
+        try Self.validate(timeout)
+        if commands.isEmpty { return [] }
+        let id = nextID.add(1, ordering: .relaxed).newValue
+        return try await withTaskCancellationHandler {
+            try Task.checkCancellation()
+            return try await withUnsafeThrowingContinuation {
+                (continuation: UnsafeContinuation<[Result<RedisReply, RedisError>], any Error>) in
+                executor.queue.async {
+                    self.assumeIsolated {
+                        let batch = PipelineBatch(count: commands.count, continuation: continuation)
+                        $0.enqueue(id: id, commands: commands, timeout: timeout, waiter: .pipeline(batch, index: 0))
+                    }
+                }
+            }
+        } onCancel: {
+            executor.queue.async { self.assumeIsolated { $0.cancel(id: id) } }
+        }
+    }
+
+    private static func validate(_ timeout: Duration?) throws {
+        if let timeout, timeout <= .zero {
+            throw RedisError.invalidArgument("the command timeout must be positive")
+        }
+    }
+
+    // MARK: Closing
+
+    /// Closes gracefully: stops accepting commands, waits for the replies already due
+    /// (up to the command timeout), then disconnects. Queued commands fail with
+    /// ``RedisError/Code/connectionClosed``. Calling it again waits for the same close.
+    public func close() async {
+        if case .closed = machine.state, context == nil { return }
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            closeWaiters.append(continuation)
+            perform(machine.closeRequested())
+        }
+    }
+
+    /// `true` until ``close()`` was called or reconnecting gave up.
+    public var isOpen: Bool { !machine.isClosed }
+
+    // MARK: The state machine's actions
+
+    private func perform(_ action: ConnectionStateMachine.Action) {
+        switch action {
+        case .none:
+            break
+        case .connect:
+            openContext()
+        case .sendHandshake:
+            sendHandshake()
+        case .becomeReady(let reconnected):
+            connectTimer?.cancel()
+            connectTimer = nil
+            if reconnected {
+                logger.info("reconnected", metadata: ["redis.endpoint": "\(configuration.endpoint)"])
+            } else {
+                logger.debug("connected", metadata: ["redis.endpoint": "\(configuration.endpoint)"])
+            }
+            reconnectAttemptsLogged = 0
+            if let waiter = firstConnect {
+                firstConnect = nil
+                waiter.resume()
+            }
+            flushQueued()
+            readyHandler?(reconnected)
+        case .failFirstConnect(let error):
+            connectTimer?.cancel()
+            connectTimer = nil
+            logger.debug("connect failed", metadata: ["redis.endpoint": "\(configuration.endpoint)", "error": "\(error)"])
+            firstConnect?.resume(throwing: error)
+            firstConnect = nil
+            finishClosing(error)
+        case .failInFlightAndScheduleReconnect(let error, let attempt):
+            logger.warning("connection lost", metadata: ["redis.endpoint": "\(configuration.endpoint)", "error": "\(error)"])
+            failPending(RedisError(.connectionClosed, "connection lost: \(error.message)"))
+            scheduleReconnect(attempt: attempt)
+        case .scheduleReconnect(let attempt):
+            scheduleReconnect(attempt: attempt)
+        case .failAllAndClose(let error):
+            logger.error("connection closed for good", metadata: ["redis.endpoint": "\(configuration.endpoint)", "error": "\(error)"])
+            failPending(RedisError(.connectionClosed, "connection lost: \(error.message)"))
+            finishClosing(RedisError(.connectionClosed, "connection lost and not re-established: \(error.message)"))
+            closedHandler?(error)
+        case .disconnectGracefully:
+            context?.disconnect()
+            let item = DispatchWorkItem { [weak self] in
+                self?.assumeIsolated { connection in
+                    connection.context?.free(reason: .closed("closed before all replies arrived"))
+                }
+            }
+            closeTimer = item
+            executor.queue.asyncAfter(deadline: .now() + (configuration.commandTimeout ?? configuration.connectTimeout).dispatch, execute: item)
+        case .abortAndClose:
+            let reason = RedisError.closed("the connection was closed while connecting")
+            if let context {
+                self.context = nil
+                context.free(reason: reason)
+            }
+            finishClosing(reason)
+        case .finishClose:
+            finishClosing(.closed())
+        }
+    }
+
+    private func openContext() {
+        let context = HiredisContext(queue: executor.queue)
+        context.delegate = self
+        if let error = context.connect(to: configuration.endpoint) {
+            // Refused at once (e.g. ECONNREFUSED on loopback, unresolvable host).
+            perform(machine.connectFailed(error))
+            return
+        }
+        self.context = context
+        let item = DispatchWorkItem { [weak self] in
+            self?.assumeIsolated { $0.connectTimedOut(context) }
+        }
+        connectTimer?.cancel()
+        connectTimer = item
+        executor.queue.asyncAfter(deadline: .now() + configuration.connectTimeout.dispatch, execute: item)
+    }
+
+    private func connectTimedOut(_ timedOut: HiredisContext) {
+        guard timedOut === context else { return }
+        let error = RedisError(.timeout, "connecting to \(configuration.endpoint) took longer than \(configuration.connectTimeout)")
+        context = nil
+        timedOut.free(reason: error)
+        perform(machine.connectFailed(error))
+    }
+
+    private func sendHandshake() {
+        guard let context else { return }
+        var steps: [(RedisCommand, HandshakeStep)] = []
+        if let password = configuration.password {
+            var auth = RedisCommand("AUTH")
+            if let username = configuration.username { auth.append(username) }
+            auth.append(password)
+            steps.append((auth, .auth))
+        }
+        if configuration.database != 0 {
+            steps.append((RedisCommand("SELECT", configuration.database), .select))
+        }
+        if let name = configuration.clientName {
+            steps.append((RedisCommand("CLIENT", "SETNAME", name), .setName))
+        }
+        guard !steps.isEmpty else {
+            perform(machine.handshakeSucceeded())
+            return
+        }
+        for (index, (command, step)) in steps.enumerated() {
+            guard context.send(command) else {
+                contextFailed(context, RedisError(.connectionClosed, "the connection closed during the handshake"))
+                return
+            }
+            pending.append(PendingReply(id: 0, deadline: 0, waiter: .handshake(step, last: index == steps.count - 1)))
+        }
+    }
+
+    private func scheduleReconnect(attempt: Int) {
+        let delay = configuration.reconnect.delay(beforeAttempt: attempt, random: Double.random(in: 0..<1))
+        if attempt <= 3 || attempt.nonzeroBitCount == 1 {
+            logger.info("reconnecting", metadata: ["redis.endpoint": "\(configuration.endpoint)", "attempt": "\(attempt)", "delay": "\(delay)"])
+        }
+        let item = DispatchWorkItem { [weak self] in
+            self?.assumeIsolated { $0.perform($0.machine.reconnectTimerFired()) }
+        }
+        reconnectTimer = item
+        executor.queue.asyncAfter(deadline: .now() + delay.dispatch, execute: item)
+        armTicker()  // queued commands time out while we wait
+    }
+
+    /// Ends a connection attempt or an established connection that failed, once.
+    private func contextFailed(_ failed: HiredisContext, _ error: RedisError) {
+        guard failed === context else { return }
+        context = nil
+        connectTimer?.cancel()
+        connectTimer = nil
+        if failed.isOpen { failed.freeSoon(reason: error) }
+        perform(machine.connectionLost(error))
+    }
+
+    private func finishClosing(_ error: RedisError) {
+        connectTimer?.cancel()
+        reconnectTimer?.cancel()
+        closeTimer?.cancel()
+        connectTimer = nil
+        reconnectTimer = nil
+        closeTimer = nil
+        failPending(error)
+        while let command = queued.popFirst() {
+            command.waiter.fail(error)
+        }
+        let waiters = closeWaiters
+        closeWaiters = []
+        for waiter in waiters { waiter.resume() }
+    }
+
+    // MARK: Commands and replies
+
+    private func enqueue(id: UInt64, commands: some Collection<RedisCommand>, timeout: Duration?, waiter: Waiter) {
+        highestEnqueuedID = max(highestEnqueuedID, id)
+        if earlyCancels.remove(id) != nil {
+            waiter.fail(CancellationError())
+            return
+        }
+        switch machine.state {
+        case .ready:
+            write(id: id, commands: commands, timeout: timeout, waiter: waiter)
+        case .closing, .closed:
+            waiter.fail(RedisError.closed())
+        case .idle, .connecting, .handshaking, .waitingToReconnect:
+            queued.append(QueuedCommand(
+                id: id, deadline: deadline(after: configuration.connectTimeout),
+                commands: Array(commands), timeout: timeout, waiter: waiter))
+            armTicker()
+        }
+    }
+
+    private func write(id: UInt64, commands: some Collection<RedisCommand>, timeout: Duration?, waiter: Waiter) {
+        guard let context else {
+            waiter.fail(RedisError.closed())
+            return
+        }
+        let deadline = (timeout ?? configuration.commandTimeout).map { self.deadline(after: $0) } ?? 0
+        var index = 0
+        for command in commands {
+            guard context.send(command) else {
+                // The context is going away; what was already appended fails with it.
+                if index == 0 { waiter.fail(RedisError(.connectionClosed, "the connection is closing")) }
+                return
+            }
+            if logger.logLevel <= .trace {
+                logger.trace("send", metadata: ["redis.command": "\(command.name)"])
+            }
+            pending.append(PendingReply(id: id, deadline: deadline, waiter: waiter.entry(index)))
+            index += 1
+        }
+        if deadline != 0 { armTicker() }
+    }
+
+    private func flushQueued() {
+        while machine.isReady, let command = queued.popFirst() {
+            write(id: command.id, commands: command.commands, timeout: command.timeout, waiter: command.waiter)
+        }
+    }
+
+    private func received(_ reply: RedisReply?) {
+        guard let entry = pending.popFirst() else {
+            logger.warning("reply without a command", metadata: ["reply": "\(reply.map { $0.kindDescription } ?? "NULL")"])
+            return
+        }
+        switch entry.waiter {
+        case .command(let continuation):
+            switch reply {
+            case .error(let message)?: continuation.resume(throwing: RedisError(.server, message))
+            case let reply?: continuation.resume(returning: reply)
+            case nil: continuation.resume(throwing: RedisError(.connectionClosed, "the connection was lost before the reply arrived"))
+            }
+        case .pipeline(let batch, let index):
+            switch reply {
+            case .error(let message)?: batch.set(index, .failure(RedisError(.server, message)))
+            case let reply?: batch.set(index, .success(reply))
+            case nil: batch.fail(RedisError(.connectionClosed, "the connection was lost before the reply arrived"))
+            }
+        case .handshake(let step, let last):
+            guard let reply else { return }  // the disconnect callback reports the loss
+            if case .error(let message) = reply {
+                let error: RedisError
+                switch step {
+                case .auth: error = RedisError(.authenticationFailed, message)
+                case .select: error = RedisError(.server, "SELECT \(configuration.database) failed: \(message)")
+                case .setName: error = RedisError(.server, "CLIENT SETNAME failed: \(message)")
+                }
+                if let context { contextFailed(context, error) }
+            } else if last {
+                perform(machine.handshakeSucceeded())
+            }
+        case .discarded:
+            break
+        }
+    }
+
+    private func failPending(_ error: RedisError) {
+        while let entry = pending.popFirst() {
+            entry.waiter.fail(error)
+        }
+    }
+
+    /// Marks the command (or pipeline) `id` as abandoned and resumes its caller.
+    private func abandon(id: UInt64, with error: any Error) -> Bool {
+        var found = false
+        for i in pending.indices where pending[i].id == id {
+            if !found { pending[i].waiter.fail(error) }
+            pending[i].waiter = .discarded
+            found = true
+        }
+        if found { return true }
+        if let i = queued.firstIndex(where: { $0.id == id }) {
+            queued.remove(at: i).waiter.fail(error)
+            return true
+        }
+        return false
+    }
+
+    private func cancel(id: UInt64) {
+        if abandon(id: id, with: CancellationError()) { return }
+        // Either it already completed, or its enqueue job has not run yet (cancellation
+        // raced with the hop to this queue): remember it so `enqueue` cancels it.
+        if id > highestEnqueuedID || earlyCancels.count < 64 {
+            earlyCancels.insert(id)
+        }
+        if earlyCancels.count > 1024 {
+            let horizon = highestEnqueuedID &- 100_000
+            earlyCancels = earlyCancels.filter { $0 > horizon }
+        }
+    }
+
+    // MARK: Timeouts
+
+    private func deadline(after duration: Duration) -> UInt64 {
+        let (seconds, attoseconds) = duration.components
+        let nanoseconds = UInt64(max(seconds, 0)) &* 1_000_000_000 &+ UInt64(max(attoseconds, 0) / 1_000_000_000)
+        return DispatchTime.now().uptimeNanoseconds &+ max(nanoseconds, 1)
+    }
+
+    /// One coarse ticker per connection (instead of a timer per command) fails the
+    /// commands whose deadline passed; it stops when nothing is left to watch.
+    private func armTicker() {
+        guard !tickerArmed else { return }
+        tickerArmed = true
+        executor.queue.asyncAfter(deadline: .now() + tickInterval.dispatch) { [weak self] in
+            self?.assumeIsolated { $0.tick() }
+        }
+    }
+
+    private func tick() {
+        tickerArmed = false
+        let now = DispatchTime.now().uptimeNanoseconds
+        var watching = false
+        var expired: [UInt64] = []
+        for entry in pending where entry.deadline != 0 && !entry.waiter.isDiscarded {
+            if entry.deadline <= now { expired.append(entry.id) } else { watching = true }
+        }
+        for id in expired {
+            _ = abandon(id: id, with: RedisError(.timeout, "no reply within the command timeout"))
+        }
+        var index = queued.startIndex
+        while index < queued.endIndex {
+            if queued[index].deadline <= now {
+                let command = queued.remove(at: index)
+                command.waiter.fail(RedisError(.timeout, "not connected to \(configuration.endpoint) within \(configuration.connectTimeout)"))
+            } else {
+                watching = true
+                index += 1
+            }
+        }
+        if watching { armTicker() }
+    }
+
+    // MARK: Subscriber role
+
+    /// Sends a (P)SUBSCRIBE/(P)UNSUBSCRIBE; returns `false` when not connected (the
+    /// subscriber re-subscribes everything once `readyHandler` reports a reconnect).
+    func sendSubscription(_ command: RedisCommand) -> Bool {
+        guard machine.isReady, let context else { return false }
+        return context.sendSubscription(command)
+    }
+}
+
+// MARK: - hiredis events
+
+extension RedisConnection: HiredisContextDelegate {
+    nonisolated func hiredisContextDidConnect(_ context: HiredisContext, error: RedisError?) {
+        assumeIsolated { connection in
+            guard context === connection.context else { return }
+            if let error {
+                // hiredis frees a context whose connect failed by itself.
+                connection.context = nil
+                connection.connectTimer?.cancel()
+                connection.connectTimer = nil
+                connection.perform(connection.machine.connectFailed(
+                    RedisError(.connectionFailed, "\(connection.configuration.endpoint): \(error.message)")))
+            } else {
+                connection.perform(connection.machine.connected())
+            }
+        }
+    }
+
+    nonisolated func hiredisContext(_ context: HiredisContext, didReceive reply: RedisReply?) {
+        assumeIsolated { $0.received(reply) }
+    }
+
+    nonisolated func hiredisContext(_ context: HiredisContext, didReceivePush reply: RedisReply) {
+        assumeIsolated { $0.pushHandler?(reply) }
+    }
+
+    nonisolated func hiredisContextDidDisconnect(_ context: HiredisContext, error: RedisError?) {
+        assumeIsolated { connection in
+            guard context === connection.context else { return }
+            connection.context = nil
+            connection.connectTimer?.cancel()
+            connection.connectTimer = nil
+            if let error {
+                connection.perform(connection.machine.connectionLost(error))
+            } else {
+                connection.perform(connection.machine.disconnected())
+            }
+        }
+    }
+}
+
+// MARK: - Bookkeeping types
+
+enum HandshakeStep: Sendable { case auth, select, setName }
+
+/// Who waits for one reply.
+enum Waiter {
+    case command(UnsafeContinuation<RedisReply, any Error>)
+    case pipeline(PipelineBatch, index: Int)
+    case handshake(HandshakeStep, last: Bool)
+    /// Timed out or cancelled: the reply is read and dropped.
+    case discarded
+
+    var isDiscarded: Bool {
+        if case .discarded = self { return true }
+        if case .pipeline(let batch, _) = self { return batch.isFinished }
+        return false
+    }
+
+    /// The waiter for the `index`-th command of a batch.
+    func entry(_ index: Int) -> Waiter {
+        if case .pipeline(let batch, _) = self { return .pipeline(batch, index: index) }
+        return self
+    }
+
+    func fail(_ error: any Error) {
+        switch self {
+        case .command(let continuation): continuation.resume(throwing: error)
+        case .pipeline(let batch, _): batch.fail(error)
+        case .handshake, .discarded: break
+        }
+    }
+}
+
+struct PendingReply {
+    var id: UInt64
+    /// `DispatchTime` uptime in nanoseconds; 0 = no timeout.
+    var deadline: UInt64
+    var waiter: Waiter
+}
+
+struct QueuedCommand {
+    var id: UInt64
+    var deadline: UInt64
+    var commands: [RedisCommand]
+    var timeout: Duration?
+    var waiter: Waiter
+}
+
+/// Collects the replies of one `pipeline` call; lives on the connection's queue.
+final class PipelineBatch {
+    private var results: [Result<RedisReply, RedisError>?]
+    private var remaining: Int
+    private var continuation: UnsafeContinuation<[Result<RedisReply, RedisError>], any Error>?
+
+    init(count: Int, continuation: UnsafeContinuation<[Result<RedisReply, RedisError>], any Error>) {
+        results = Array(repeating: nil, count: count)
+        remaining = count
+        self.continuation = continuation
+    }
+
+    var isFinished: Bool { continuation == nil }
+
+    func set(_ index: Int, _ result: Result<RedisReply, RedisError>) {
+        guard let continuation else { return }
+        results[index] = result
+        remaining -= 1
+        if remaining == 0 {
+            self.continuation = nil
+            continuation.resume(returning: results.map { $0! })
+        }
+    }
+
+    func fail(_ error: any Error) {
+        guard let continuation else { return }
+        self.continuation = nil
+        continuation.resume(throwing: error)
+    }
+}
+
+extension Duration {
+    var dispatch: DispatchTimeInterval {
+        let (seconds, attoseconds) = components
+        let nanoseconds = seconds * 1_000_000_000 + attoseconds / 1_000_000_000
+        return .nanoseconds(Int(clamping: max(nanoseconds, 0)))
+    }
+}

@@ -1,0 +1,73 @@
+/// An error from a Redis connection, a subscriber, or a reply conversion.
+///
+/// Every failure in `Hiredis` is reported as a `RedisError` (task cancellation excepted:
+/// a cancelled command throws `CancellationError`). Switch on ``code`` to react:
+///
+/// ```swift
+/// do {
+///     try await connection.send("GET", key)
+/// } catch let error as RedisError where error.code == .timeout {
+///     // the server did not answer in time
+/// }
+/// ```
+///
+/// Server error replies (`-ERR …`, `-WRONGTYPE …`, `-NOSCRIPT …`) have the code
+/// ``Code/server`` and keep the server's message; ``serverErrorPrefix`` gives its first word.
+public struct RedisError: Error, Sendable, Hashable, CustomStringConvertible {
+    /// What kind of failure happened. New codes may be added in later versions, so a
+    /// `switch` over codes should keep a default case.
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        private enum Base: String, Hashable, Sendable {
+            case connectionFailed, connectionClosed, timeout, server, authenticationFailed
+            case invalidArgument, wrongReplyType, protocolError
+        }
+        private let base: Base
+        private init(_ base: Base) { self.base = base }
+
+        /// The connection could not be established (refused, unresolvable host, …).
+        public static let connectionFailed = Code(.connectionFailed)
+        /// The connection was closed, or lost while the command was in flight. A command
+        /// that fails this way may or may not have run on the server.
+        public static let connectionClosed = Code(.connectionClosed)
+        /// A connect, a command, or a wait for a reconnect took longer than allowed.
+        public static let timeout = Code(.timeout)
+        /// The server answered with an error reply.
+        public static let server = Code(.server)
+        /// The server refused the configured username or password.
+        public static let authenticationFailed = Code(.authenticationFailed)
+        /// The caller passed something that cannot be sent; nothing was sent.
+        public static let invalidArgument = Code(.invalidArgument)
+        /// A reply did not have the type the caller asked to convert it to.
+        public static let wrongReplyType = Code(.wrongReplyType)
+        /// The server sent something hiredis could not parse.
+        public static let protocolError = Code(.protocolError)
+
+        public var description: String { base.rawValue }
+    }
+
+    /// What kind of failure this is.
+    public var code: Code
+    /// A human-readable explanation. For ``Code/server`` it is the server's error text.
+    public var message: String
+
+    public init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    /// For server errors, the first word of the error reply (`ERR`, `WRONGTYPE`,
+    /// `NOSCRIPT`, `READONLY`, `BUSY`, …); `nil` for other codes.
+    public var serverErrorPrefix: Substring? {
+        guard code == .server else { return nil }
+        return message.split(separator: " ", maxSplits: 1).first
+    }
+
+    public var description: String { "RedisError.\(code): \(message)" }
+}
+
+extension RedisError {
+    static func invalidArgument(_ message: String) -> RedisError { RedisError(.invalidArgument, message) }
+    static func closed(_ message: String = "the connection is closed") -> RedisError {
+        RedisError(.connectionClosed, message)
+    }
+}

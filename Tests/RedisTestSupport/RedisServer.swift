@@ -1,0 +1,286 @@
+import Foundation
+import Hiredis
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A throwaway `redis-server` for tests: a free loopback port, its own temporary
+/// directory, no persistence unless asked, killed when stopped or released.
+///
+/// Every server writes its pid to `$TMPDIR/hiredis-kit-test-pids/` while it runs, so that
+/// `make test` can kill what a crashed test process left behind.
+public final class RedisServer: Sendable {
+    public let host = "127.0.0.1"
+    public let port: Int
+    public let directory: URL
+    private let arguments: [String]
+    private let process: Mutex<Process?>
+
+    /// The path of the `redis-server` binary (from `PATH`).
+    public static let executable: String = findExecutable("redis-server")
+
+    /// Starts a server. `arguments` are extra `redis-server` options, e.g.
+    /// `["--requirepass", "secret"]` or `["--appendonly", "yes"]`.
+    public static func start(_ arguments: [String] = []) async throws -> RedisServer {
+        var lastError: (any Error)?
+        for _ in 0..<5 {
+            let port = try freeLoopbackPort()
+            let directory = FileManager.default.temporaryDirectory
+                .appendingPathComponent("hiredis-kit-redis-\(port)-\(UUID().uuidString.prefix(8))")
+            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+            let server = RedisServer(port: port, directory: directory, arguments: arguments)
+            do {
+                try await server.launch()
+                return server
+            } catch {
+                lastError = error
+                try? FileManager.default.removeItem(at: directory)
+            }
+        }
+        throw lastError ?? TestSupportError("could not start redis-server")
+    }
+
+    private init(port: Int, directory: URL, arguments: [String]) {
+        self.port = port
+        self.directory = directory
+        self.arguments = arguments
+        self.process = Mutex(nil)
+    }
+
+    deinit {
+        if let process = process.withLock({ $0 }), process.isRunning {
+            signalProcess(process.processIdentifier, SIGCONT)
+            signalProcess(process.processIdentifier, SIGKILL)
+        }
+        try? FileManager.default.removeItem(at: directory)
+        try? FileManager.default.removeItem(at: Self.pidDirectory.appendingPathComponent("\(port)"))
+    }
+
+    /// A configuration that reaches this server.
+    public var configuration: RedisConfiguration {
+        RedisConfiguration(host: host, port: port)
+    }
+
+    /// The server's process id while it runs.
+    public var pid: Int32? { process.withLock { $0.map { $0.processIdentifier } } }
+
+    /// Connects a new `RedisConnection` with optional changes to the configuration.
+    public func connect(_ configure: (inout RedisConfiguration) -> Void = { _ in }) async throws -> RedisConnection {
+        var configuration = self.configuration
+        configure(&configuration)
+        return try await RedisConnection.connect(configuration)
+    }
+
+    /// Kills the server with SIGKILL and waits until it has exited.
+    public func kill() async {
+        guard let process = process.withLock({ p -> Process? in defer { p = nil }; return p }) else { return }
+        signalProcess(process.processIdentifier, SIGCONT)
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let done = Mutex(false)
+            let finish: @Sendable () -> Void = {
+                if done.withLock({ d in defer { d = true }; return !d }) { continuation.resume() }
+            }
+            process.terminationHandler = { _ in finish() }
+            if !process.isRunning { finish() } else { signalProcess(process.processIdentifier, SIGKILL) }
+        }
+        try? FileManager.default.removeItem(at: Self.pidDirectory.appendingPathComponent("\(port)"))
+    }
+
+    /// Kills the server and starts it again on the same port and directory (an AOF, if
+    /// enabled, is replayed).
+    public func restart() async throws {
+        await kill()
+        try await launch()
+    }
+
+    /// SIGSTOP: the server stops answering but keeps its connections open.
+    public func pause() {
+        if let pid { signalProcess(pid, SIGSTOP) }
+    }
+
+    /// SIGCONT after ``pause()``.
+    public func resume() {
+        if let pid { signalProcess(pid, SIGCONT) }
+    }
+
+    private func launch() async throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Self.executable)
+        process.arguments = [
+            "--port", "\(port)", "--bind", host, "--dir", directory.path,
+            "--save", "", "--appendonly", "no", "--daemonize", "no", "--logfile", "",
+            "--unixsocket", directory.appendingPathComponent("redis.sock").path, "--unixsocketperm", "700",
+            "--enable-debug-command", "local",
+        ] + arguments
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = output
+        process.standardInput = FileHandle.nullDevice
+        let ready = Mutex<(CheckedContinuation<Void, any Error>?, String, Bool)>((nil, "", false))
+        // Resolves the launch once: on the ready line, or on end of output.
+        let settle: @Sendable ((any Error)?) -> Void = { error in
+            let continuation = ready.withLock { state -> CheckedContinuation<Void, any Error>? in
+                guard !state.2 else { return nil }
+                state.2 = true
+                return state.0
+            }
+            if let error { continuation?.resume(throwing: error) } else { continuation?.resume() }
+        }
+        output.fileHandleForReading.readabilityHandler = { handle in
+            let data = handle.availableData
+            if data.isEmpty {
+                handle.readabilityHandler = nil
+                let log = ready.withLock { $0.1 }
+                settle(TestSupportError("redis-server exited before it was ready:\n\(log.suffix(2000))"))
+                return
+            }
+            let text = String(decoding: data, as: UTF8.self)
+            let isReady = ready.withLock { state -> Bool in
+                if !state.2 { state.1 += text }
+                return state.1.contains("Ready to accept connections")
+            }
+            if isReady { settle(nil) }
+            // After that, keep draining the pipe so the server never blocks on its log.
+        }
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            ready.withLock { $0.0 = continuation }
+            do {
+                try process.run()
+            } catch {
+                settle(error)
+            }
+        }
+        self.process.withLock { $0 = process }
+        try? FileManager.default.createDirectory(at: Self.pidDirectory, withIntermediateDirectories: true)
+        try? "\(process.processIdentifier)".write(
+            to: Self.pidDirectory.appendingPathComponent("\(port)"), atomically: true, encoding: .utf8)
+    }
+
+    /// The unix socket the server also listens on.
+    public var unixSocketPath: String { directory.appendingPathComponent("redis.sock").path }
+
+    static let pidDirectory = FileManager.default.temporaryDirectory.appendingPathComponent("hiredis-kit-test-pids")
+}
+
+/// The Redis a test runs against: a throwaway ``RedisServer``, or the external server named
+/// by `REDIS_URL` (then tests that stop, pause or restart the server are skipped).
+public struct TestRedis: Sendable {
+    public let configuration: RedisConfiguration
+    /// `nil` when running against `REDIS_URL`.
+    public let server: RedisServer?
+
+    /// `true` when tests start their own servers (no `REDIS_URL`).
+    public static let ownsServers: Bool = ProcessInfo.processInfo.environment["REDIS_URL"].map(\.isEmpty) ?? true
+
+    public static func start(_ arguments: [String] = []) async throws -> TestRedis {
+        if let url = ProcessInfo.processInfo.environment["REDIS_URL"], !url.isEmpty {
+            return TestRedis(configuration: try RedisConfiguration(url: url), server: nil)
+        }
+        let server = try await RedisServer.start(arguments)
+        return TestRedis(configuration: server.configuration, server: server)
+    }
+
+    public func connect(_ configure: (inout RedisConfiguration) -> Void = { _ in }) async throws -> RedisConnection {
+        var configuration = self.configuration
+        configure(&configuration)
+        return try await RedisConnection.connect(configuration)
+    }
+
+    public func subscriber(_ configure: (inout RedisConfiguration) -> Void = { _ in }) async throws -> RedisSubscriber {
+        var configuration = self.configuration
+        configure(&configuration)
+        return try await RedisSubscriber.connect(configuration)
+    }
+}
+
+/// A key unique to one test, so tests can share an external server.
+public func uniqueKey(_ name: String = #function) -> String {
+    "test:\(name.prefix(while: { $0 != "(" })):\(UUID().uuidString)"
+}
+
+public struct TestSupportError: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// Asks the kernel for a free TCP port on 127.0.0.1.
+public func freeLoopbackPort() throws -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { throw TestSupportError("socket: \(String(cString: strerror(errno)))") }
+    defer { close(fd) }
+    var address = loopbackAddress(port: 0)
+    let bound = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    guard bound == 0 else { throw TestSupportError("bind: \(String(cString: strerror(errno)))") }
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    _ = withUnsafeMutablePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+    }
+    return Int(UInt16(bigEndian: address.sin_port))
+}
+
+func loopbackAddress(port: UInt16) -> sockaddr_in {
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = port.bigEndian
+    address.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
+    return address
+}
+
+/// A loopback listener whose accept queue is already full, so that a new connection's
+/// handshake never completes: the way to test a connect timeout without sending traffic
+/// anywhere but 127.0.0.1.
+public final class FullBacklogListener: Sendable {
+    public let port: Int
+    private let descriptors: [Int32]
+
+    public init() throws {
+        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = loopbackAddress(port: 0)
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard listener >= 0, bound == 0, listen(listener, 0) == 0 else {
+            throw TestSupportError("listen: \(String(cString: strerror(errno)))")
+        }
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(listener, $0, &length) }
+        }
+        port = Int(UInt16(bigEndian: address.sin_port))
+        var fds = [listener]
+        // Fill the accept queue (backlog 0 admits one); the listener never accepts.
+        for _ in 0..<2 {
+            let filler = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+            var target = loopbackAddress(port: UInt16(port))
+            _ = withUnsafePointer(to: &target) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(filler, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            fds.append(filler)
+        }
+        descriptors = fds
+    }
+
+    deinit {
+        for fd in descriptors { close(fd) }
+    }
+}
+
+private func findExecutable(_ name: String) -> String {
+    let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin"
+    for directory in path.split(separator: ":") + ["/usr/bin", "/usr/local/bin", "/usr/sbin"] {
+        let candidate = "\(directory)/\(name)"
+        if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+    }
+    return name
+}
+
+/// `kill(2)`, named apart from `RedisServer.kill()`.
+public func signalProcess(_ pid: Int32, _ signal: Int32) {
+    _ = kill(pid, signal)
+}
