@@ -130,26 +130,35 @@ public final class RedisServer: Sendable {
             }
             if let error { continuation?.resume(throwing: error) } else { continuation?.resume() }
         }
-        output.fileHandleForReading.readabilityHandler = { handle in
-            let data = handle.availableData
-            if data.isEmpty {
-                handle.readabilityHandler = nil
+        // Drain the server's output on a plain thread with blocking read(2): no Dispatch
+        // read source (FileHandle.readabilityHandler teardown trips a libdispatch epoll bug
+        // on Linux, swift-corelibs-libdispatch#949). The thread ends at EOF, when the
+        // server exits.
+        let readFD = output.fileHandleForReading.fileDescriptor
+        let keepAlive = output
+        let reader = Thread {
+            withExtendedLifetime(keepAlive) {
+                var buffer = [UInt8](repeating: 0, count: 8192)
+                while true {
+                    let count = read(readFD, &buffer, buffer.count)
+                    if count < 0 && errno == EINTR { continue }
+                    if count <= 0 { break }
+                    let text = String(decoding: buffer[0..<count], as: UTF8.self)
+                    let isReady = ready.withLock { state -> Bool in
+                        if !state.2 { state.1 += text }
+                        return state.1.contains("Ready to accept connections")
+                    }
+                    if isReady { settle(nil) }
+                }
                 let log = ready.withLock { $0.1 }
                 settle(TestSupportError("redis-server exited before it was ready:\n\(log.suffix(2000))"))
-                return
             }
-            let text = String(decoding: data, as: UTF8.self)
-            let isReady = ready.withLock { state -> Bool in
-                if !state.2 { state.1 += text }
-                return state.1.contains("Ready to accept connections")
-            }
-            if isReady { settle(nil) }
-            // After that, keep draining the pipe so the server never blocks on its log.
         }
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
             ready.withLock { $0.0 = continuation }
             do {
                 try process.run()
+                reader.start()
             } catch {
                 settle(error)
             }
@@ -283,4 +292,30 @@ private func findExecutable(_ name: String) -> String {
 /// `kill(2)`, named apart from `RedisServer.kill()`.
 public func signalProcess(_ pid: Int32, _ signal: Int32) {
     _ = kill(pid, signal)
+}
+
+/// Waits until `condition` holds, checking every few milliseconds, for state that has no
+/// event to await (a server-side counter, a client list). Throws after `timeout`.
+public func eventually(
+    timeout: Duration = .seconds(10), _ what: String = "condition",
+    _ condition: () async throws -> Bool
+) async throws {
+    let clock = ContinuousClock()
+    let deadline = clock.now + timeout
+    while clock.now < deadline {
+        if try await condition() { return }
+        try await Task.sleep(for: .milliseconds(5))
+    }
+    throw TestSupportError("timed out waiting for \(what)")
+}
+
+extension RedisConnection {
+    /// A field of `INFO` (e.g. `blocked_clients`, `connected_clients`).
+    public func info(_ field: String) async throws -> String? {
+        let text = try await send("INFO").decode(String.self)
+        for line in text.split(whereSeparator: \.isNewline) where line.hasPrefix(field + ":") {
+            return String(line.dropFirst(field.count + 1))
+        }
+        return nil
+    }
 }

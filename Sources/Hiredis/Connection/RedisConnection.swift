@@ -201,6 +201,10 @@ public final actor RedisConnection {
     /// `true` until ``close()`` was called or reconnecting gave up.
     public var isOpen: Bool { !machine.isClosed }
 
+    /// `true` while connected and past the handshake (commands are sent at once);
+    /// `false` while (re)connecting or closed.
+    public var isConnected: Bool { machine.isReady }
+
     // MARK: The state machine's actions
 
     private func perform(_ action: ConnectionStateMachine.Action) {

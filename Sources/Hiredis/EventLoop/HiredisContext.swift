@@ -55,6 +55,7 @@ final class HiredisContext: @unchecked Sendable {
     private var connected = false
     private var flushScheduled = false
     private var inHandleWrite = false
+    private var isTCP = false
     /// Why we freed the context ourselves: hiredis reports `REDIS_OK` after `redisAsyncFree`.
     private var abortReason: RedisError?
 
@@ -92,6 +93,7 @@ final class HiredisContext: @unchecked Sendable {
             return RedisError(.connectionFailed, "\(endpoint): dup: \(message)")
         }
         context = ac
+        if case .tcp = endpoint { isTCP = true }
 
         let read = DispatchSource.makeReadSource(fileDescriptor: readFD, queue: queue)
         read.setEventHandler { [self] in
@@ -265,7 +267,12 @@ final class HiredisContext: @unchecked Sendable {
         let me = from(ac.pointee.data)
         if status == REDIS_OK {
             me.connected = true
-            redisEnableKeepAlive(UnsafeMutablePointer(mutating: ac).pointer(to: \.c)!)
+            if me.isTCP {
+                // Notices a peer that vanished without a FIN (hiredis: 15 s idle). Not for
+                // unix sockets: setting TCP options there fails and poisons the context.
+                // `c` is the first member of redisAsyncContext.
+                redisEnableKeepAlive(UnsafeMutableRawPointer(mutating: ac).assumingMemoryBound(to: redisContext.self))
+            }
             me.delegate?.hiredisContextDidConnect(me, error: nil)
         } else {
             let message = ac.pointee.errstr.map { String(cString: $0) } ?? "connect failed"

@@ -11,6 +11,12 @@ public struct RedisPubSubMessage: Sendable, Hashable {
     public var payload: [UInt8]
     /// The payload as UTF-8 text.
     public var string: String { String(decoding: payload, as: UTF8.self) }
+
+    public init(channel: String, pattern: String? = nil, payload: [UInt8]) {
+        self.channel = channel
+        self.pattern = pattern
+        self.payload = payload
+    }
 }
 
 /// The messages of one ``RedisSubscriber/subscribe(_:)`` or ``RedisSubscriber/psubscribe(_:)``

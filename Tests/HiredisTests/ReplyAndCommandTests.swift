@@ -1,0 +1,138 @@
+import CHiredis
+import Foundation
+@testable import Hiredis
+import Testing
+
+/// Parses RESP bytes with hiredis's own reader (no server) and copies the tree.
+private func parse(_ resp: String) throws -> RedisReply {
+    let reader = redisReaderCreate()!
+    defer { redisReaderFree(reader) }
+    let bytes = Array(resp.utf8)
+    _ = bytes.withUnsafeBufferPointer { buffer in
+        buffer.withMemoryRebound(to: CChar.self) { redisReaderFeed(reader, $0.baseAddress, buffer.count) }
+    }
+    var raw: UnsafeMutableRawPointer?
+    guard redisReaderGetReply(reader, &raw) == REDIS_OK, let raw else { throw TestFailure("no reply parsed") }
+    defer { freeReplyObject(raw) }
+    return RedisReply(copying: raw.assumingMemoryBound(to: redisReply.self))
+}
+
+struct TestFailure: Error { let message: String; init(_ m: String) { message = m } }
+
+@Suite struct ReplyParsingTests {
+    @Test func statusErrorIntegerNull() throws {
+        #expect(try parse("+OK\r\n") == .status("OK"))
+        #expect(try parse("-ERR bad\r\n") == .error("ERR bad"))
+        #expect(try parse(":-42\r\n") == .integer(-42))
+        #expect(try parse("$-1\r\n") == .null)
+        #expect(try parse("*-1\r\n") == .null)
+    }
+
+    @Test func bulkStringsAreBinarySafe() throws {
+        #expect(try parse("$5\r\na\0b\r\n\r\n") == .bulk([97, 0, 98, 13, 10]))
+        #expect(try parse("$0\r\n\r\n") == .bulk([]))
+    }
+
+    @Test func nestedArrays() throws {
+        let reply = try parse("*3\r\n:1\r\n*2\r\n$1\r\nx\r\n$-1\r\n*0\r\n\r\n")
+        #expect(reply == .array([.integer(1), .array([.bulk([120]), .null]), .array([])]))
+    }
+}
+
+@Suite struct ReplyDecodingTests {
+    @Test func typedConversions() throws {
+        #expect(try RedisReply.bulk(Array("hi".utf8)).decode(String.self) == "hi")
+        #expect(try RedisReply.status("OK").decode(String.self) == "OK")
+        #expect(try RedisReply.integer(7).decode(Int.self) == 7)
+        #expect(try RedisReply.bulk(Array("12".utf8)).decode(Int.self) == 12)
+        #expect(try RedisReply.bulk(Array("1.5".utf8)).decode(Double.self) == 1.5)
+        #expect(try RedisReply.integer(1).decode(Bool.self))
+        #expect(try RedisReply.null.decode(String?.self) == nil)
+        #expect(try RedisReply.bulk([0, 1]).decode(Data.self) == Data([0, 1]))
+        #expect(try RedisReply.bulk([0, 1]).bytes() == [0, 1])
+        #expect(try RedisReply.array([.integer(1), .integer(2)]).decode([Int].self) == [1, 2])
+        #expect(try RedisReply.array([.bulk([97]), .null]).decode([String?].self) == ["a", nil])
+    }
+
+    @Test func wrongTypeThrowsAClearError() {
+        #expect {
+            try RedisReply.array([]).decode(Int.self)
+        } throws: { error in
+            let error = error as? RedisError
+            return error?.code == .wrongReplyType && error!.message.contains("array of 0 elements") && error!.message.contains("Int")
+        }
+        #expect(throws: RedisError.self) { try RedisReply.null.decode(String.self) }
+        #expect(throws: RedisError.self) { try RedisReply.bulk(Array("x".utf8)).decode(Int.self) }
+    }
+
+    @Test func nestedErrorDecodesAsServerError() {
+        #expect {
+            try RedisReply.error("WRONGTYPE nope").decode(String.self)
+        } throws: { ($0 as? RedisError)?.serverErrorPrefix == "WRONGTYPE" }
+    }
+}
+
+@Suite struct CommandTests {
+    @Test func argumentsAreEncodedAsSeparateWords() {
+        let command = RedisCommand("SET", "key", [UInt8]([0, 1, 2]), 42, Data([9]))
+        #expect(command.words == [Array("SET".utf8), Array("key".utf8), [0, 1, 2], Array("42".utf8), [9]])
+        #expect(command.name == "SET")
+        #expect(command.count == 5)
+    }
+
+    @Test func emptyNameIsRejected() {
+        #expect { try RedisCommand("").validate() } throws: { ($0 as? RedisError)?.code == .invalidArgument }
+    }
+
+    @Test func pubSubCommandsAreRejectedOnACommandConnection() {
+        for name in ["SUBSCRIBE", "psubscribe", "Monitor", "UNSUBSCRIBE"] {
+            #expect { try RedisCommand(name, "x").validate() } throws: { ($0 as? RedisError)?.code == .invalidArgument }
+        }
+        #expect(throws: Never.self) { try RedisCommand("SUBSTR", "k", 0, 1).validate() }
+    }
+
+    @Test func oversizedArgumentIsRejected() {
+        let huge = [UInt8](repeating: 0, count: RedisCommand.maximumArgumentSize + 1)
+        #expect { try RedisCommand("SET", "k", huge).validate() } throws: {
+            ($0 as? RedisError)?.code == .invalidArgument
+        }
+    }
+}
+
+@Suite struct ConfigurationTests {
+    @Test func parsesURLs() throws {
+        let full = try RedisConfiguration(url: "redis://alice:s3cret@127.0.0.1:6380/2")
+        #expect(full.endpoint == .tcp(host: "127.0.0.1", port: 6380))
+        #expect(full.username == "alice")
+        #expect(full.password == "s3cret")
+        #expect(full.database == 2)
+        let passwordOnly = try RedisConfiguration(url: "redis://:pw@localhost")
+        #expect(passwordOnly.username == nil && passwordOnly.password == "pw")
+        #expect(passwordOnly.endpoint == .tcp(host: "localhost", port: 6379))
+        let ipv6 = try RedisConfiguration(url: "redis://[::1]:7000")
+        #expect(ipv6.endpoint == .tcp(host: "::1", port: 7000))
+        let unix = try RedisConfiguration(url: "unix:///tmp/redis.sock?db=3")
+        #expect(unix.endpoint == .unixSocket(path: "/tmp/redis.sock"))
+        #expect(unix.database == 3)
+    }
+
+    @Test func rejectsBadURLs() {
+        for url in ["http://x", "redis://host:port", "redis://h/notanumber", "unix://"] {
+            #expect(throws: RedisError.self) { try RedisConfiguration(url: url) }
+        }
+    }
+
+    @Test func rejectsBadValuesBeforeConnecting() async {
+        var configurations: [RedisConfiguration] = []
+        configurations.append(RedisConfiguration(host: "127.0.0.1", port: 0))
+        var negativeDatabase = RedisConfiguration(); negativeDatabase.database = -1; configurations.append(negativeDatabase)
+        var spacedName = RedisConfiguration(); spacedName.clientName = "a b"; configurations.append(spacedName)
+        var zeroTimeout = RedisConfiguration(); zeroTimeout.connectTimeout = .zero; configurations.append(zeroTimeout)
+        var userWithoutPassword = RedisConfiguration(); userWithoutPassword.username = "u"; configurations.append(userWithoutPassword)
+        for configuration in configurations {
+            await #expect { _ = try await RedisConnection.connect(configuration) } throws: {
+                ($0 as? RedisError)?.code == .invalidArgument
+            }
+        }
+    }
+}
