@@ -37,13 +37,13 @@ extension RedisConnection {
     @discardableResult
     public nonisolated func run(
         _ script: RedisScript,
-        keys: [String] = [],
+        keys: [any RedisArgument] = [],
         arguments: [any RedisArgument] = [],
         timeout: Duration? = nil
     ) async throws -> RedisReply {
         func command(_ name: String, _ first: String) -> RedisCommand {
             var command = RedisCommand(name, first, keys.count)
-            command.append(contentsOf: keys)
+            for key in keys { command.append(key) }
             for argument in arguments { command.append(argument) }
             return command
         }

@@ -339,3 +339,34 @@ private func code(_ expected: RedisError.Code) -> @Sendable (any Error) -> Bool 
         await connection.close()
     }
 }
+
+@Suite struct ChurnTests {
+    /// Connect, command, close (or drop) over and over from several tasks at once: the
+    /// Dispatch sources on each socket are created and cancelled in parallel.
+    @Test func connectCommandDisconnectRepeatedly() async throws {
+        let redis = try await TestRedis.start()
+        let observer = try await redis.connect()
+        let failures = try await withThrowingTaskGroup(of: Int.self) { group in
+            for task in 0..<4 {
+                group.addTask {
+                    var wrong = 0
+                    for round in 0..<150 {
+                        let connection = try await redis.connect()
+                        if try await connection.send("ECHO", "\(task)/\(round)").decode(String.self) != "\(task)/\(round)" {
+                            wrong += 1
+                        }
+                        if round % 3 == 0 { continue }  // dropped without close()
+                        await connection.close()
+                    }
+                    return wrong
+                }
+            }
+            return try await group.reduce(0, +)
+        }
+        #expect(failures == 0)
+        try await eventually("every churned connection to be gone") {
+            try await observer.info("connected_clients") == "1"
+        }
+        await observer.close()
+    }
+}

@@ -117,7 +117,7 @@ struct TestFailure: Error { let message: String; init(_ m: String) { message = m
     }
 
     @Test func rejectsBadURLs() {
-        for url in ["http://x", "redis://host:port", "redis://h/notanumber", "unix://"] {
+        for url in ["http://x", "redis://host:port", "redis://h/notanumber", "unix://", "redis://::1:6379"] {
             #expect(throws: RedisError.self) { try RedisConfiguration(url: url) }
         }
     }

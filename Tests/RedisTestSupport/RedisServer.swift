@@ -158,15 +158,17 @@ public final class RedisServer: Sendable {
             ready.withLock { $0.0 = continuation }
             do {
                 try process.run()
+                // Recorded before waiting for readiness, so that `make test` can kill the
+                // server even if this process dies right now.
+                try? FileManager.default.createDirectory(at: Self.pidDirectory, withIntermediateDirectories: true)
+                try? "\(process.processIdentifier)\n\(directory.path)\n".write(
+                    to: Self.pidDirectory.appendingPathComponent("\(port)"), atomically: true, encoding: .utf8)
                 reader.start()
             } catch {
                 settle(error)
             }
         }
         self.process.withLock { $0 = process }
-        try? FileManager.default.createDirectory(at: Self.pidDirectory, withIntermediateDirectories: true)
-        try? "\(process.processIdentifier)".write(
-            to: Self.pidDirectory.appendingPathComponent("\(port)"), atomically: true, encoding: .utf8)
     }
 
     /// The unix socket the server also listens on.

@@ -57,7 +57,8 @@ public struct RedisConfiguration: Sendable {
         endpoint = .unixSocket(path: path)
     }
 
-    /// Parses `redis://[[username]:password@]host[:port][/database]` or
+    /// Parses `redis://[[username]:password@]host[:port][/database]` (`redis://secret@host`
+    /// is a password, as in `AUTH secret`; IPv6 hosts in brackets) or
     /// `unix:///path/to/socket` (`?db=N` may follow a socket path).
     public init(url: String) throws {
         func bad(_ why: String) -> RedisError { .invalidArgument("invalid Redis URL \"\(url)\": \(why)") }
@@ -113,6 +114,7 @@ public struct RedisConfiguration: Sendable {
             }
         } else if let colon = rest.lastIndex(of: ":") {
             host = String(rest[..<colon])
+            if host.contains(":") { throw bad("an IPv6 address needs brackets, as in redis://[::1]:6379") }
             guard let p = Int(rest[rest.index(after: colon)...]) else { throw bad("the port is not a number") }
             port = p
         }

@@ -286,7 +286,8 @@ final class HiredisContext: @unchecked Sendable {
         var error = me.abortReason
         if status != REDIS_OK {
             let message = ac.pointee.errstr.map { String(cString: $0) } ?? "connection lost"
-            error = RedisError(.connectionClosed, message)
+            // REDIS_ERR_PROTOCOL: the server sent bytes hiredis could not parse.
+            error = RedisError(ac.pointee.err == REDIS_ERR_PROTOCOL ? .protocolError : .connectionClosed, message)
         }
         me.delegate?.hiredisContextDidDisconnect(me, error: error)
     }

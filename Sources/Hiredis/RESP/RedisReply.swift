@@ -10,9 +10,9 @@ import struct Foundation.Data
 public enum RedisReply: Sendable, Hashable {
     /// A status reply (`+OK`, `+QUEUED`, `+PONG`).
     case status(String)
-    /// An error reply that was not thrown: nested inside an array (for example a failed
-    /// command inside `EXEC`), or a pipeline result. A top-level error reply to `send`
-    /// is thrown as ``RedisError`` with code ``RedisError/Code/server`` instead.
+    /// An error reply nested inside an array (for example a failed command inside
+    /// `EXEC`). A top-level error reply is thrown by `send` (and is a `.failure` in a
+    /// pipeline's results) as ``RedisError`` with code ``RedisError/Code/server``.
     case error(String)
     /// An integer reply.
     case integer(Int64)
@@ -49,8 +49,8 @@ public enum RedisReply: Sendable, Hashable {
 
 /// A type that can be made from a ``RedisReply``.
 ///
-/// `String`, `Substring`, the fixed-width integers, `Int`, `Double`, `Bool`, `[UInt8]`,
-/// `Data`, `RedisReply`, and optionals and arrays of these conform.
+/// `String`, `Int`, `Int64`, `Double`, `Bool`, `Data`, ``RedisBytes``, `RedisReply`, and
+/// optionals and arrays of these conform. For raw bytes use ``RedisReply/bytes()``.
 public protocol RedisReplyDecodable: Sendable {
     /// Makes the value, or throws ``RedisError/Code/wrongReplyType``.
     init(redisReply: RedisReply) throws
@@ -84,8 +84,6 @@ extension Array: RedisReplyDecodable where Element: RedisReplyDecodable {
         switch redisReply {
         case .array(let elements): self = try elements.map { try Element(redisReply: $0) }
         default:
-            // `[UInt8]` is handled by its own more specific conformance below; this path
-            // is only reached for arrays of other element types.
             throw wrongType(redisReply, Self.self)
         }
     }
@@ -149,7 +147,8 @@ extension Data: RedisReplyDecodable {
     }
 }
 
-/// Raw bytes: `[UInt8]` decodes from a bulk string (not from an array of integers).
+/// The raw bytes of a bulk string (`[UInt8]` itself is not decodable, so that it is never
+/// mistaken for an array reply).
 public struct RedisBytes: RedisReplyDecodable, Hashable {
     public var bytes: [UInt8]
     public init(redisReply: RedisReply) throws {
