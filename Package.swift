@@ -10,6 +10,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .library(name: "Hiredis", targets: ["Hiredis"]),
+        .library(name: "LockKit", targets: ["LockKit"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
@@ -32,6 +33,17 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(
+            name: "LockKit",
+            dependencies: ["Hiredis", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "hiredis-test-helper",
+            dependencies: ["Hiredis", "LockKit", "RedisTestSupport"],
+            path: "Tests/TestHelper",
+            swiftSettings: swiftSettings
+        ),
+        .target(
             name: "RedisTestSupport",
             dependencies: ["Hiredis"],
             path: "Tests/RedisTestSupport",
@@ -40,6 +52,11 @@ let package = Package(
         .testTarget(
             name: "HiredisTests",
             dependencies: ["Hiredis", "RedisTestSupport", "CHiredis"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "LockKitTests",
+            dependencies: ["LockKit", "Hiredis", "RedisTestSupport", "hiredis-test-helper"],
             swiftSettings: swiftSettings
         ),
     ]

@@ -66,7 +66,8 @@ public struct RedisError: Error, Sendable, Hashable, CustomStringConvertible {
 }
 
 extension RedisError {
-    static func invalidArgument(_ message: String) -> RedisError { RedisError(.invalidArgument, message) }
+    /// Bad input, rejected before anything was sent.
+    public static func invalidArgument(_ message: String) -> RedisError { RedisError(.invalidArgument, message) }
     static func closed(_ message: String = "the connection is closed") -> RedisError {
         RedisError(.connectionClosed, message)
     }

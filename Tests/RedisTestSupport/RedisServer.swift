@@ -184,6 +184,16 @@ public struct TestRedis: Sendable {
     /// `nil` when running against `REDIS_URL`.
     public let server: RedisServer?
 
+    public init(configuration: RedisConfiguration, server: RedisServer?) {
+        self.configuration = configuration
+        self.server = server
+    }
+
+    /// A test Redis backed by `server`.
+    public init(_ server: RedisServer) {
+        self.init(configuration: server.configuration, server: server)
+    }
+
     /// `true` when tests start their own servers (no `REDIS_URL`).
     public static let ownsServers: Bool = ProcessInfo.processInfo.environment["REDIS_URL"].map(\.isEmpty) ?? true
 
@@ -320,4 +330,9 @@ extension RedisConnection {
         }
         return nil
     }
+}
+
+/// `Result(catching:)` for async code.
+public func catching<T>(_ body: () async throws -> T) async -> Result<T, any Error> {
+    do { return .success(try await body()) } catch { return .failure(error) }
 }

@@ -1,0 +1,116 @@
+import Hiredis
+import Synchronization
+
+/// A lock held in Redis: `key` is set to a random `token` with an expiry (the lease).
+/// Only the holder of the token can extend or release it; the check runs inside Redis.
+public final class Lock: Sendable, CustomStringConvertible {
+    /// The key the caller asked for (without the prefix).
+    public let key: String
+    /// The Redis key.
+    public let redisKey: String
+    /// This holder's random token, the lock's value in Redis.
+    public let token: String
+    /// Strictly increasing per key across every holder: a resource that remembers the
+    /// highest token it has seen can reject writes from a stale holder.
+    public let fencingToken: Int64
+    /// The lease length used by ``extend(by:)`` when no duration is given.
+    public let timeout: Duration
+    let connection: RedisConnection
+    private let locked = Mutex(true)
+
+    init(key: String, redisKey: String, token: String, fencingToken: Int64, timeout: Duration, connection: RedisConnection) {
+        self.key = key
+        self.redisKey = redisKey
+        self.token = token
+        self.fencingToken = fencingToken
+        self.timeout = timeout
+        self.connection = connection
+    }
+
+    /// `false` once released, or once an extend or release found it lost.
+    public var isLocked: Bool { locked.withLock { $0 } }
+
+    /// Sets the lease to `duration` (default: the lock timeout) from now, if still held.
+    ///
+    /// - Throws: ``LockExtendError`` when the lock had expired or belongs to another owner
+    ///   (the lock is then marked unlocked); `RedisError` when Redis could not be asked.
+    public func extend(by duration: Duration? = nil) async throws {
+        let lease = duration ?? timeout
+        guard lease >= .milliseconds(1) else { throw RedisError.invalidArgument("a lock extension must be at least 1 ms") }
+        guard isLocked else { throw LockExtendError(key: key) }
+        let reply = try await connection.run(Scripts.extend, keys: [redisKey], arguments: [token, lease.milliseconds])
+        if try reply.decode([Int].self).first != 1 {
+            locked.withLock { $0 = false }
+            throw LockExtendError(key: key)
+        }
+    }
+
+    /// Deletes the lock if this holder still owns it.
+    ///
+    /// - Throws: ``LockReleaseError`` when it had expired, belongs to another owner, or
+    ///   was released already; `RedisError` when Redis could not be asked.
+    public func release() async throws {
+        guard locked.withLock({ wasLocked in defer { wasLocked = false }; return wasLocked }) else {
+            throw LockReleaseError(key: key)
+        }
+        let reply = try await connection.run(Scripts.release, keys: [redisKey], arguments: [token])
+        if try reply.decode(Int.self) != 1 { throw LockReleaseError(key: key) }
+    }
+
+    func markLost() { locked.withLock { $0 = false } }
+
+    public var description: String { "Lock(\(key), fencing token \(fencingToken), \(isLocked ? "held" : "released"))" }
+}
+
+/// Several locks taken all or nothing.
+public final class MultiLock: Sendable {
+    /// One lock per distinct key, in the order the keys were given.
+    public let locks: [Lock]
+
+    init(locks: [Lock]) { self.locks = locks }
+
+    /// Extends every lock, or throws ``MultiLockError`` naming the ones that were lost
+    /// (locks in other cluster slots may have been extended already).
+    public func extend(by duration: Duration? = nil) async throws {
+        var errors: [String: any Error] = [:]
+        for group in groupBySlot(locks) {
+            let lease = duration ?? group[0].timeout
+            let reply = try await group[0].connection.run(
+                Scripts.extend, keys: group.map(\.redisKey), arguments: [group[0].token, lease.milliseconds])
+            let result = try reply.decode([Int].self)
+            if result.first != 1 {
+                let failed = group[max(0, (result.count > 1 ? result[1] : 1) - 1)]
+                errors[failed.key] = LockExtendError(key: failed.key)
+            }
+        }
+        if !errors.isEmpty {
+            for lock in locks { lock.markLost() }
+            throw MultiLockError(errors: errors, locks: locks)
+        }
+    }
+
+    /// Releases every lock; never throws. Returns each key's outcome.
+    @discardableResult
+    public func release() async -> [String: Result<Void, any Error>] {
+        var results: [String: Result<Void, any Error>] = [:]
+        for lock in locks {
+            do {
+                try await lock.release()
+                results[lock.key] = .success(())
+            } catch {
+                results[lock.key] = .failure(error)
+            }
+        }
+        return results
+    }
+}
+
+/// Locks grouped so that each group's keys share a cluster slot (same hash tag), in a
+/// fixed order.
+func groupBySlot(_ locks: [Lock]) -> [[Lock]] {
+    var groups: [String: [Lock]] = [:]
+    for lock in locks {
+        groups[hashTag(lock.redisKey).map { "{" + $0 } ?? lock.redisKey, default: []].append(lock)
+    }
+    return groups.keys.sorted().map { groups[$0]! }
+}

@@ -1,0 +1,138 @@
+import Hiredis
+import Logging
+
+/// How locks are taken.
+public struct LockOptions: Sendable, Hashable {
+    /// The lease: a lock not extended or released within this time expires (server clock).
+    public var timeout: Duration = .seconds(10)
+    /// Further attempts after the first one fails because the lock is held.
+    public var retries: Int = 2
+    /// The pause between attempts.
+    public var delay: Duration = .milliseconds(100)
+    /// The fraction (0...1) of `delay` that is randomised, so contenders do not retry in step.
+    public var jitter: Double = 0.2
+
+    public init(timeout: Duration = .seconds(10), retries: Int = 2, delay: Duration = .milliseconds(100), jitter: Double = 0.2) {
+        self.timeout = timeout
+        self.retries = retries
+        self.delay = delay
+        self.jitter = jitter
+    }
+
+    func validate() throws {
+        guard timeout >= .milliseconds(1) else { throw RedisError.invalidArgument("lock timeout must be at least 1 ms") }
+        guard retries >= 0 else { throw RedisError.invalidArgument("lock retries must not be negative") }
+        guard delay >= .zero else { throw RedisError.invalidArgument("lock delay must not be negative") }
+        guard (0...1).contains(jitter) else { throw RedisError.invalidArgument("lock jitter must be in 0...1") }
+    }
+
+    /// `delay`, randomised by ±`jitter`/2.
+    func jitteredDelay() -> Duration {
+        delay * (1 + jitter * (Double.random(in: 0..<1) - 0.5))
+    }
+}
+
+/// Options of a ``CallbackQueue``.
+public struct CallbackQueueOptions: Sendable {
+    /// The pub/sub channel on which outcomes and wake-ups are broadcast. Every process that
+    /// coalesces the same jobs must use the same channel and prefix.
+    public var channel: String
+    /// Prepended to every key (no separator, as in dlock). Keep a hash tag in it (the
+    /// default `{dlock}`) to keep all of a queue's keys in one cluster slot.
+    public var lockPrefix: String = "{dlock}"
+    /// Lock timing.
+    public var lock: LockOptions = LockOptions()
+    /// Where the queue logs; silent by default.
+    public var logger: Logger = Logger(label: "lockkit", factory: { _ in SwiftLogNoOpLogHandler() })
+
+    public init(channel: String, lockPrefix: String = "{dlock}", lock: LockOptions = LockOptions()) {
+        self.channel = channel
+        self.lockPrefix = lockPrefix
+        self.lock = lock
+    }
+}
+
+/// The lock is held by someone else (after every retry).
+public struct LockAcquisitionError: Error, Sendable, CustomStringConvertible {
+    public let key: String
+    public let reason: String
+    public var description: String { "LockAcquisitionError: could not acquire lock on \(key) (\(reason))" }
+}
+
+/// Extending failed: the lock had expired or belongs to someone else. The lock is now
+/// marked unlocked.
+public struct LockExtendError: Error, Sendable, CustomStringConvertible {
+    public let key: String
+    public var description: String { "LockExtendError: lock on \(key) had expired or is held by another owner" }
+}
+
+/// Releasing failed: the lock had expired, belongs to someone else, or was released
+/// already. The lock is now marked unlocked.
+public struct LockReleaseError: Error, Sendable, CustomStringConvertible {
+    public let key: String
+    public var description: String { "LockReleaseError: lock on \(key) was not held by this owner" }
+}
+
+/// A scoped lock's lease was lost while its body ran; the body's task was cancelled.
+public struct LockLostError: Error, Sendable, CustomStringConvertible {
+    public let key: String
+    public var description: String { "LockLostError: the lease on \(key) was lost while held" }
+}
+
+/// A multi-lock could not be taken or extended as a whole.
+public struct MultiLockError: Error, Sendable, CustomStringConvertible {
+    /// The error of each key that failed.
+    public let errors: [String: any Error]
+    /// The locks that had been taken (already released again by `multi`).
+    public let locks: [Lock]
+    public var description: String {
+        "MultiLockError: " + errors.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }.joined(separator: "; ")
+    }
+}
+
+/// Nobody delivered the job's outcome in time ("queue-no-response" in dlock).
+public struct FanoutTimeoutError: Error, Sendable, CustomStringConvertible {
+    public let id: String
+    public var description: String { "FanoutTimeoutError: queue-no-response for job \(id)" }
+}
+
+/// A job failed in another process: its error's type name and message.
+public struct RemoteJobError: Error, Sendable, Hashable, CustomStringConvertible {
+    public let typeName: String
+    public let message: String
+    public var description: String { "\(typeName): \(message)" }
+
+    /// How an error travels: its dynamic type's name and its description.
+    public init(describing error: any Error) {
+        if let remote = error as? RemoteJobError {
+            self = remote
+        } else {
+            typeName = String(describing: type(of: error))
+            message = String(describing: error)
+        }
+    }
+
+    init(typeName: String, message: String) {
+        self.typeName = typeName
+        self.message = message
+    }
+}
+
+func validateKey(_ key: String, _ what: String = "key") throws {
+    guard !key.isEmpty else { throw RedisError.invalidArgument("the lock \(what) is empty") }
+}
+
+/// A key in the same cluster slot as `base`: `base` + suffix when it has a hash tag,
+/// otherwise `{base}` + suffix (the slot of `{x}…` is the slot of `x`).
+func sameSlot(_ base: String, _ suffix: String) -> String {
+    hashTag(base) != nil ? base + suffix : "{\(base)}" + suffix
+}
+
+/// The hash tag of a key, as Redis Cluster computes it (the text between the first `{`
+/// and the next `}`, if not empty).
+func hashTag(_ key: String) -> Substring? {
+    guard let open = key.firstIndex(of: "{") else { return nil }
+    let rest = key[key.index(after: open)...]
+    guard let close = rest.firstIndex(of: "}"), close > rest.startIndex else { return nil }
+    return rest[..<close]
+}

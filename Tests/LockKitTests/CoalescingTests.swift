@@ -1,0 +1,280 @@
+import Foundation
+import Hiredis
+import LockKit
+import RedisTestSupport
+import Synchronization
+import Testing
+
+/// What each caller's onComplete received.
+final class Outcomes: Sendable {
+    private let all = Mutex<[Result<String, RemoteJobError>]>([])
+    func add(_ result: Result<String, any Error>) {
+        all.withLock { $0.append(result.mapError { RemoteJobError(describing: $0) }) }
+    }
+    var values: [Result<String, RemoteJobError>] { all.withLock { $0 } }
+}
+
+@Suite struct PushTests {
+    /// Every caller pushes; the winner runs the job (once) and completes it.
+    private func pushAll(_ fleet: Fleet, ids: [String], timeout: Duration = .seconds(5),
+                         job: @escaping @Sendable (Completion<String>) async -> Void) async -> (Outcomes, Counter, Int) {
+        let outcomes = Outcomes()
+        let runs = Counter()
+        let done = AsyncStream<Void>.makeStream()
+        let refused = await withTaskGroup(of: Int.self) { group in
+            for (index, id) in ids.enumerated() {
+                let queue = fleet.queues[index % fleet.queues.count]
+                group.addTask {
+                    do {
+                        let completion = try await queue.push(id, as: String.self, timeout: timeout) { result in
+                            outcomes.add(result)
+                            done.continuation.yield()
+                        }
+                        runs.add(id)
+                        await job(completion)
+                        return 0
+                    } catch is LockAcquisitionError {
+                        return 1
+                    } catch {
+                        Issue.record("unexpected \(error)")
+                        return 0
+                    }
+                }
+            }
+            return await group.reduce(0, +)
+        }
+        var delivered = 0
+        for await _ in done.stream {
+            delivered += 1
+            if delivered == ids.count { break }
+        }
+        return (outcomes, runs, refused)
+    }
+
+    @Test func tenCallersOneJobTenCallbacks() async throws {
+        let fleet = try await Fleet.start(10)
+        let (outcomes, runs, refused) = await pushAll(fleet, ids: Array(repeating: "same", count: 10)) { completion in
+            try? await Task.sleep(for: .milliseconds(50))
+            await completion.complete("the value")
+        }
+        #expect(runs.total == 1)
+        #expect(refused == 9)
+        #expect(outcomes.values.count == 10)
+        #expect(outcomes.values.allSatisfy { (try? $0.get()) == "the value" })
+    }
+
+    @Test func threeIdsThreeJobs() async throws {
+        let fleet = try await Fleet.start(10)
+        let ids = (0..<10).map { "id-\($0 % 3)" }
+        let (outcomes, runs, refused) = await pushAll(fleet, ids: ids) { completion in
+            try? await Task.sleep(for: .milliseconds(50))
+            await completion.complete(completion.id)
+        }
+        #expect(runs.total == 3)
+        #expect(refused == 7)
+        let values = outcomes.values.compactMap { try? $0.get() }
+        #expect(values.filter { $0 == "id-0" }.count == 4)
+        #expect(values.filter { $0 == "id-1" }.count == 3)
+        #expect(values.filter { $0 == "id-2" }.count == 3)
+    }
+
+    @Test func jobThatNeverCompletesTimesEveryoneOut() async throws {
+        let fleet = try await Fleet.start(10)
+        let ids = (0..<10).map { "stuck-\($0 % 3)" }
+        let (outcomes, runs, _) = await pushAll(fleet, ids: ids, timeout: .milliseconds(700)) { _ in }
+        #expect(runs.total == 3)
+        #expect(outcomes.values.count == 10)
+        #expect(outcomes.values.allSatisfy { if case .failure(let e) = $0 { return e.typeName == "FanoutTimeoutError" }; return false })
+    }
+
+    @Test func failingJobGivesEveryoneTheSameError() async throws {
+        let fleet = try await Fleet.start(10)
+        let (outcomes, _, _) = await pushAll(fleet, ids: Array(repeating: "failing", count: 10)) { completion in
+            await completion.fail(JobFailed(detail: "disk full"))
+        }
+        #expect(outcomes.values.count == 10)
+        for outcome in outcomes.values {
+            guard case .failure(let error) = outcome else { Issue.record("expected a failure"); continue }
+            #expect(error.typeName == "JobFailed")
+            #expect(error.message == "job failed: disk full")
+        }
+    }
+}
+
+@Suite struct FanoutTests {
+    private func fanoutAll(_ fleet: Fleet, ids: [String], timeout: Duration = .seconds(5),
+                           job: @escaping @Sendable (String) async throws -> String) async -> ([String: [Result<String, RemoteJobError>]], Counter) {
+        let runs = Counter()
+        let results = await withTaskGroup(of: (String, Result<String, RemoteJobError>).self) { group in
+            for (index, id) in ids.enumerated() {
+                let queue = fleet.queues[index % fleet.queues.count]
+                group.addTask {
+                    let result = await catching {
+                        try await queue.fanout(id, timeout: timeout) {
+                            runs.add(id)
+                            return try await job(id)
+                        }
+                    }
+                    return (id, result.mapError { RemoteJobError(describing: $0) })
+                }
+            }
+            return await group.reduce(into: [String: [Result<String, RemoteJobError>]]()) { $0[$1.0, default: []].append($1.1) }
+        }
+        return (results, runs)
+    }
+
+    @Test func tenCallersOneRun() async throws {
+        let fleet = try await Fleet.start(10)
+        let (results, runs) = await fanoutAll(fleet, ids: Array(repeating: "same", count: 10)) { _ in
+            try await Task.sleep(for: .milliseconds(100))
+            return "done"
+        }
+        #expect(runs.total == 1)
+        #expect(results["same"]?.count == 10)
+        #expect(results["same"]!.allSatisfy { (try? $0.get()) == "done" })
+    }
+
+    @Test func threeIdsThreeRunsWithTheirArguments() async throws {
+        let fleet = try await Fleet.start(10)
+        let ids = (0..<10).map { "arg-\($0 % 3)" }
+        let (results, runs) = await fanoutAll(fleet, ids: ids) { id in
+            try await Task.sleep(for: .milliseconds(100))
+            return "result for \(id)"
+        }
+        #expect(runs.total == 3)
+        #expect(results["arg-0"]?.count == 4 && results["arg-1"]?.count == 3 && results["arg-2"]?.count == 3)
+        for (id, list) in results { #expect(list.allSatisfy { (try? $0.get()) == "result for \(id)" }) }
+    }
+
+    @Test func jobThatNeverCompletesTimesEveryoneOut() async throws {
+        let fleet = try await Fleet.start(10)
+        let ids = (0..<10).map { "slow-\($0 % 3)" }
+        let (results, runs) = await fanoutAll(fleet, ids: ids, timeout: .milliseconds(700)) { _ in
+            try await Task.sleep(for: .seconds(60))
+            return "never"
+        }
+        #expect(runs.total == 3)
+        let all = results.values.flatMap { $0 }
+        #expect(all.count == 10)
+        #expect(all.allSatisfy { if case .failure(let e) = $0 { return e.typeName == "FanoutTimeoutError" }; return false })
+    }
+
+    @Test func failingJobGivesEveryoneTheSameError() async throws {
+        let fleet = try await Fleet.start(10)
+        let (results, runs) = await fanoutAll(fleet, ids: Array(repeating: "broken", count: 10)) { _ in
+            try await Task.sleep(for: .milliseconds(50))
+            throw JobFailed(detail: "bad input")
+        }
+        #expect(runs.total == 1)
+        for result in results["broken"]! {
+            guard case .failure(let error) = result else { Issue.record("expected a failure"); continue }
+            #expect(error.typeName == "JobFailed")
+            #expect(error.message == "job failed: bad input")
+        }
+    }
+
+    @Test func timesOutEvenIfTheLockIsNeverAcquired() async throws {
+        let fleet = try await Fleet.start(1)
+        // Someone else holds the job's lock and never publishes.
+        try await fleet.client.send("SET", fleet.prefix + "orphan", "another-process", "PX", 60_000)
+        let runs = Counter()
+        await #expect(throws: FanoutTimeoutError.self) {
+            _ = try await fleet.queues[0].fanout("orphan", timeout: .milliseconds(400)) { runs.add(); return 1 }
+        }
+        #expect(runs.total == 0)
+    }
+
+    @Test func lateCallerGetsTheStoredOutcome() async throws {
+        let fleet = try await Fleet.start(2)
+        let runs = Counter()
+        let first = try await fleet.queues[0].fanout("stored") { runs.add(); return 42 }
+        // Subscribed after the publish: reads the outcome kept briefly under a key.
+        let second = try await fleet.queues[1].fanout("stored") { runs.add(); return 43 }
+        #expect(first == 42 && second == 42)
+        #expect(runs.total == 1)
+    }
+
+    @Test func waiterTakesOverWhenTheLeadersLockExpires() async throws {
+        // The leader's lock is taken over by hand: as if the leader died (no watchdog
+        // extends it) and its lease ran out.
+        let fleet = try await Fleet.start(1, lock: LockOptions(timeout: .milliseconds(600)))
+        try await fleet.client.send("SET", fleet.prefix + "orphaned", "dead-leader", "PX", 300)
+        let value = try await fleet.queues[0].fanout("orphaned", timeout: .seconds(10)) { "taken over" }
+        #expect(value == "taken over")
+    }
+}
+
+@Suite struct CrossProcessTests {
+    /// 4 processes × 250 lock cycles of a non-atomic read-modify-write on one counter.
+    @Test func fourProcessesNeverOverlap() async throws {
+        let redis = try await TestRedis.start()
+        guard let server = redis.server else { return }
+        let key = uniqueKey("counter")
+        let channel = uniqueKey("channel")
+        let helpers = try (0..<4).map { _ in
+            try HelperProcess(["lock-cycles", "\(server.port)", key, "250", channel])
+        }
+        for helper in helpers {
+            #expect(await helper.lines.collect().last == "done")
+            #expect(await helper.exitStatus() == 0)
+        }
+        let connection = try await redis.connect()
+        #expect(try await connection.send("GET", key).decode(Int.self) == 1000)
+        let fences = try await connection.send("LRANGE", key + ":fences", 0, -1).decode([Int].self)
+        #expect(fences.count == 1000)
+        #expect(zip(fences, fences.dropFirst()).allSatisfy { $0 < $1 }, "fencing tokens strictly increase")
+    }
+
+    /// 3 processes × 5 concurrent callers of one id: the job runs once, all 15 get its value.
+    @Test func fanoutAcrossThreeProcessesRunsTheJobOnce() async throws {
+        let redis = try await TestRedis.start()
+        guard let server = redis.server else { return }
+        let channel = uniqueKey("channel")
+        let id = uniqueKey("job")
+        let runs = uniqueKey("runs")
+        let helpers = try (0..<3).map { _ in
+            try HelperProcess(["fanout", "\(server.port)", channel, id, runs, "5", "500"])
+        }
+        for helper in helpers {
+            let lines = await helper.lines.collect()
+            #expect(lines.last == "results value-1 5", "\(lines)")
+        }
+        let connection = try await redis.connect()
+        #expect(try await connection.send("GET", runs).decode(Int.self) == 1)
+    }
+
+    /// Two processes fan out the same job; the one running it is killed with `kill -9`.
+    @Test(.enabled(if: TestRedis.ownsServers)) func leaderKilledMidJobAWaiterTakesOver() async throws {
+        let server = try await RedisServer.start()
+        let channel = uniqueKey("channel")
+        let id = uniqueKey("job")
+        let runs = uniqueKey("runs")
+        let a = try HelperProcess(["fanout", "\(server.port)", channel, id, runs, "5", "3000"])
+        let b = try HelperProcess(["fanout", "\(server.port)", channel, id, runs, "5", "3000"])
+        let events = AsyncStream<(String, String)>.makeStream()
+        func collect(_ helper: HelperProcess, _ name: String) -> Task<[String], Never> {
+            Task {
+                var all: [String] = []
+                for await line in helper.lines {
+                    all.append(line)
+                    events.continuation.yield((name, line))
+                }
+                return all
+            }
+        }
+        let linesA = collect(a, "a")
+        let linesB = collect(b, "b")
+        // Whoever runs the job first is the leader: kill it mid-job.
+        var leaderName = ""
+        for await (name, line) in events.stream where line.hasPrefix("running") {
+            leaderName = name
+            break
+        }
+        let (leader, survivor, survivorLines) = leaderName == "a" ? (a, b, linesB) : (b, a, linesA)
+        leader.signal(SIGKILL)
+        let lines = await survivorLines.value
+        #expect(lines.contains("running 2"), "the survivor took over: \(lines)")
+        #expect(lines.last == "results value-2 5", "all five callers got the takeover's value: \(lines)")
+        #expect(await survivor.exitStatus() == 0)
+    }
+}

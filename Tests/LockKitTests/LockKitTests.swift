@@ -1,0 +1,314 @@
+import Foundation
+import Hiredis
+import LockKit
+import RedisTestSupport
+import Synchronization
+import Testing
+
+/// A fleet of CallbackQueues, each with its own two connections, sharing one channel and
+/// prefix (unique to the test), like separate processes would.
+struct Fleet {
+    let redis: TestRedis
+    let queues: [CallbackQueue]
+    let channel: String
+    let prefix: String
+
+    static func start(_ count: Int, lock: LockOptions = LockOptions(), redis given: TestRedis? = nil,
+                      configure: (inout RedisConfiguration) -> Void = { _ in }) async throws -> Fleet {
+        let redis: TestRedis
+        if let given { redis = given } else { redis = try await TestRedis.start() }
+        let channel = uniqueKey("channel")
+        let prefix = "{\(UUID().uuidString.prefix(8))}"
+        var queues: [CallbackQueue] = []
+        for _ in 0..<count {
+            var options = CallbackQueueOptions(channel: channel, lockPrefix: prefix, lock: lock)
+            options.lockPrefix = prefix
+            queues.append(try CallbackQueue(
+                client: try await redis.connect(configure), pubsub: try await redis.subscriber(configure), options: options))
+        }
+        return Fleet(redis: redis, queues: queues, channel: channel, prefix: prefix)
+    }
+
+    var client: RedisConnection { queues[0].client }
+}
+
+/// Counts by key, shared by concurrent tasks.
+final class Counter: Sendable {
+    private let counts = Mutex<[String: Int]>([:])
+    func add(_ key: String = "") { counts.withLock { $0[key, default: 0] += 1 } }
+    func value(_ key: String = "") -> Int { counts.withLock { $0[key, default: 0] } }
+    var total: Int { counts.withLock { $0.values.reduce(0, +) } }
+}
+
+struct JobFailed: Error, CustomStringConvertible {
+    let detail: String
+    var description: String { "job failed: \(detail)" }
+}
+
+@Suite struct OnceTests {
+    @Test func tenContendersExactlyOneWins() async throws {
+        let fleet = try await Fleet.start(10, lock: LockOptions(retries: 1, delay: .milliseconds(20)))
+        let results = await withTaskGroup(of: Result<Lock, any Error>.self) { group in
+            for queue in fleet.queues { group.addTask { await catching { try await queue.once("resource") } } }
+            return await group.reduce(into: []) { $0.append($1) }
+        }
+        let winners = results.compactMap { try? $0.get() }
+        #expect(winners.count == 1)
+        #expect(results.filter { if case .failure(let e) = $0 { return e is LockAcquisitionError }; return false }.count == 9)
+        let lock = try #require(winners.first)
+        #expect(try await fleet.client.send("GET", lock.redisKey).decode(String.self) == lock.token)
+        try await lock.release()
+        #expect(try await fleet.client.send("EXISTS", lock.redisKey) == .integer(0))
+    }
+
+    @Test func extendRaisesTheTTL() async throws {
+        let fleet = try await Fleet.start(1, lock: LockOptions(timeout: .seconds(2)))
+        let lock = try await fleet.queues[0].once("extend")
+        try await lock.extend(by: .seconds(30))
+        #expect(try await fleet.client.send("PTTL", lock.redisKey).decode(Int.self) > 20_000)
+        try await lock.release()
+    }
+
+    @Test func extendAndReleaseAfterExpiryAreTypedErrors() async throws {
+        let fleet = try await Fleet.start(1, lock: LockOptions(timeout: .milliseconds(50)))
+        let lock = try await fleet.queues[0].once("expiring")
+        try await eventually("the lock to expire") { try await fleet.client.send("EXISTS", lock.redisKey) == .integer(0) }
+        await #expect(throws: LockExtendError.self) { try await lock.extend() }
+        #expect(!lock.isLocked)
+        await #expect(throws: LockReleaseError.self) { try await lock.release() }
+    }
+
+    @Test func anotherOwnersLockCannotBeReleasedOrExtended() async throws {
+        let fleet = try await Fleet.start(1)
+        let lock = try await fleet.queues[0].once("stolen")
+        try await fleet.client.send("SET", lock.redisKey, "someone-else")
+        await #expect(throws: LockReleaseError.self) { try await lock.release() }
+        #expect(try await fleet.client.send("GET", lock.redisKey).decode(String.self) == "someone-else")
+        let second = try await fleet.queues[0].once("stolen-2")
+        try await fleet.client.send("SET", second.redisKey, "someone-else")
+        await #expect(throws: LockExtendError.self) { try await second.extend() }
+    }
+
+    @Test func doubleReleaseIsAnErrorNotACrash() async throws {
+        let fleet = try await Fleet.start(1)
+        let lock = try await fleet.queues[0].once("twice")
+        try await lock.release()
+        await #expect(throws: LockReleaseError.self) { try await lock.release() }
+    }
+
+    @Test func fencingTokensStrictlyIncreaseAcrossHolders() async throws {
+        let fleet = try await Fleet.start(3)
+        var last: Int64 = 0
+        for round in 0..<9 {
+            let lock = try await fleet.queues[round % 3].once("fenced")
+            #expect(lock.fencingToken > last)
+            last = lock.fencingToken
+            try await lock.release()
+        }
+    }
+
+    @Test(.enabled(if: TestRedis.ownsServers)) func redisFailureIsNotReportedAsContention() async throws {
+        let server = try await RedisServer.start()
+        let fleet = try await Fleet.start(1, redis: TestRedis(server)) {
+            $0.reconnect = .never
+        }
+        await server.kill()
+        try await eventually("the loss to be noticed") { await !fleet.client.isOpen }
+        await #expect {
+            _ = try await fleet.queues[0].once("down")
+        } throws: { $0 is RedisError }
+    }
+
+    @Test func badInputIsRejectedBeforeSending() async throws {
+        let fleet = try await Fleet.start(1)
+        await #expect { _ = try await fleet.queues[0].once("") } throws: { ($0 as? RedisError)?.code == .invalidArgument }
+        await #expect { _ = try await fleet.queues[0].multi([]) } throws: { ($0 as? RedisError)?.code == .invalidArgument }
+        await #expect { _ = try await fleet.queues[0].multi(["", ""]) } throws: { ($0 as? RedisError)?.code == .invalidArgument }
+        #expect { _ = try fleet.queues[0].semaphore("s", permits: 0) } throws: { ($0 as? RedisError)?.code == .invalidArgument }
+        #expect(throws: RedisError.self) {
+            _ = try CallbackQueue(client: fleet.client, pubsub: fleet.queues[0].pubsub,
+                                  options: CallbackQueueOptions(channel: "c", lock: LockOptions(timeout: .zero)))
+        }
+        #expect(throws: RedisError.self) {
+            _ = try CallbackQueue(client: fleet.client, pubsub: fleet.queues[0].pubsub, options: CallbackQueueOptions(channel: ""))
+        }
+        await #expect { _ = try await fleet.queues[0].fanout("id", timeout: .zero) { 1 } } throws: {
+            ($0 as? RedisError)?.code == .invalidArgument
+        }
+        let keys = try await fleet.client.send("SCAN", 0, "MATCH", fleet.prefix + "*", "COUNT", 1000).decode([RedisReply].self)
+        #expect(try keys[1].decode([String].self).isEmpty, "nothing was written")
+    }
+}
+
+@Suite struct WithLockTests {
+    @Test func watchdogKeepsAOneSecondLockAliveThroughAFiveSecondBody() async throws {
+        let fleet = try await Fleet.start(2, lock: LockOptions(timeout: .seconds(1), retries: 0))
+        let value = try await fleet.queues[0].withLock("long") { lock in
+            try await Task.sleep(for: .seconds(5))
+            // Still ours: a contender cannot take it.
+            await #expect(throws: LockAcquisitionError.self) { _ = try await fleet.queues[1].once("long") }
+            return lock.fencingToken
+        }
+        #expect(value >= 1)
+        #expect(try await fleet.client.send("EXISTS", fleet.prefix + "long") == .integer(0), "released after the body")
+    }
+
+    @Test func deletedLeaseCancelsTheBodyAndThrowsLockLost() async throws {
+        let fleet = try await Fleet.start(1, lock: LockOptions(timeout: .milliseconds(600)))
+        let bodyCancelled = Counter()
+        await #expect(throws: LockLostError.self) {
+            try await fleet.queues[0].withLock("vanishing") { lock in
+                try await fleet.client.send("DEL", lock.redisKey)
+                do {
+                    try await Task.sleep(for: .seconds(30))
+                } catch {
+                    bodyCancelled.add()
+                    throw error
+                }
+            }
+        }
+        #expect(bodyCancelled.value() == 1)
+    }
+
+    @Test(.enabled(if: TestRedis.ownsServers)) func pausedServerPastTheTTLLosesTheLease() async throws {
+        let server = try await RedisServer.start()
+        let fleet = try await Fleet.start(1, lock: LockOptions(timeout: .milliseconds(800)),
+                                          redis: TestRedis(server)) {
+            $0.commandTimeout = .milliseconds(150)
+        }
+        let started = Counter()
+        await #expect(throws: LockLostError.self) {
+            try await fleet.queues[0].withLock("paused") { _ in
+                server.pause()
+                started.add()
+                try await Task.sleep(for: .seconds(30))
+            }
+        }
+        server.resume()
+        #expect(started.value() == 1)
+    }
+
+    @Test func bodyErrorReleasesTheLock() async throws {
+        let fleet = try await Fleet.start(1)
+        await #expect(throws: JobFailed.self) {
+            try await fleet.queues[0].withLock("failing") { _ in throw JobFailed(detail: "x") }
+        }
+        #expect(try await fleet.client.send("EXISTS", fleet.prefix + "failing") == .integer(0))
+    }
+}
+
+@Suite struct MultiTests {
+    @Test func acquireExtendRelease() async throws {
+        let fleet = try await Fleet.start(1, lock: LockOptions(timeout: .seconds(2)))
+        let multi = try await fleet.queues[0].multi("a", "b", "c")
+        #expect(multi.locks.map(\.key) == ["a", "b", "c"])
+        try await multi.extend(by: .seconds(30))
+        for lock in multi.locks {
+            #expect(try await fleet.client.send("PTTL", lock.redisKey).decode(Int.self) > 20_000)
+        }
+        let results = await multi.release()
+        #expect(results.values.allSatisfy { (try? $0.get()) != nil })
+        #expect(try await fleet.client.send("EXISTS", fleet.prefix + "a", fleet.prefix + "b", fleet.prefix + "c") == .integer(0))
+    }
+
+    @Test func oneHeldKeyRejectsTheWholeSetAndLeavesNothingBehind() async throws {
+        let fleet = try await Fleet.start(2, lock: LockOptions(retries: 0))
+        let held = try await fleet.queues[0].once("b")
+        await #expect(throws: MultiLockError.self) { _ = try await fleet.queues[1].multi(["a", "b", "c"]) }
+        #expect(try await fleet.client.send("EXISTS", fleet.prefix + "a", fleet.prefix + "c") == .integer(0))
+        try await held.release()
+    }
+
+    @Test func tenConcurrentMultisOverTheSameKeysExactlyOneSucceeds() async throws {
+        let fleet = try await Fleet.start(10, lock: LockOptions(retries: 0))
+        let successes = await withTaskGroup(of: Int.self) { group in
+            for queue in fleet.queues {
+                group.addTask { (try? await queue.multi(["x", "y", "z"])) != nil ? 1 : 0 }
+            }
+            return await group.reduce(0, +)
+        }
+        #expect(successes == 1)
+    }
+
+    @Test func releaseNeverThrowsAndReportsPerKey() async throws {
+        let fleet = try await Fleet.start(1)
+        let multi = try await fleet.queues[0].multi(["p", "q"])
+        try await fleet.client.send("DEL", fleet.prefix + "q")
+        let results = await multi.release()
+        #expect((try? results["p"]!.get()) != nil)
+        #expect((try? results["q"]!.get()) == nil)
+    }
+}
+
+@Suite struct SemaphoreTests {
+    /// 50 tasks over 10 queues do a non-atomic read-modify-write under a 1-permit semaphore.
+    @Test func mutualExclusionWithFiftyTasksOverTenQueues() async throws {
+        let fleet = try await Fleet.start(10)
+        let counter = uniqueKey("counter")
+        let seen = try await withThrowingTaskGroup(of: Int.self) { group in
+            for task in 0..<50 {
+                let queue = fleet.queues[task % 10]
+                group.addTask {
+                    try await queue.semaphore("mutex").withPermit { _ in
+                        let value = try await queue.client.send("GET", counter).decode(Int?.self) ?? 0
+                        try await Task.sleep(for: .milliseconds(10))
+                        try await queue.client.send("SET", counter, value + 1)
+                        return value
+                    }
+                }
+            }
+            var all: [Int] = []
+            for try await value in group { all.append(value) }
+            return all
+        }
+        #expect(try await fleet.client.send("GET", counter).decode(Int.self) == 50)
+        #expect(seen.sorted() == Array(0..<50))
+    }
+
+    @Test func countingSemaphoreNeverHasMoreHoldersThanPermits() async throws {
+        let fleet = try await Fleet.start(6)
+        let holders = uniqueKey("holders")
+        let peak = uniqueKey("peak")
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for task in 0..<24 {
+                let queue = fleet.queues[task % 6]
+                group.addTask {
+                    _ = try await queue.semaphore("pool", permits: 3).withPermit { _ in
+                        let now = try await queue.client.send("INCR", holders).decode(Int.self)
+                        try await queue.client.run(RedisScript(
+                            "if tonumber(redis.call('GET', KEYS[1]) or 0) < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end"),
+                            keys: [peak], arguments: [now])
+                        try await Task.sleep(for: .milliseconds(15))
+                        try await queue.client.send("DECR", holders)
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        let maximum = try await fleet.client.send("GET", peak).decode(Int.self)
+        #expect(maximum <= 3)
+        #expect(maximum >= 2, "permits were actually shared")
+    }
+
+    @Test func deadHoldersPermitFreesAfterTheTimeout() async throws {
+        let fleet = try await Fleet.start(2, lock: LockOptions(timeout: .milliseconds(500)))
+        // The first holder takes the only permit and "dies": it never leaves or extends.
+        _ = try await fleet.queues[0].semaphore("lonely").take()
+        await #expect(throws: LockAcquisitionError.self) {
+            _ = try await fleet.queues[1].semaphore("lonely").take(timeout: .milliseconds(100))
+        }
+        let permit = try await fleet.queues[1].semaphore("lonely").take(timeout: .seconds(10))
+        try await permit.leave()
+    }
+
+    @Test func leaveWakesAWaiterInAnotherQueue() async throws {
+        let fleet = try await Fleet.start(2, lock: LockOptions(timeout: .seconds(30)))
+        let first = try fleet.queues[0].semaphore("baton")
+        try await first.take()
+        let waiter = Task { try await fleet.queues[1].semaphore("baton").take(timeout: .seconds(20)) }
+        try await first.leave()
+        let permit = try await waiter.value
+        try await permit.leave()
+        await #expect(throws: LockReleaseError.self) { try await first.leave() }
+    }
+}

@@ -1,0 +1,69 @@
+// A helper process for multi-process tests: `hiredis-test-helper <command> <port> ...`.
+import Foundation
+import Hiredis
+import LockKit
+
+@main
+struct TestHelper {
+    static func main() async throws {
+        let arguments = CommandLine.arguments
+        guard arguments.count >= 3, let port = Int(arguments[2]) else {
+            FileHandle.standardError.write(Data("usage: hiredis-test-helper <command> <port> ...\n".utf8))
+            exit(2)
+        }
+        let configuration = RedisConfiguration(host: "127.0.0.1", port: port)
+        switch arguments[1] {
+        case "lock-cycles":
+            // lock-cycles <port> <counterKey> <cycles> <channel>: read-modify-write under a lock.
+            let key = arguments[3]
+            let cycles = Int(arguments[4])!
+            let queue = try await makeQueue(configuration, channel: arguments[5], timeout: .seconds(5), retries: 10_000, delay: .milliseconds(2))
+            for _ in 0..<cycles {
+                try await queue.withLock(key + ":lock") { lock in
+                    let value = try await queue.client.send("GET", key).decode(Int?.self) ?? 0
+                    try await queue.client.send("SET", key, value + 1)
+                    try await queue.client.send("RPUSH", key + ":fences", lock.fencingToken)
+                }
+            }
+            say("done")
+        case "fanout":
+            // fanout <port> <channel> <id> <runsKey> <callers> <jobMilliseconds>
+            let queue = try await makeQueue(configuration, channel: arguments[3], timeout: .seconds(2), retries: 2, delay: .milliseconds(50))
+            let id = arguments[4], runsKey = arguments[5]
+            let callers = Int(arguments[6])!, jobTime = Int(arguments[7])!
+            say("ready")
+            let results = try await withThrowingTaskGroup(of: String.self) { group in
+                for _ in 0..<callers {
+                    group.addTask {
+                        try await queue.fanout(id, timeout: .seconds(20)) {
+                            let run = try await queue.client.send("INCR", runsKey).decode(Int.self)
+                            say("running \(run)")
+                            try await Task.sleep(for: .milliseconds(jobTime))
+                            return "value-\(run)"
+                        }
+                    }
+                }
+                var all: [String] = []
+                for try await value in group { all.append(value) }
+                return all
+            }
+            say("results \(Set(results).sorted().joined(separator: ",")) \(results.count)")
+        default:
+            FileHandle.standardError.write(Data("unknown command \(arguments[1])\n".utf8))
+            exit(2)
+        }
+    }
+
+    static func makeQueue(_ configuration: RedisConfiguration, channel: String, timeout: Duration, retries: Int, delay: Duration) async throws -> CallbackQueue {
+        let client = try await RedisConnection.connect(configuration)
+        let pubsub = try await RedisSubscriber.connect(configuration)
+        return try CallbackQueue(client: client, pubsub: pubsub, options: CallbackQueueOptions(
+            channel: channel, lock: LockOptions(timeout: timeout, retries: retries, delay: delay)))
+    }
+}
+
+/// Prints a line and flushes at once: the parent test reacts to each line.
+func say(_ line: String) {
+    print(line)
+    fflush(nil)
+}
