@@ -301,6 +301,23 @@ struct JobFailed: Error, CustomStringConvertible {
         try await permit.leave()
     }
 
+    /// The holder is a real process, killed with `kill -9` while its watchdog extends the
+    /// permit: the permit frees once its lease runs out.
+    @Test func killedHolderProcessPermitFreesAfterTheTimeout() async throws {
+        let redis = try await TestRedis.start()
+        guard let server = redis.server else { return }
+        let fleet = try await Fleet.start(1, lock: LockOptions(timeout: .milliseconds(800)), redis: redis)
+        let holder = try HelperProcess(["semaphore-hold", "\(server.port)", fleet.channel, fleet.prefix, "shared", "800"])
+        var lines = holder.lines.makeAsyncIterator()
+        #expect(await lines.next() == "holding")
+        await #expect(throws: LockAcquisitionError.self) {
+            _ = try await fleet.queues[0].semaphore("shared").take(timeout: .milliseconds(900))
+        }
+        holder.signal(SIGKILL)
+        let permit = try await fleet.queues[0].semaphore("shared").take(timeout: .seconds(10))
+        try await permit.leave()
+    }
+
     @Test func leaveWakesAWaiterInAnotherQueue() async throws {
         let fleet = try await Fleet.start(2, lock: LockOptions(timeout: .seconds(30)))
         let first = try fleet.queues[0].semaphore("baton")

@@ -48,6 +48,18 @@ struct TestHelper {
                 return all
             }
             say("results \(Set(results).sorted().joined(separator: ",")) \(results.count)")
+        case "semaphore-hold":
+            // semaphore-hold <port> <channel> <prefix> <key> <timeoutMilliseconds>: takes the
+            // only permit, says so, and holds it (with its lease) until killed.
+            let client = try await RedisConnection.connect(configuration)
+            let pubsub = try await RedisSubscriber.connect(configuration)
+            let queue = try CallbackQueue(client: client, pubsub: pubsub, options: CallbackQueueOptions(
+                channel: arguments[3], lockPrefix: arguments[4],
+                lock: LockOptions(timeout: .milliseconds(Int64(arguments[6])!))))
+            try await queue.semaphore(arguments[5]).withPermit { _ in
+                say("holding")
+                try await Task.sleep(for: .seconds(3600))
+            }
         default:
             FileHandle.standardError.write(Data("unknown command \(arguments[1])\n".utf8))
             exit(2)
