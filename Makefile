@@ -4,7 +4,7 @@ SWIFT ?= swift
 APT_PACKAGES := libhiredis-dev redis-server redis-sentinel redis-tools pkg-config
 PID_DIR := $(or $(TMPDIR),/tmp)/hiredis-kit-test-pids
 
-.PHONY: all deps build test bench demo docs clean docker-test kill-strays
+.PHONY: all deps build test test-hiredis1 bench demo docs clean docker-test kill-strays
 
 all: build
 
@@ -35,6 +35,10 @@ test: deps
 	$(SWIFT) test --skip-build --disable-xctest || status=$$?; \
 	$(MAKE) --no-print-directory kill-strays; \
 	exit $$status
+
+## test-hiredis1: the same suite linked against hiredis 1.x (sources from PyPI's hiredis sdist)
+test-hiredis1: deps
+	@status=0; scripts/test-hiredis1.sh || status=$$?; $(MAKE) --no-print-directory kill-strays; exit $$status
 
 # Kills redis-server processes that a crashed test run left behind.
 kill-strays:

@@ -68,6 +68,7 @@ public final actor CallbackQueue {
         do {
             return MultiLock(locks: try await acquire(unique, retries: options.lock.retries))
         } catch let error as LockAcquisitionError {
+            // `error.key` is the key held at the last attempt; nothing is left taken.
             throw MultiLockError(errors: [error.key: error], locks: [])
         }
     }
@@ -86,17 +87,24 @@ public final actor CallbackQueue {
         let token = UUID().uuidString
         let ttl = options.lock.timeout
         var attempt = 0
+        var heldKey = keys[0]
         while true {
-            if let locks = try await tryAcquire(keys, token: token, ttl: ttl) { return locks }
+            switch try await tryAcquire(keys, token: token, ttl: ttl) {
+            case .success(let locks): return locks
+            case .failure(let held): heldKey = held.key
+            }
             guard attempt < retries else { break }
             attempt += 1
             try await Task.sleep(for: options.lock.jitteredDelay())
         }
-        throw LockAcquisitionError(key: keys.count == 1 ? keys[0] : keys.joined(separator: ","), reason: "held by another owner")
+        throw LockAcquisitionError(key: heldKey, reason: "held by another owner")
     }
 
-    /// One attempt: every slot group in a fixed order; on a held key, releases what it took.
-    nonisolated func tryAcquire(_ keys: [String], token: String, ttl: Duration) async throws -> [Lock]? {
+    /// One attempt: every slot group in a fixed order; on a held key, releases what it took
+    /// and says which key was held.
+    nonisolated func tryAcquire(
+        _ keys: [String], token: String, ttl: Duration
+    ) async throws -> Result<[Lock], LockAcquisitionError> {
         let redisKeys = keys.map { options.lockPrefix + $0 }
         var byGroup: [String: [Int]] = [:]
         for (index, redisKey) in redisKeys.enumerated() {
@@ -117,7 +125,11 @@ public final actor CallbackQueue {
             let values = try reply.decode([Int64].self)
             if values.first == 0 {
                 for lock in taken { try? await lock.release() }
-                return nil
+                var position = 0
+                if values.count > 1 { position = Int(values[1]) - 1 }
+                position = min(max(position, 0), indices.count - 1)
+                let heldKey: String = keys[indices[position]]
+                return .failure(LockAcquisitionError(key: heldKey, reason: "held by another owner"))
             }
             for (position, index) in indices.enumerated() {
                 taken.append(Lock(key: keys[index], redisKey: redisKeys[index], token: token,
@@ -125,7 +137,7 @@ public final actor CallbackQueue {
             }
         }
         // Back in the order the keys were given.
-        return keys.map { key in taken.first { $0.key == key }! }
+        return .success(keys.map { key in taken.first { $0.key == key }! })
     }
 
     /// Runs `body` under `lock` (with the watchdog when `autoExtend`), then releases it.
@@ -419,15 +431,21 @@ public final actor CallbackQueue {
         await finish(id, lock: lock, result: result)
     }
 
-    nonisolated func finish(_ id: String, lock: Lock, result: Result<[UInt8], any Error>) async {
+    /// Publishes the outcome (if the lease is still held) and hands it to local waiters;
+    /// returns whether it was broadcast.
+    @discardableResult
+    nonisolated func finish(_ id: String, lock: Lock, result: Result<[UInt8], any Error>) async -> Bool {
+        var broadcast = false
         do {
-            if try await !publish(id, lock: lock, result: result) {
+            broadcast = try await publish(id, lock: lock, result: result)
+            if !broadcast {
                 logger.warning("job finished after its lock was lost; outcome not broadcast", metadata: ["id": "\(id)"])
             }
         } catch {
             logger.warning("publishing an outcome failed", metadata: ["id": "\(id)", "error": "\(error)"])
         }
         await deliver(id, result)
+        return broadcast
     }
 
     /// In-flight request coalescing, dlock's `push`.
@@ -447,8 +465,20 @@ public final actor CallbackQueue {
         let timeout = timeout ?? options.lock.timeout * 2
         guard timeout > .zero else { throw RedisError.invalidArgument("the push timeout must be positive") }
         try await ensureListening()
-        let (_, existed) = addWaiter(id, timeout: timeout) { onComplete(decodePayload($0)) }
+        let (waiterID, existed) = addWaiter(id, timeout: timeout) { onComplete(decodePayload($0)) }
         if existed { throw LockAcquisitionError(key: id, reason: "job is already running") }
+        do {
+            return try await claimOrWait(id)
+        } catch let error as LockAcquisitionError {
+            throw error
+        } catch {
+            // Redis failed (or the task was cancelled): nobody will look for this outcome.
+            removeWaiter(id, waiterID, with: .failure(error))
+            throw error
+        }
+    }
+
+    private func claimOrWait<Payload: Codable & Sendable>(_ id: String) async throws -> Completion<Payload> {
         var attempt = 0
         while true {
             switch try await claimJob(id) {
@@ -456,10 +486,12 @@ public final actor CallbackQueue {
                 deliver(id, outcome)
                 throw LockAcquisitionError(key: id, reason: "job already completed")
             case .lock(let lock):
+                let lost = LeaseLoss()
                 let watchdog = Task { [logger] in
                     await Self.watch(lease: lock.timeout, key: lock.key, logger: logger) { try await lock.extend() }
+                    if !Task.isCancelled { lost.mark() }
                 }
-                return Completion(id: id, queue: self, lock: lock, watchdog: watchdog)
+                return Completion<Payload>(id: id, queue: self, lock: lock, watchdog: watchdog, lost: lost)
             case .held:
                 break
             }
@@ -512,21 +544,30 @@ public final class Completion<Payload: Codable & Sendable>: Sendable {
     let queue: CallbackQueue
     let lock: Lock
     let watchdog: Task<Void, Never>
+    let lost: LeaseLoss
     private let completed = Mutex(false)
 
-    init(id: String, queue: CallbackQueue, lock: Lock, watchdog: Task<Void, Never>) {
+    init(id: String, queue: CallbackQueue, lock: Lock, watchdog: Task<Void, Never>, lost: LeaseLoss) {
         self.id = id
         self.queue = queue
         self.lock = lock
         self.watchdog = watchdog
+        self.lost = lost
     }
 
     /// The job's fencing token.
     public var fencingToken: Int64 { lock.fencingToken }
 
+    /// `true` once the job's lease was lost (an extension was refused, or Redis could not
+    /// be reached before the lease ran out): another process may take the job over.
+    public var isLeaseLost: Bool { lost.isMarked }
+
     /// Broadcasts the outcome to every waiting caller and releases the lock. A second call
-    /// is ignored (and logged).
-    public func complete(_ result: Result<Payload, any Error>) async {
+    /// is ignored (and logged). This process's callers get the outcome in any case.
+    ///
+    /// - Throws: ``LockLostError`` when the lease had been lost, so the outcome was not
+    ///   broadcast.
+    public func complete(_ result: Result<Payload, any Error>) async throws {
         guard completed.withLock({ done in defer { done = true }; return !done }) else {
             queue.logger.warning("a job was completed twice; the second outcome is ignored", metadata: ["id": "\(id)"])
             return
@@ -535,13 +576,21 @@ public final class Completion<Payload: Codable & Sendable>: Sendable {
         let bytes: Result<[UInt8], any Error> = result.flatMap { value in
             Result { Array(try JSONEncoder().encode(value)) }
         }
-        await queue.finish(id, lock: lock, result: bytes)
+        let broadcast = await queue.finish(id, lock: lock, result: bytes)
+        if !broadcast { throw LockLostError(key: id) }
     }
 
     /// `complete(.success(value))`.
-    public func complete(_ value: Payload) async { await complete(.success(value)) }
+    public func complete(_ value: Payload) async throws { try await complete(.success(value)) }
     /// `complete(.failure(error))`.
-    public func fail(_ error: any Error) async { await complete(.failure(error)) }
+    public func fail(_ error: any Error) async throws { try await complete(.failure(error)) }
+}
+
+/// Set by a watchdog that gave up.
+final class LeaseLoss: Sendable {
+    private let flag = Mutex(false)
+    func mark() { flag.withLock { $0 = true } }
+    var isMarked: Bool { flag.withLock { $0 } }
 }
 
 /// Holds the waiter id set by the registering task, for the cancellation handler.

@@ -84,7 +84,8 @@ public final class MultiLock: Sendable {
             }
         }
         if !errors.isEmpty {
-            for lock in locks { lock.markLost() }
+            // All or nothing: give back what is still ours, then report.
+            await release()
             throw MultiLockError(errors: errors, locks: locks)
         }
     }

@@ -55,7 +55,7 @@ final class Outcomes: Sendable {
         let fleet = try await Fleet.start(10)
         let (outcomes, runs, refused) = await pushAll(fleet, ids: Array(repeating: "same", count: 10)) { completion in
             try? await Task.sleep(for: .milliseconds(50))
-            await completion.complete("the value")
+            try? await completion.complete("the value")
         }
         #expect(runs.total == 1)
         #expect(refused == 9)
@@ -68,7 +68,7 @@ final class Outcomes: Sendable {
         let ids = (0..<10).map { "id-\($0 % 3)" }
         let (outcomes, runs, refused) = await pushAll(fleet, ids: ids) { completion in
             try? await Task.sleep(for: .milliseconds(50))
-            await completion.complete(completion.id)
+            try? await completion.complete(completion.id)
         }
         #expect(runs.total == 3)
         #expect(refused == 7)
@@ -90,7 +90,7 @@ final class Outcomes: Sendable {
     @Test func failingJobGivesEveryoneTheSameError() async throws {
         let fleet = try await Fleet.start(10)
         let (outcomes, _, _) = await pushAll(fleet, ids: Array(repeating: "failing", count: 10)) { completion in
-            await completion.fail(JobFailed(detail: "disk full"))
+            try? await completion.fail(JobFailed(detail: "disk full"))
         }
         #expect(outcomes.values.count == 10)
         for outcome in outcomes.values {

@@ -214,7 +214,11 @@ struct JobFailed: Error, CustomStringConvertible {
     @Test func oneHeldKeyRejectsTheWholeSetAndLeavesNothingBehind() async throws {
         let fleet = try await Fleet.start(2, lock: LockOptions(retries: 0))
         let held = try await fleet.queues[0].once("b")
-        await #expect(throws: MultiLockError.self) { _ = try await fleet.queues[1].multi(["a", "b", "c"]) }
+        await #expect {
+            _ = try await fleet.queues[1].multi(["a", "b", "c"])
+        } throws: { error in
+            (error as? MultiLockError)?.errors.keys.sorted() == ["b"]
+        }
         #expect(try await fleet.client.send("EXISTS", fleet.prefix + "a", fleet.prefix + "c") == .integer(0))
         try await held.release()
     }

@@ -113,16 +113,16 @@ public struct RedisCommand: Sendable, Hashable {
         }
     }
 
-    /// Checks what can be checked before anything is sent.
-    func validate(forSubscriber: Bool = false) throws {
+    /// Checks what can be checked before anything is sent. (`limit` is there for tests.)
+    func validate(forSubscriber: Bool = false, limit: Int = RedisCommand.maximumArgumentSize) throws {
         guard let first = ends.first, first > 0 else {
             throw RedisError.invalidArgument("the command name is empty")
         }
         var start = 0
         for (index, end) in ends.enumerated() {
-            if end - start > Self.maximumArgumentSize {
+            if end - start > limit {
                 throw RedisError.invalidArgument(
-                    "argument \(index) of \(name) is \(end - start) bytes, more than Redis accepts (\(Self.maximumArgumentSize))")
+                    "argument \(index) of \(name) is \(end - start) bytes, more than Redis accepts (\(limit))")
             }
             start = end
         }
