@@ -108,7 +108,7 @@ public final actor CallbackQueue {
         let redisKeys = keys.map { options.lockPrefix + $0 }
         var byGroup: [String: [Int]] = [:]
         for (index, redisKey) in redisKeys.enumerated() {
-            byGroup[hashTag(redisKey).map { "{" + $0 } ?? redisKey, default: []].append(index)
+            byGroup[slotGroup(redisKey), default: []].append(index)
         }
         var taken: [Lock] = []
         for group in byGroup.keys.sorted() {

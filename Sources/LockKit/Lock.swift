@@ -106,12 +106,17 @@ public final class MultiLock: Sendable {
     }
 }
 
+/// The name of a key's slot group: `{tag` for a hash-tagged key, else the key itself.
+func slotGroup(_ redisKey: String) -> String {
+    hashTag(redisKey).map { "{" + $0 } ?? redisKey
+}
+
 /// Locks grouped so that each group's keys share a cluster slot (same hash tag), in a
 /// fixed order.
 func groupBySlot(_ locks: [Lock]) -> [[Lock]] {
     var groups: [String: [Lock]] = [:]
     for lock in locks {
-        groups[hashTag(lock.redisKey).map { "{" + $0 } ?? lock.redisKey, default: []].append(lock)
+        groups[slotGroup(lock.redisKey), default: []].append(lock)
     }
     return groups.keys.sorted().map { groups[$0]! }
 }

@@ -113,6 +113,11 @@ public struct RedisCommand: Sendable, Hashable {
         }
     }
 
+    /// Commands that take a connection out of request/reply mode (built once, not per send).
+    private static let modeChangingCommands: [StaticString] = [
+        "SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE", "UNSUBSCRIBE", "PUNSUBSCRIBE", "MONITOR",
+    ]
+
     /// Checks what can be checked before anything is sent. (`limit` is there for tests.)
     func validate(forSubscriber: Bool = false, limit: Int = RedisCommand.maximumArgumentSize) throws {
         guard let first = ends.first, first > 0 else {
@@ -127,8 +132,7 @@ public struct RedisCommand: Sendable, Hashable {
             start = end
         }
         if !forSubscriber {
-            for pubsub: StaticString in ["SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE", "UNSUBSCRIBE", "PUNSUBSCRIBE", "MONITOR"]
-            where nameEquals(pubsub) {
+            for pubsub in Self.modeChangingCommands where nameEquals(pubsub) {
                 throw RedisError.invalidArgument(
                     "\(name) changes the connection's mode; use RedisSubscriber for pub/sub")
             }
