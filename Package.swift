@@ -11,10 +11,13 @@ let package = Package(
     products: [
         .library(name: "Hiredis", targets: ["Hiredis"]),
         .library(name: "LockKit", targets: ["LockKit"]),
+        .library(name: "QueueKit", targets: ["QueueKit"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.4.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
         .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.4.0"),
     ],
     targets: [
@@ -37,9 +40,19 @@ let package = Package(
             dependencies: ["Hiredis", .product(name: "Logging", package: "swift-log")],
             swiftSettings: swiftSettings
         ),
+        .target(
+            name: "QueueKit",
+            dependencies: [
+                "Hiredis",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(
             name: "hiredis-test-helper",
-            dependencies: ["Hiredis", "LockKit", "RedisTestSupport"],
+            dependencies: ["Hiredis", "LockKit", "QueueKit", "RedisTestSupport"],
             path: "Tests/TestHelper",
             swiftSettings: swiftSettings
         ),
@@ -57,6 +70,15 @@ let package = Package(
         .testTarget(
             name: "LockKitTests",
             dependencies: ["LockKit", "Hiredis", "RedisTestSupport", "hiredis-test-helper"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "QueueKitTests",
+            dependencies: [
+                "QueueKit", "Hiredis", "RedisTestSupport", "hiredis-test-helper",
+                .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
+            ],
             swiftSettings: swiftSettings
         ),
     ]

@@ -194,6 +194,12 @@ public struct TestRedis: Sendable {
         self.init(configuration: server.configuration, server: server)
     }
 
+    /// A `redis://` URL for helper processes: `REDIS_URL`, or the throwaway server's.
+    public var url: String {
+        if let server { return "redis://127.0.0.1:\(server.port)" }
+        return ProcessInfo.processInfo.environment["REDIS_URL"] ?? ""
+    }
+
     /// `true` when tests start their own servers (no `REDIS_URL`).
     public static let ownsServers: Bool = ProcessInfo.processInfo.environment["REDIS_URL"].map(\.isEmpty) ?? true
 

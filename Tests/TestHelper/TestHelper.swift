@@ -2,17 +2,25 @@
 import Foundation
 import Hiredis
 import LockKit
+import QueueKit
 
 @main
 struct TestHelper {
     static func main() async throws {
         let arguments = CommandLine.arguments
-        guard arguments.count >= 3, let port = Int(arguments[2]) else {
-            FileHandle.standardError.write(Data("usage: hiredis-test-helper <command> <port> ...\n".utf8))
+        guard arguments.count >= 3 else {
+            FileHandle.standardError.write(Data("usage: hiredis-test-helper <command> <port or redis:// URL> ...\n".utf8))
             exit(2)
         }
-        let configuration = RedisConfiguration(host: "127.0.0.1", port: port)
+        let configuration: RedisConfiguration
+        if let port = Int(arguments[2]) {
+            configuration = RedisConfiguration(host: "127.0.0.1", port: port)
+        } else {
+            configuration = try RedisConfiguration(url: arguments[2])
+        }
         switch arguments[1] {
+        case "queue-worker", "queue-hold":
+            try await QueueCommands.run(arguments[1], configuration, Array(arguments.dropFirst(3)))
         case "lock-cycles":
             // lock-cycles <port> <counterKey> <cycles> <channel>: read-modify-write under a lock.
             let key = arguments[3]

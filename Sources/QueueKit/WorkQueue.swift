@@ -1,0 +1,361 @@
+import Foundation
+import Hiredis
+import Logging
+
+/// worqr in Swift: a reliable FIFO work queue over Redis. Each task goes to exactly one
+/// worker; a worker that dies has its in-flight tasks handed back, to the front of their
+/// queues, by its peers.
+///
+/// It needs two connections: `client` for commands (it can be shared with the rest of the
+/// app) and `subscriber` for the `work`, `cancel` and `delete` events.
+///
+/// ```swift
+/// let queue = try WorkQueue(client: connection, subscriber: subscriber)
+/// try await queue.enqueue("emails", ["to:ada", "to:grace"])
+///
+/// let worker = try await queue.startWorker()
+/// try await worker.run("emails", concurrency: 4) { process in
+///     try await send(process.string)          // returns: finished; throws: back to the queue
+/// }
+/// ```
+///
+/// Tasks are bytes (`[UInt8]`), with `String` conveniences. Every change is one Lua
+/// script; the keys of one queue share the hash tag `{prefix:queue}`.
+public struct WorkQueue: Sendable {
+    public let client: RedisConnection
+    public let subscriber: RedisSubscriber
+    public let options: WorkQueueOptions
+    let registry: RegistryKeys
+    let metrics: QueueMetrics
+    var logger: Logger { options.logger }
+
+    /// - Throws: ``Hiredis/RedisError`` `invalidArgument` for invalid options.
+    public init(client: RedisConnection, subscriber: RedisSubscriber, options: WorkQueueOptions = WorkQueueOptions()) throws {
+        try options.validate()
+        self.client = client
+        self.subscriber = subscriber
+        self.options = options
+        self.registry = RegistryKeys(prefix: options.prefix)
+        self.metrics = QueueMetrics(dimensions: options.metricsDimensions, factory: options.metricsFactory)
+    }
+
+    func keys(_ queue: String) throws -> QueueKeys {
+        try validateName(queue, what: "queue name")
+        return QueueKeys(prefix: options.prefix, queue: queue)
+    }
+
+    // MARK: Producers
+
+    /// Appends `task` to the back of `queue` and publishes `work`.
+    ///
+    /// With `unique: true` the task is refused while the same bytes are queued or in flight
+    /// from an earlier unique enqueue (until it is finished, cancelled, or the queue deleted).
+    ///
+    /// - Returns: the queue's length after the enqueue.
+    /// - Throws: ``WorkQueueError/Code/duplicateTask``; `invalidArgument` for a bad queue
+    ///   name or a task over 512 MiB (nothing written).
+    @discardableResult
+    public func enqueue(_ queue: String, _ task: [UInt8], unique: Bool = false) async throws -> Int {
+        try await enqueue(queue, [task], unique: unique)
+    }
+
+    /// The `String` form of ``enqueue(_:_:unique:)-([UInt8])``.
+    @discardableResult
+    public func enqueue(_ queue: String, _ task: String, unique: Bool = false) async throws -> Int {
+        try await enqueue(queue, [Array(task.utf8)], unique: unique)
+    }
+
+    /// Appends `tasks` to the back of `queue`, in order (they are dequeued in the order
+    /// given), all or nothing, and publishes one `work` event with their count.
+    @discardableResult
+    public func enqueue(_ queue: String, _ tasks: [String], unique: Bool = false) async throws -> Int {
+        try await enqueue(queue, tasks.map { Array($0.utf8) }, unique: unique)
+    }
+
+    /// The byte form of ``enqueue(_:_:unique:)-([String])``.
+    @discardableResult
+    public func enqueue(_ queue: String, _ tasks: [[UInt8]], unique: Bool = false) async throws -> Int {
+        let keys = try keys(queue)
+        guard !tasks.isEmpty else { throw RedisError.invalidArgument("enqueue needs at least one task") }
+        for task in tasks { try validateTask(task) }
+        var arguments: [any RedisArgument] = [keys.channel, unique ? "1" : "0"]
+        arguments.reserveCapacity(tasks.count + 2)
+        for task in tasks { arguments.append(task) }
+        let reply = try await client.run(QueueScripts.enqueue, keys: keys.all(), arguments: arguments).decode([Int].self)
+        guard reply.count == 2 else { throw RedisError(.wrongReplyType, "unexpected enqueue reply \(reply)") }
+        if reply[0] == 0 {
+            let task = tasks[reply[1] - 1]
+            throw WorkQueueError(.duplicateTask, "\"\(String(decoding: task.prefix(64), as: UTF8.self))\" is already in \(queue)")
+        }
+        metrics.enqueued(queue, tasks.count)
+        logger.trace("enqueued", metadata: ["queue": "\(queue)", "count": "\(tasks.count)"])
+        return reply[1]
+    }
+
+    /// Removes every queued copy of `task` from `queue`, clears its unique marker, and
+    /// publishes `cancel` so that workers can stop copies already in flight.
+    ///
+    /// - Returns: how many queued copies were removed.
+    @discardableResult
+    public func cancelTasks(_ queue: String, _ task: [UInt8]) async throws -> Int {
+        let keys = try keys(queue)
+        try validateTask(task)
+        return try await client.run(QueueScripts.cancel, keys: keys.all(), arguments: [keys.channel, task]).decode(Int.self)
+    }
+
+    /// The `String` form of ``cancelTasks(_:_:)-([UInt8])``.
+    @discardableResult
+    public func cancelTasks(_ queue: String, _ task: String) async throws -> Int {
+        try await cancelTasks(queue, Array(task.utf8))
+    }
+
+    /// Deletes `queue`: its tasks, dead letters, unique markers and what workers hold of it
+    /// (their `finish` of those processes is then refused). Publishes `delete`.
+    public func deleteQueue(_ queue: String) async throws {
+        let keys = try keys(queue)
+        try await client.run(QueueScripts.deleteQueue, keys: keys.all(), arguments: [keys.channel, keys.working("")])
+    }
+
+    // MARK: Introspection
+
+    /// The names of the queues that hold tasks (found with `SCAN`, never `KEYS`).
+    public func getQueues() async throws -> [String] {
+        let head = "{\(options.prefix):"
+        let tail = "}:queue"
+        let pattern = globEscaped(head) + "*" + globEscaped(tail)
+        var cursor = "0"
+        var names: Set<String> = []
+        repeat {
+            let reply = try await client.send("SCAN", cursor, "MATCH", pattern, "COUNT", 1000)
+            guard case .array(let parts) = reply, parts.count == 2 else {
+                throw RedisError(.wrongReplyType, "unexpected SCAN reply")
+            }
+            cursor = try parts[0].decode(String.self)
+            for key in try parts[1].decode([String].self) where key.hasPrefix(head) && key.hasSuffix(tail) {
+                names.insert(String(key.dropFirst(head.count).dropLast(tail.count)))
+            }
+        } while cursor != "0"
+        return names.sorted()
+    }
+
+    /// How many tasks wait in `queue` (in-flight and dead-lettered ones not counted).
+    public func countQueue(_ queue: String) async throws -> Int {
+        try await client.send("LLEN", try keys(queue).pending).decode(Int.self)
+    }
+
+    /// The task that will be dequeued next, or `nil` when the queue is empty.
+    public func peekQueue(_ queue: String) async throws -> [UInt8]? {
+        let keys = try keys(queue)
+        return try await client.run(QueueScripts.peek, keys: [keys.pending, keys.tasks]).decode(RedisBytes?.self)?.bytes
+    }
+
+    /// The waiting tasks of `queue`, in dequeue order.
+    public func getTasks(_ queue: String) async throws -> [[UInt8]] {
+        let keys = try keys(queue)
+        return try await client.run(QueueScripts.tasks, keys: [keys.pending, keys.tasks], arguments: [0, -1])
+            .decode([RedisBytes].self).map(\.bytes)
+    }
+
+    /// The registered workers (alive, or dead and not yet cleaned up by a peer).
+    public func getWorkers() async throws -> [String] {
+        try await client.send("SMEMBERS", registry.workers).decode([String].self).sorted()
+    }
+
+    /// The queues `worker` started work on.
+    public func getWorkingQueues(_ worker: String) async throws -> [String] {
+        try validateName(worker, what: "worker id")
+        return try await client.send("SMEMBERS", registry.queues(worker)).decode([String].self).sorted()
+    }
+
+    /// The in-flight processes of `queue` whose task is `task`, across all live workers.
+    public func getMatchingProcesses(_ queue: String, _ task: [UInt8]) async throws -> [WorkProcess] {
+        try await processes(queue, matching: task)
+    }
+
+    /// The `String` form of ``getMatchingProcesses(_:_:)-([UInt8])``.
+    public func getMatchingProcesses(_ queue: String, _ task: String) async throws -> [WorkProcess] {
+        try await processes(queue, matching: Array(task.utf8))
+    }
+
+    /// Every in-flight process of `queue`, across all live workers.
+    public func getProcesses(_ queue: String) async throws -> [WorkProcess] {
+        try await processes(queue, matching: nil)
+    }
+
+    /// The processes `worker` holds, across every queue it works on.
+    public func getProcesses(worker: String) async throws -> [WorkProcess] {
+        var all: [WorkProcess] = []
+        for queue in try await getWorkingQueues(worker) {
+            all += try await processes(queue, matching: nil).filter { $0.worker == worker }
+        }
+        return all
+    }
+
+    private func processes(_ queue: String, matching task: [UInt8]?) async throws -> [WorkProcess] {
+        let keys = try keys(queue)
+        let reply = try await client.run(
+            QueueScripts.processes, keys: keys.all(),
+            arguments: [keys.working(""), task ?? [], task == nil ? "0" : "1"])
+        guard case .array(let flat) = reply, flat.count % 4 == 0 else {
+            throw RedisError(.wrongReplyType, "unexpected processes reply")
+        }
+        return try stride(from: 0, to: flat.count, by: 4).map { index in
+            let worker = try flat[index].decode(String.self)
+            let number = try flat[index + 1].decode(Int64.self)
+            return WorkProcess(queue: queue, worker: worker, number: number,
+                               task: try flat[index + 2].bytes(),
+                               deliveries: try flat[index + 3].decode(Int.self))
+        }.sorted { ($0.worker, $0.number) < ($1.worker, $1.number) }
+    }
+
+    // MARK: Dead letters
+
+    /// The tasks of `queue` that reached ``WorkQueueOptions/maxDeliveries``, oldest first.
+    public func deadLetters(_ queue: String) async throws -> [DeadLetter] {
+        let keys = try keys(queue)
+        let reply = try await client.run(QueueScripts.deadLetters, keys: keys.all())
+        guard case .array(let flat) = reply, flat.count % 4 == 0 else {
+            throw RedisError(.wrongReplyType, "unexpected dead-letter reply")
+        }
+        return try stride(from: 0, to: flat.count, by: 4).map { index in
+            DeadLetter(id: try flat[index].decode(String.self), queue: queue,
+                       task: try flat[index + 1].bytes(),
+                       deliveries: try flat[index + 2].decode(Int.self),
+                       reason: try flat[index + 3].decode(String.self))
+        }
+    }
+
+    /// Puts dead letters back at the end of their queue with a fresh delivery count
+    /// (`ids`: those; `nil`: all) and publishes `work`. Returns how many moved.
+    @discardableResult
+    public func retryDeadLetters(_ queue: String, ids: [String]? = nil) async throws -> Int {
+        try await settleDeadLetters(queue, mode: "retry", ids: ids)
+    }
+
+    /// Forgets dead letters (`ids`: those; `nil`: all). Returns how many were removed.
+    @discardableResult
+    public func purgeDeadLetters(_ queue: String, ids: [String]? = nil) async throws -> Int {
+        try await settleDeadLetters(queue, mode: "purge", ids: ids)
+    }
+
+    private func settleDeadLetters(_ queue: String, mode: String, ids: [String]?) async throws -> Int {
+        let keys = try keys(queue)
+        if let ids, ids.isEmpty { return 0 }
+        var arguments: [any RedisArgument] = [keys.channel, mode]
+        for id in ids ?? [] { arguments.append(id) }
+        return try await client.run(QueueScripts.settleDeadLetters, keys: keys.all(), arguments: arguments).decode(Int.self)
+    }
+
+    // MARK: Workers
+
+    /// A worker that is not registered yet: ``Worker/start()`` registers it. Use it when
+    /// the registration should happen later than the creation; else ``startWorker()``.
+    public func makeWorker() -> Worker {
+        Worker(queue: self, id: options.workerID ?? UUID().uuidString.lowercased())
+    }
+
+    /// Registers a worker (id ``WorkQueueOptions/workerID`` or a random UUID) and starts
+    /// its heartbeat and its search for dead peers.
+    ///
+    /// - Throws: ``WorkQueueError/Code/workerNotStarted`` when the id is already registered.
+    public func startWorker() async throws -> Worker {
+        let worker = makeWorker()
+        try await worker.start()
+        return worker
+    }
+
+    /// Finds registered workers whose heartbeat expired and, one script per (dead worker,
+    /// queue), returns what they held to the front of the queue (or to the dead letters
+    /// after ``WorkQueueOptions/maxDeliveries``), then removes their registration. Every
+    /// worker runs this each ``WorkQueueOptions/cleanupInterval``; anyone may call it.
+    ///
+    /// Only dead workers' tasks move: in-flight work is tracked per worker.
+    @discardableResult
+    public func recoverDeadWorkers() async throws -> RecoveryReport {
+        let reply = try await client.run(QueueScripts.findDead, keys: [registry.workers], arguments: [registry.tag + ":"])
+        guard case .array(let entries) = reply else { throw RedisError(.wrongReplyType, "unexpected findDead reply") }
+        var report = RecoveryReport()
+        for entry in entries {
+            guard case .array(let pair) = entry, pair.count == 2 else { continue }
+            let worker = try pair[0].decode(String.self)
+            let queues = try pair[1].decode([String].self)
+            for queue in queues.sorted() {
+                let outcome = try await giveBack(queue: queue, worker: worker, processes: [],
+                                                 reason: "worker \(worker) died", counts: true, markDead: true)
+                report.requeued += outcome.requeued
+                report.deadLettered += outcome.deadLettered
+                metrics.recovered(queue, outcome.requeued, deadLettered: outcome.deadLettered)
+            }
+            try await client.run(QueueScripts.deregister,
+                                 keys: [registry.workers, registry.heartbeat(worker), registry.queues(worker)],
+                                 arguments: [worker, "0"])
+            report.workers.append(worker)
+        }
+        if !report.workers.isEmpty {
+            logger.warning("recovered dead workers", metadata: [
+                "workers": "\(report.workers)", "requeued": "\(report.requeued)", "deadLettered": "\(report.deadLettered)",
+            ])
+        }
+        return report
+    }
+
+    struct GiveBackOutcome {
+        var requeued = 0, deadLettered = 0, missing = 0
+    }
+
+    func giveBack(
+        queue: String, worker: String, processes: [Int64], reason: String, counts: Bool, markDead: Bool
+    ) async throws -> GiveBackOutcome {
+        let keys = try keys(queue)
+        var arguments: [any RedisArgument] = [keys.channel, options.maxDeliveries, reason, counts ? "1" : "0", markDead ? worker : ""]
+        for process in processes { arguments.append(process) }
+        let reply = try await client.run(QueueScripts.giveBack, keys: keys.all(worker: worker), arguments: arguments)
+            .decode([Int].self)
+        guard reply.count == 3 else { throw RedisError(.wrongReplyType, "unexpected giveBack reply") }
+        return GiveBackOutcome(requeued: reply[0], deadLettered: reply[1], missing: reply[2])
+    }
+}
+
+/// A task being worked on: what ``Worker/dequeue(_:)`` hands out. Finish it with
+/// ``Worker/finish(_:)`` or give it back with ``Worker/stop(_:reason:)``.
+public struct WorkProcess: Sendable, Hashable, Identifiable, CustomStringConvertible {
+    /// Unique across the fleet: the worker id and a number.
+    public var id: String { "\(worker)/\(number)" }
+    public let queue: String
+    public let worker: String
+    let number: Int64
+    public let task: [UInt8]
+    /// How many times this task has been handed to a worker, this time included.
+    public let deliveries: Int
+    /// The task as UTF-8 text.
+    public var string: String { String(decoding: task, as: UTF8.self) }
+    public var description: String { "WorkProcess(\(id), queue: \(queue), delivery \(deliveries))" }
+}
+
+/// A task that reached ``WorkQueueOptions/maxDeliveries``.
+public struct DeadLetter: Sendable, Hashable {
+    public let id: String
+    public let queue: String
+    public let task: [UInt8]
+    public let deliveries: Int
+    /// Why it was last given back (the error a handler threw, or the worker that died).
+    public let reason: String
+    public var string: String { String(decoding: task, as: UTF8.self) }
+}
+
+/// What ``WorkQueue/recoverDeadWorkers()`` did.
+public struct RecoveryReport: Sendable, Hashable {
+    public var workers: [String] = []
+    public var requeued = 0
+    public var deadLettered = 0
+}
+
+/// Escapes `*`, `?`, `[`, `]` and `\` for a `SCAN MATCH` pattern.
+func globEscaped(_ text: String) -> String {
+    var out = ""
+    for character in text {
+        if "*?[]\\".contains(character) { out.append("\\") }
+        out.append(character)
+    }
+    return out
+}

@@ -1,0 +1,134 @@
+import Hiredis
+import Logging
+import Metrics
+
+/// How a ``WorkQueue`` and its workers behave. Every worker and producer of one queue
+/// must use the same ``prefix``.
+public struct WorkQueueOptions: Sendable {
+    /// Namespace of every key and channel (default `"worqr"`). No `{`, `}` or `:`.
+    public var prefix: String = "worqr"
+    /// The id of the next worker started; `nil` (the default) picks a random UUID. An id
+    /// is used once: a worker that was failed never comes back under the same id.
+    public var workerID: String?
+    /// How often a worker refreshes its heartbeat key (default 1 s).
+    public var heartbeatInterval: Duration = .seconds(1)
+    /// How long a heartbeat key lives (default 3 s): a worker silent that long is dead,
+    /// and its peers return its in-flight tasks to the front of their queues.
+    public var workerTimeout: Duration = .seconds(3)
+    /// How often a worker looks for dead peers (default 10 s).
+    public var cleanupInterval: Duration = .seconds(10)
+    /// Deliveries after which a task that keeps failing (stopped, or its worker died) is
+    /// moved to the queue's dead-letter list instead of the queue (default 5).
+    public var maxDeliveries: Int = 5
+    /// ``Worker/run(_:concurrency:handler:)`` re-checks its queue this often even when no
+    /// `work` message arrived (pub/sub is a wake-up, not the truth; default 5 s).
+    public var pollInterval: Duration = .seconds(5)
+    /// On graceful shutdown, how long in-flight handlers may run before they are
+    /// cancelled and their tasks returned to the queue (default 30 s).
+    public var shutdownGracePeriod: Duration = .seconds(30)
+    /// When a worker learns that its peers declared it dead, register again under a new
+    /// id and carry on (default `false`: the worker stops).
+    public var reregisterAfterFailure: Bool = false
+    /// Logs go here; the library never bootstraps logging.
+    public var logger: Logger = Logger(label: "queuekit", factory: { _ in SwiftLogNoOpLogHandler() })
+    /// Extra dimensions on every metric (for example `[("service", "mailer")]`).
+    public var metricsDimensions: [(String, String)] = []
+    /// Where metrics go; `nil` (the default) is the app's bootstrapped `MetricsSystem`.
+    public var metricsFactory: (any MetricsFactory)?
+
+    public init(
+        prefix: String = "worqr",
+        workerID: String? = nil,
+        heartbeatInterval: Duration = .seconds(1),
+        workerTimeout: Duration = .seconds(3),
+        cleanupInterval: Duration = .seconds(10),
+        maxDeliveries: Int = 5
+    ) {
+        self.prefix = prefix
+        self.workerID = workerID
+        self.heartbeatInterval = heartbeatInterval
+        self.workerTimeout = workerTimeout
+        self.cleanupInterval = cleanupInterval
+        self.maxDeliveries = maxDeliveries
+    }
+
+    func validate() throws {
+        try validateName(prefix, what: "key prefix")
+        if let workerID { try validateName(workerID, what: "worker id") }
+        for (name, value) in [("heartbeatInterval", heartbeatInterval), ("workerTimeout", workerTimeout),
+                              ("cleanupInterval", cleanupInterval), ("pollInterval", pollInterval)] where value <= .zero {
+            throw RedisError.invalidArgument("\(name) must be positive")
+        }
+        guard shutdownGracePeriod >= .zero else { throw RedisError.invalidArgument("shutdownGracePeriod must not be negative") }
+        guard workerTimeout > heartbeatInterval else {
+            throw RedisError.invalidArgument("workerTimeout must be longer than heartbeatInterval")
+        }
+        guard workerTimeout.milliseconds >= 1 else { throw RedisError.invalidArgument("workerTimeout must be at least 1 ms") }
+        guard maxDeliveries >= 1 else { throw RedisError.invalidArgument("maxDeliveries must be at least 1") }
+    }
+}
+
+/// Why a ``WorkQueue`` or ``Worker`` call was refused. Bad input is reported as
+/// ``Hiredis/RedisError`` `invalidArgument` before anything is sent.
+public struct WorkQueueError: Error, Sendable, Hashable, CustomStringConvertible {
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        private enum Base: String, Sendable {
+            case workerNotStarted, notWorking, workerFailed, duplicateTask, processNotOwned, shutDown
+        }
+        private let base: Base
+        private init(_ base: Base) { self.base = base }
+
+        /// The worker was never started, or has been stopped or failed.
+        public static let workerNotStarted = Code(.workerNotStarted)
+        /// `dequeue` on a queue this worker did not `startWork` on.
+        public static let notWorking = Code(.notWorking)
+        /// The worker's heartbeat expired and its peers declared it dead; its in-flight
+        /// tasks went back to their queues.
+        public static let workerFailed = Code(.workerFailed)
+        /// A unique enqueue found the same task already in the queue (or in flight).
+        public static let duplicateTask = Code(.duplicateTask)
+        /// `finish`/`stop` of a process this worker does not hold (finished, recovered
+        /// by a peer, or its queue deleted).
+        public static let processNotOwned = Code(.processNotOwned)
+        /// The worker is shutting down and takes no new work.
+        public static let shutDown = Code(.shutDown)
+        public var description: String { base.rawValue }
+    }
+
+    public var code: Code
+    public var message: String
+
+    public init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    public var description: String { "WorkQueueError.\(code): \(message)" }
+}
+
+/// Queue names, prefixes and worker ids become parts of key names: they must be
+/// non-empty and free of the separator `:` and of the hash-tag braces.
+func validateName(_ name: String, what: String) throws {
+    guard !name.isEmpty else { throw RedisError.invalidArgument("the \(what) must not be empty") }
+    if let bad = name.first(where: { $0 == ":" || $0 == "{" || $0 == "}" }) {
+        throw RedisError.invalidArgument("the \(what) \"\(name)\" contains \"\(bad)\" (reserved in key names)")
+    }
+    guard name.utf8.count <= 1024 else { throw RedisError.invalidArgument("the \(what) is longer than 1024 bytes") }
+}
+
+/// The largest task Redis can store (a bulk string of 512 MiB).
+let maxTaskSize = 512 * 1024 * 1024
+
+func validateTask(_ task: [UInt8]) throws {
+    guard task.count <= maxTaskSize else {
+        throw RedisError.invalidArgument("a task of \(task.count) bytes is larger than Redis's 512 MiB limit")
+    }
+}
+
+extension Duration {
+    /// Whole milliseconds, rounded up (a lease is never shorter than asked).
+    var milliseconds: Int64 {
+        let (seconds, attoseconds) = components
+        return seconds * 1000 + (attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000
+    }
+}

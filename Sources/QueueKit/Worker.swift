@@ -1,0 +1,506 @@
+import Foundation
+import Hiredis
+import Logging
+import ServiceLifecycle
+
+/// What a worker hears about a queue it works on (``Worker/startWork(_:)``).
+public enum WorkEvent: Sendable, Hashable {
+    /// Tasks arrived (or came back): the count, when known. Also sent at once by
+    /// `startWork` when the queue already holds tasks, and after a pub/sub gap.
+    case work(Int)
+    /// A producer cancelled this task (``WorkQueue/cancelTasks(_:_:)-([UInt8])``): stop
+    /// copies in flight.
+    case cancel([UInt8])
+    /// The queue was deleted; in-flight processes of it can no longer be finished.
+    case delete
+    /// This worker was declared dead (its heartbeat expired) and its in-flight tasks went
+    /// back to their queues. Unless ``WorkQueueOptions/reregisterAfterFailure`` is set, the
+    /// sequence ends after this event.
+    case failed
+}
+
+/// What ``Worker/stop(_:reason:)`` did with the task.
+public enum StopOutcome: Sendable, Hashable {
+    /// Back at the front of its queue.
+    case requeued
+    /// It reached ``WorkQueueOptions/maxDeliveries`` and went to the dead letters.
+    case deadLettered
+}
+
+/// A worker of a ``WorkQueue``: it keeps a heartbeat key alive, takes tasks into its own
+/// in-flight set, and helps recover its dead peers' tasks.
+///
+/// Low level, as in worqr: ``startWork(_:)`` then ``dequeue(_:)``, ``finish(_:)`` or
+/// ``stop(_:reason:)``. High level: ``run(_:concurrency:handler:)``. As a
+/// swift-service-lifecycle `Service`: ``handle(_:concurrency:_:)`` then ``run()``.
+///
+/// When its heartbeat key vanished (the process was paused or cut off from Redis longer
+/// than ``WorkQueueOptions/workerTimeout``) the worker learns it was declared dead: it stops
+/// taking work, cancels its running handlers (their tasks were handed to others; their
+/// `finish` is refused in Redis), and re-registers under a new id only when
+/// ``WorkQueueOptions/reregisterAfterFailure`` is set.
+public final actor Worker: Service {
+    public nonisolated let workQueue: WorkQueue
+    /// The registered id. It changes only when the worker re-registers after a failure.
+    public private(set) var id: String
+
+    private enum State { case idle, running, failed, stopped }
+    private var state: State = .idle
+    private var listeners: [String: QueueListener] = [:]
+    private var heartbeat: Task<Void, Never>?
+    private var cleanup: Task<Void, Never>?
+    private var nextNumber: Int64 = 0
+    private var nextStreamID: UInt64 = 0
+    private var handlers: [Registration] = []
+    private var inFlight: [String: Int] = [:]
+
+    private struct QueueListener {
+        var task: Task<Void, Never>
+        var streams: [UInt64: AsyncStream<WorkEvent>.Continuation] = [:]
+    }
+
+    private struct Registration {
+        let queue: String
+        let concurrency: Int
+        let handler: @Sendable (WorkProcess) async throws -> Void
+    }
+
+    nonisolated var client: RedisConnection { workQueue.client }
+    nonisolated var options: WorkQueueOptions { workQueue.options }
+    nonisolated var logger: Logger { workQueue.options.logger }
+
+    init(queue: WorkQueue, id: String) {
+        self.workQueue = queue
+        self.id = id
+    }
+
+    deinit {
+        heartbeat?.cancel()
+        cleanup?.cancel()
+        for listener in listeners.values {
+            listener.task.cancel()
+            for stream in listener.streams.values { stream.finish() }
+        }
+    }
+
+    /// Whether the worker is registered and taking work.
+    public var isRunning: Bool { state == .running }
+
+    // MARK: Lifecycle
+
+    /// Registers the worker (`SET heartbeat RUN PX timeout NX`) and starts its heartbeat
+    /// and its periodic recovery of dead peers. Calling it again while running does nothing.
+    ///
+    /// - Throws: ``WorkQueueError/Code/workerNotStarted`` when the id is already registered
+    ///   or the worker was stopped; `invalidArgument` for a bad id.
+    public func start() async throws {
+        switch state {
+        case .running: return
+        case .failed, .stopped:
+            throw WorkQueueError(.workerNotStarted, "worker \(id) was stopped; start a new one")
+        case .idle: break
+        }
+        try validateName(id, what: "worker id")
+        try await register(id)
+        state = .running
+        startLoops()
+        logger.info("worker started", metadata: ["worker": "\(id)"])
+    }
+
+    private func register(_ worker: String) async throws {
+        let registry = workQueue.registry
+        let registered = try await client.run(
+            QueueScripts.register, keys: [registry.workers, registry.heartbeat(worker)],
+            arguments: [worker, options.workerTimeout.milliseconds]).decode(Int.self)
+        guard registered == 1 else {
+            throw WorkQueueError(.workerNotStarted, "the worker id \(worker) is already registered")
+        }
+    }
+
+    private func startLoops() {
+        let beat = options.heartbeatInterval
+        heartbeat = Task { [weak self] in
+            while !Task.isCancelled {
+                try? await Task.sleep(for: beat)
+                guard let self, !Task.isCancelled else { return }
+                await self.beat()
+            }
+        }
+        let every = options.cleanupInterval
+        cleanup = Task { [weak self] in
+            // A random first delay spreads the fleet's cleanups over the interval.
+            var delay = every * Double.random(in: 0.5...1.0)
+            while !Task.isCancelled {
+                try? await Task.sleep(for: delay)
+                delay = every
+                guard let self, !Task.isCancelled else { return }
+                await self.recoverPeers()
+            }
+        }
+    }
+
+    private func stopLoops() {
+        heartbeat?.cancel()
+        heartbeat = nil
+        cleanup?.cancel()
+        cleanup = nil
+    }
+
+    /// Refreshes the heartbeat key (`SET … PX timeout XX`); a vanished key means the
+    /// worker was declared dead.
+    private func beat() async {
+        guard state == .running else { return }
+        let worker = id
+        do {
+            let reply = try await client.send(
+                RedisCommand("SET", workQueue.registry.heartbeat(worker), "RUN", "PX", options.workerTimeout.milliseconds, "XX"),
+                timeout: max(options.heartbeatInterval, .milliseconds(100)))
+            if case .null = reply, worker == id {
+                await declaredDead("its heartbeat key expired")
+            }
+        } catch {
+            logger.warning("heartbeat failed", metadata: ["worker": "\(worker)", "error": "\(error)"])
+        }
+    }
+
+    private func recoverPeers() async {
+        guard state == .running else { return }
+        do {
+            try await workQueue.recoverDeadWorkers()
+        } catch {
+            logger.warning("recovery of dead workers failed", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// The worker's peers declared it dead: tell the listeners, re-register under a new id
+    /// (when configured), give back what the old id still holds, or stop.
+    private func declaredDead(_ why: String) async {
+        guard state == .running else { return }
+        let oldID = id
+        state = .failed
+        logger.error("worker was declared dead", metadata: ["worker": "\(oldID)", "reason": "\(why)"])
+        broadcast(.failed)
+        if options.reregisterAfterFailure {
+            let newID = UUID().uuidString.lowercased()
+            do {
+                try await register(newID)
+                id = newID
+                state = .running
+                for queue in listeners.keys.sorted() { try await registerQueue(queue) }
+                logger.notice("worker re-registered", metadata: ["worker": "\(newID)", "was": "\(oldID)"])
+            } catch {
+                logger.error("worker could not re-register", metadata: ["error": "\(error)"])
+                state = .failed
+            }
+        }
+        do {
+            try await retire(oldID, counts: true, reason: "worker \(oldID) was declared dead")
+        } catch {
+            logger.warning("could not give back a dead worker's tasks; its peers will", metadata: ["error": "\(error)"])
+        }
+        guard state == .running else {
+            stopLoops()
+            finishListeners()
+            return
+        }
+        for queue in listeners.keys.sorted() {
+            if let count = try? await workQueue.countQueue(queue), count > 0 { broadcast(.work(count), queue: queue) }
+        }
+    }
+
+    /// Gives back every process `worker` holds (front of the queues) and deregisters it.
+    private func retire(_ worker: String, counts: Bool, reason: String) async throws {
+        let registry = workQueue.registry
+        var queues = Set(listeners.keys)
+        queues.formUnion(try await client.send("SMEMBERS", registry.queues(worker)).decode([String].self))
+        for queue in queues.sorted() {
+            let outcome = try await workQueue.giveBack(queue: queue, worker: worker, processes: [], reason: reason,
+                                                       counts: counts, markDead: true)
+            workQueue.metrics.recovered(queue, outcome.requeued, deadLettered: outcome.deadLettered)
+            workQueue.metrics.inFlight(queue, worker: worker, 0)
+            if worker == id { inFlight[queue] = 0 }
+        }
+        try await client.run(QueueScripts.deregister,
+                             keys: [registry.workers, registry.heartbeat(worker), registry.queues(worker)],
+                             arguments: [worker, "1"])
+    }
+
+    /// Returns every in-flight task to the front of its queue and deregisters the worker.
+    /// The worker takes no more work; its event sequences end.
+    public func failWorker() async throws {
+        switch state {
+        case .idle:
+            state = .stopped
+            return
+        case .stopped: return
+        case .running, .failed: break
+        }
+        state = .stopped
+        stopLoops()
+        finishListeners()
+        try await retire(id, counts: false, reason: "worker \(id) stopped")
+        logger.info("worker stopped", metadata: ["worker": "\(id)"])
+    }
+
+    private func ensureRunning() throws {
+        switch state {
+        case .running: return
+        case .idle: throw WorkQueueError(.workerNotStarted, "start the worker (startWorker() or start()) before working")
+        case .failed: throw WorkQueueError(.workerFailed, "worker \(id) was declared dead by its peers")
+        case .stopped: throw WorkQueueError(.workerNotStarted, "worker \(id) was stopped")
+        }
+    }
+
+    // MARK: Working on queues
+
+    /// Starts working on `queue`: subscribes to its events (confirmed before returning) and
+    /// records the queue as worked on by this worker. The sequence yields ``WorkEvent/work(_:)``
+    /// at once when the queue already holds tasks.
+    ///
+    /// - Throws: ``WorkQueueError/Code/workerNotStarted`` before ``start()``;
+    ///   ``WorkQueueError/Code/workerFailed``; `invalidArgument` for a bad queue name.
+    public func startWork(_ queue: String) async throws -> AsyncStream<WorkEvent> {
+        let keys = try workQueue.keys(queue)
+        try ensureRunning()
+        // Recorded as worked on before anything can be dequeued from it, so that recovery
+        // always finds this worker's tasks of it.
+        try await registerQueue(queue)
+        if listeners[queue] == nil {
+            let subscription = try await workQueue.subscriber.subscribe([keys.channel])
+            try ensureRunning()
+            if listeners[queue] == nil {
+                let listener = Task { [weak self] in
+                    do {
+                        for try await event in subscription {
+                            guard let self else { return }
+                            await self.received(event, queue: queue)
+                        }
+                    } catch {
+                        self?.logger.warning("work events ended", metadata: ["queue": "\(queue)", "error": "\(error)"])
+                    }
+                }
+                listeners[queue] = QueueListener(task: listener)
+            }
+        }
+        nextStreamID += 1
+        let streamID = nextStreamID
+        let (stream, continuation) = AsyncStream<WorkEvent>.makeStream()
+        continuation.onTermination = { [weak self] _ in
+            Task { await self?.dropStream(queue, streamID) }
+        }
+        listeners[queue]?.streams[streamID] = continuation
+        let count = try await workQueue.countQueue(queue)
+        if count > 0 { continuation.yield(.work(count)) }
+        return stream
+    }
+
+    private func registerQueue(_ queue: String) async throws {
+        let registry = workQueue.registry
+        let started = try await client.run(QueueScripts.startWork, keys: [registry.heartbeat(id), registry.queues(id)],
+                                           arguments: [queue]).decode(Int.self)
+        if started == 0 {
+            await declaredDead("its heartbeat key was gone when it started work")
+            throw WorkQueueError(.workerFailed, "worker was declared dead by its peers")
+        }
+    }
+
+    private func dropStream(_ queue: String, _ streamID: UInt64) {
+        listeners[queue]?.streams[streamID] = nil
+    }
+
+    private func received(_ event: RedisSubscription.Event, queue: String) async {
+        switch event {
+        case .message(let message):
+            let payload = message.payload
+            if payload.starts(with: QueueMessage.work.utf8) {
+                broadcast(.work(Int(String(decoding: payload.dropFirst(QueueMessage.work.utf8.count), as: UTF8.self)) ?? 0), queue: queue)
+            } else if payload.starts(with: QueueMessage.cancel.utf8) {
+                broadcast(.cancel(Array(payload.dropFirst(QueueMessage.cancel.utf8.count))), queue: queue)
+            } else if payload.starts(with: QueueMessage.delete.utf8) {
+                broadcast(.delete, queue: queue)
+            }
+        case .gap:
+            // Messages may have been missed: the queue's length is the truth.
+            let count = (try? await workQueue.countQueue(queue)) ?? 1
+            broadcast(.work(count), queue: queue)
+        }
+    }
+
+    private func broadcast(_ event: WorkEvent, queue: String? = nil) {
+        for (name, listener) in listeners where queue == nil || name == queue {
+            for stream in listener.streams.values { stream.yield(event) }
+        }
+    }
+
+    private func finishListeners() {
+        for listener in listeners.values {
+            listener.task.cancel()
+            for stream in listener.streams.values { stream.finish() }
+        }
+        listeners = [:]
+    }
+
+    /// Stops working on `queue`: unsubscribes, ends its event sequences, and returns this
+    /// worker's in-flight tasks of it to the front of the queue (other workers' are untouched).
+    public func stopWork(_ queue: String) async throws {
+        let keys = try workQueue.keys(queue)
+        if let listener = listeners.removeValue(forKey: queue) {
+            listener.task.cancel()
+            for stream in listener.streams.values { stream.finish() }
+        }
+        guard state == .running || state == .failed else { return }
+        _ = try await workQueue.giveBack(queue: queue, worker: id, processes: [], reason: "worker \(id) stopped work",
+                                         counts: false, markDead: false)
+        adjustInFlight(queue)
+        try await client.send("SREM", workQueue.registry.queues(id), keys.queue)
+    }
+
+    /// Takes the task at the head of `queue` into this worker's in-flight set (one script),
+    /// or returns `nil` when the queue is empty.
+    ///
+    /// - Throws: ``WorkQueueError/Code/notWorking`` before ``startWork(_:)`` on that queue,
+    ///   ``WorkQueueError/Code/workerNotStarted``, ``WorkQueueError/Code/workerFailed``.
+    public func dequeue(_ queue: String) async throws -> WorkProcess? {
+        try await dequeue(queue, max: 1).first
+    }
+
+    /// Takes up to `max` tasks from the head of `queue` in one script (fewer when the queue
+    /// holds fewer), in queue order.
+    public func dequeue(_ queue: String, max: Int) async throws -> [WorkProcess] {
+        let keys = try workQueue.keys(queue)
+        guard max >= 1 else { throw RedisError.invalidArgument("dequeue needs max >= 1") }
+        try ensureRunning()
+        guard listeners[queue] != nil else {
+            throw WorkQueueError(.notWorking, "call startWork(\"\(queue)\") before dequeue")
+        }
+        let worker = id
+        let first = nextNumber + 1
+        nextNumber += Int64(max)
+        let reply = try await client.run(QueueScripts.dequeue, keys: keys.all(worker: worker), arguments: [worker, max, first])
+        guard case .array(let flat) = reply, flat.count >= 1 else {
+            throw RedisError(.wrongReplyType, "unexpected dequeue reply")
+        }
+        if try flat[0].decode(Int.self) == -1 {
+            await declaredDead("a dequeue found it declared dead")
+            throw WorkQueueError(.workerFailed, "worker \(worker) was declared dead by its peers")
+        }
+        let count = try flat[0].decode(Int.self)
+        guard flat.count == 2 + 3 * count else { throw RedisError(.wrongReplyType, "unexpected dequeue reply") }
+        var processes: [WorkProcess] = []
+        processes.reserveCapacity(count)
+        for index in 0..<count {
+            let base = 2 + index * 3
+            processes.append(WorkProcess(
+                queue: queue, worker: worker, number: try flat[base].decode(Int64.self),
+                task: try flat[base + 1].bytes(), deliveries: try flat[base + 2].decode(Int.self)))
+        }
+        if count > 0 {
+            workQueue.metrics.dequeued(queue, count)
+            adjustInFlight(queue, by: count)
+        }
+        return processes
+    }
+
+    /// Finishes a process: removes the task for good (and its unique marker).
+    ///
+    /// - Throws: ``WorkQueueError/Code/processNotOwned`` when this worker no longer holds it
+    ///   (finished already, recovered by a peer after this worker was declared dead, or its
+    ///   queue deleted): ownership is checked inside Redis, so nothing is finished twice.
+    public func finish(_ process: WorkProcess) async throws {
+        guard process.worker == id else {
+            throw WorkQueueError(.processNotOwned, "\(process.id) belongs to worker \(process.worker), not \(id)")
+        }
+        let keys = try workQueue.keys(process.queue)
+        let reply = try await client.run(QueueScripts.finish, keys: keys.all(worker: process.worker),
+                                         arguments: [process.number]).decode([Int].self)
+        guard reply == [1] else {
+            throw WorkQueueError(.processNotOwned, "\(process.id) is no longer held by this worker")
+        }
+        workQueue.metrics.finished(process.queue)
+        adjustInFlight(process.queue, by: -1)
+    }
+
+    private func adjustInFlight(_ queue: String, by change: Int? = nil) {
+        let value = change.map { Swift.max(0, inFlight[queue, default: 0] + $0) } ?? 0
+        inFlight[queue] = value
+        workQueue.metrics.inFlight(queue, worker: id, value)
+    }
+
+    /// Gives a process back: its task returns to the FRONT of its queue and `work` is
+    /// published, unless this was its ``WorkQueueOptions/maxDeliveries``-th delivery: then it
+    /// goes to the queue's dead letters with `reason`.
+    ///
+    /// - Throws: ``WorkQueueError/Code/processNotOwned`` as ``finish(_:)`` does.
+    @discardableResult
+    public func stop(_ process: WorkProcess, reason: String = "stopped") async throws -> StopOutcome {
+        guard process.worker == id else {
+            throw WorkQueueError(.processNotOwned, "\(process.id) belongs to worker \(process.worker), not \(id)")
+        }
+        let outcome = try await workQueue.giveBack(queue: process.queue, worker: process.worker, processes: [process.number],
+                                                   reason: reason, counts: true, markDead: false)
+        guard outcome.missing == 0 else {
+            throw WorkQueueError(.processNotOwned, "\(process.id) is no longer held by this worker")
+        }
+        workQueue.metrics.stopped(process.queue)
+        adjustInFlight(process.queue, by: -1)
+        if outcome.deadLettered > 0 {
+            workQueue.metrics.deadLettered(process.queue)
+            logger.warning("task dead-lettered", metadata: ["queue": "\(process.queue)", "deliveries": "\(process.deliveries)", "reason": "\(reason)"])
+            return .deadLettered
+        }
+        return .requeued
+    }
+
+    /// Gives processes back to the front of their queue in dequeue order, without counting
+    /// the delivery (a shutdown is not the task's fault).
+    func giveBackInterrupted(_ processes: [WorkProcess]) async {
+        let groups = Dictionary(grouping: processes) { [$0.queue, $0.worker] }
+        for (key, group) in groups {
+            let numbers = group.map(\.number).sorted()
+            do {
+                _ = try await workQueue.giveBack(queue: key[0], worker: key[1], processes: numbers,
+                                                 reason: "worker \(key[1]) shut down", counts: false, markDead: false)
+                adjustInFlight(key[0], by: -group.count)
+            } catch {
+                logger.error("could not give back interrupted processes; the worker's peers will after it stops",
+                             metadata: ["queue": "\(key[0])", "error": "\(error)"])
+            }
+        }
+    }
+
+    // MARK: Service
+
+    /// Registers a handler that ``run()`` runs on `queue`, `concurrency` tasks at a time.
+    public func handle(
+        _ queue: String, concurrency: Int = 1, _ handler: @escaping @Sendable (WorkProcess) async throws -> Void
+    ) throws {
+        _ = try workQueue.keys(queue)
+        guard concurrency >= 1 else { throw RedisError.invalidArgument("concurrency must be at least 1") }
+        handlers.append(Registration(queue: queue, concurrency: concurrency, handler: handler))
+    }
+
+    /// swift-service-lifecycle entry point: starts the worker if needed, runs every handler
+    /// registered with ``handle(_:concurrency:_:)`` until graceful shutdown or
+    /// cancellation, then deregisters (in-flight work was drained or returned).
+    public func run() async throws {
+        if state == .idle { try await start() }
+        let registered = handlers
+        do {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for registration in registered {
+                    group.addTask {
+                        try await self.run(registration.queue, concurrency: registration.concurrency, handler: registration.handler)
+                    }
+                }
+                if registered.isEmpty {
+                    group.addTask { try? await gracefulShutdown() }
+                }
+                try await group.waitForAll()
+            }
+        } catch {
+            await Task { try? await self.failWorker() }.value
+            throw error
+        }
+        try await Task { try await self.failWorker() }.value
+    }
+}

@@ -1,0 +1,244 @@
+import Hiredis
+import Logging
+import ServiceLifecycle
+import Synchronization
+
+extension Worker {
+    /// Works on `queue` until the calling task is cancelled, graceful shutdown is triggered
+    /// (swift-service-lifecycle), or the worker stops: dequeues whenever a `work` event
+    /// arrives, a handler finishes, or ``WorkQueueOptions/pollInterval`` passes, and runs up
+    /// to `concurrency` handlers at once.
+    ///
+    /// - A handler that returns finishes its process; one that throws stops it (the task
+    ///   goes back to the front of the queue, or to the dead letters after
+    ///   ``WorkQueueOptions/maxDeliveries``).
+    /// - A `cancel` event for a task cancels the handlers running it (the task is then
+    ///   finished); `delete` and a failure of this worker cancel every handler.
+    /// - On graceful shutdown it stops taking work and waits for running handlers up to
+    ///   ``WorkQueueOptions/shutdownGracePeriod``; then it cancels them and returns their
+    ///   tasks to the front of the queue. On cancellation it does so at once.
+    ///
+    /// - Throws: ``WorkQueueError/Code/workerFailed`` when the worker was declared dead and
+    ///   does not re-register; what ``startWork(_:)`` throws.
+    public nonisolated func run(
+        _ queue: String, concurrency: Int = 1, handler: @escaping @Sendable (WorkProcess) async throws -> Void
+    ) async throws {
+        guard concurrency >= 1 else { throw RedisError.invalidArgument("concurrency must be at least 1") }
+        let events = try await startWork(queue)
+        let control = RunControl()
+        let (wakeups, wake) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        let poll = options.pollInterval
+        let grace = options.shutdownGracePeriod
+        let logger = self.logger
+        var failure: (any Error)?
+
+        await withGracefulShutdownHandler {
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    for await event in events {
+                        switch event {
+                        case .work: wake.yield()
+                        case .cancel(let task): control.cancel(.cancelledTask) { $0.task == task }
+                        case .delete: control.cancel(.queueDeleted) { _ in true }
+                        case .failed: control.cancel(.workerGone) { _ in true }
+                        }
+                    }
+                    // The worker stopped work on this queue, or stopped altogether.
+                    control.cancel(.workerGone) { _ in true }
+                    control.stop()
+                    wake.yield()
+                }
+                group.addTask {
+                    while !Task.isCancelled {
+                        try? await Task.sleep(for: poll)
+                        wake.yield()
+                    }
+                }
+                wake.yield()
+                taking: for await _ in wakeups {
+                    while !Task.isCancelled && !control.isStopping && control.active < concurrency {
+                        let process: WorkProcess
+                        do {
+                            guard let next = try await self.dequeue(queue) else { break }
+                            process = next
+                        } catch let error as WorkQueueError where error.code == .workerFailed {
+                            if !self.options.reregisterAfterFailure {
+                                failure = error
+                                break taking
+                            }
+                            break
+                        } catch let error as WorkQueueError where error.code == .notWorking || error.code == .workerNotStarted {
+                            break taking
+                        } catch {
+                            if !Task.isCancelled {
+                                logger.warning("dequeue failed", metadata: ["queue": "\(queue)", "error": "\(error)"])
+                            }
+                            break
+                        }
+                        let running = Task { try await handler(process) }
+                        control.add(process, running)
+                        group.addTask {
+                            let result = await withTaskCancellationHandler {
+                                await running.result
+                            } onCancel: {
+                                control.cancel(.shutdown) { $0.number == process.number }
+                            }
+                            let reason = control.remove(process.number, result: result)
+                            // Settle outside this (possibly cancelled) task: Redis calls must still run.
+                            await Task { await self.settle(process, result, reason) }.value
+                            wake.yield()
+                        }
+                    }
+                    if Task.isCancelled || control.isStopping { break }
+                }
+                if !Task.isCancelled && control.isShuttingDown {
+                    await control.waitUntilIdle(upTo: grace)
+                }
+                control.cancel(.shutdown) { _ in true }
+                await control.waitUntilIdle(upTo: nil)
+                group.cancelAll()
+            }
+        } onGracefulShutdown: {
+            control.shutDown()
+            wake.yield()
+        }
+        // Interrupted tasks go back together, in their dequeue order, uncounted.
+        let interrupted = control.interrupted
+        if !interrupted.isEmpty {
+            await Task { await self.giveBackInterrupted(interrupted) }.value
+        }
+        if let failure { throw failure }
+    }
+
+    /// What happens to a process once its handler ended.
+    nonisolated func settle(_ process: WorkProcess, _ result: Result<Void, any Error>, _ reason: RunControl.Stop?) async {
+        do {
+            switch (result, reason) {
+            case (.success, _), (.failure, .cancelledTask?):
+                try await finish(process)
+            case (.failure, .queueDeleted?), (.failure, .workerGone?), (.failure, .shutdown?):
+                break   // nothing to settle, or given back together when the loop ends
+            case (.failure(let error), nil):
+                try await stop(process, reason: String(describing: error))
+            }
+        } catch let error as WorkQueueError where error.code == .processNotOwned {
+            logger.warning("a handler ended after its process was taken away", metadata: [
+                "process": "\(process.id)", "queue": "\(process.queue)",
+            ])
+        } catch {
+            logger.error("could not settle a process", metadata: ["process": "\(process.id)", "error": "\(error)"])
+        }
+    }
+}
+
+/// The running handlers of one ``Worker/run(_:concurrency:handler:)`` loop.
+final class RunControl: Sendable {
+    /// Why a handler was cancelled, which decides what happens to its task.
+    enum Stop: Sendable {
+        /// A producer cancelled the task: finish it.
+        case cancelledTask
+        /// The queue was deleted: nothing to settle.
+        case queueDeleted
+        /// The worker was declared dead or stopped: its tasks were already given back.
+        case workerGone
+        /// Shutdown or cancellation of the loop: give the task back, not counted.
+        case shutdown
+    }
+
+    private struct Running {
+        let process: WorkProcess
+        let task: Task<Void, any Error>
+        var reason: Stop?
+    }
+
+    private struct State {
+        var running: [Int64: Running] = [:]
+        var interrupted: [WorkProcess] = []
+        var stopping = false
+        var shuttingDown = false
+        var idleWaiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
+        var nextWaiter: UInt64 = 0
+    }
+
+    private let state = Mutex(State())
+
+    var active: Int { state.withLock { $0.running.count } }
+    var isStopping: Bool { state.withLock { $0.stopping } }
+    var isShuttingDown: Bool { state.withLock { $0.shuttingDown } }
+
+    func stop() { state.withLock { $0.stopping = true } }
+
+    func shutDown() {
+        state.withLock {
+            $0.stopping = true
+            $0.shuttingDown = true
+        }
+    }
+
+    func add(_ process: WorkProcess, _ task: Task<Void, any Error>) {
+        state.withLock { $0.running[process.number] = Running(process: process, task: task) }
+    }
+
+    /// Cancels the running handlers whose process matches (the first reason given wins).
+    func cancel(_ reason: Stop, where matches: (WorkProcess) -> Bool) {
+        let tasks = state.withLock { state -> [Task<Void, any Error>] in
+            var tasks: [Task<Void, any Error>] = []
+            for (number, running) in state.running where running.reason == nil && matches(running.process) {
+                state.running[number]?.reason = reason
+                tasks.append(running.task)
+            }
+            return tasks
+        }
+        for task in tasks { task.cancel() }
+    }
+
+    /// The processes whose handlers were interrupted by shutdown or cancellation.
+    var interrupted: [WorkProcess] { state.withLock { $0.interrupted } }
+
+    /// Forgets a handler that ended; returns why it was cancelled, if it was.
+    func remove(_ number: Int64, result: Result<Void, any Error>) -> Stop? {
+        let (reason, waiters) = state.withLock { state -> (Stop?, [CheckedContinuation<Void, Never>]) in
+            let running = state.running.removeValue(forKey: number)
+            let reason = running?.reason
+            if let running, reason == .shutdown, case .failure = result { state.interrupted.append(running.process) }
+            guard state.running.isEmpty else { return (reason, []) }
+            let waiters = Array(state.idleWaiters.values)
+            state.idleWaiters = [:]
+            return (reason, waiters)
+        }
+        for waiter in waiters { waiter.resume() }
+        return reason
+    }
+
+    /// Waits until no handler runs, or `limit` passes.
+    func waitUntilIdle(upTo limit: Duration?) async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.idle() }
+            if let limit {
+                group.addTask { try? await Task.sleep(for: limit) }
+            }
+            await group.next()
+            group.cancelAll()
+        }
+    }
+
+    private func idle() async {
+        let id = state.withLock { state -> UInt64 in
+            state.nextWaiter += 1
+            return state.nextWaiter
+        }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let resumeNow = state.withLock { state -> Bool in
+                    if state.running.isEmpty || Task.isCancelled { return true }
+                    state.idleWaiters[id] = continuation
+                    return false
+                }
+                if resumeNow { continuation.resume() }
+            }
+        } onCancel: {
+            let waiter = state.withLock { $0.idleWaiters.removeValue(forKey: id) }
+            waiter?.resume()
+        }
+    }
+}

@@ -1,0 +1,67 @@
+import Foundation
+import Hiredis
+import QueueKit
+
+/// Work-queue commands of the test helper.
+enum QueueCommands {
+    static func run(_ command: String, _ configuration: RedisConfiguration, _ arguments: [String]) async throws {
+        let client = try await RedisConnection.connect(configuration)
+        let subscriber = try await RedisSubscriber.connect(configuration)
+        switch command {
+        case "queue-worker":
+            // queue-worker <redis> <prefix> <queue> <concurrency> <logKey> <doneKey> <total> <handlerMs>
+            // Works until <total> distinct tasks are done; logs "start|worker|task|delivery|ms"
+            // to <logKey> when a handler starts and counts completions in the hash <doneKey>.
+            let queueName = arguments[1]
+            let concurrency = Int(arguments[2])!
+            let logKey = arguments[3], doneKey = arguments[4]
+            let total = Int(arguments[5])!, handlerTime = Int(arguments[6])!
+            var options = WorkQueueOptions(prefix: arguments[0], heartbeatInterval: .milliseconds(200),
+                                           workerTimeout: .milliseconds(2500), cleanupInterval: .milliseconds(500))
+            options.pollInterval = .milliseconds(500)
+            let queue = try WorkQueue(client: client, subscriber: subscriber, options: options)
+            let worker = try await queue.startWorker()
+            say("worker \(await worker.id)")
+            let work = Task {
+                try await worker.run(queueName, concurrency: concurrency) { process in
+                    let now = Int64(Date().timeIntervalSince1970 * 1000)
+                    try await client.send("RPUSH", logKey, "start|\(process.worker)|\(process.string)|\(process.deliveries)|\(now)")
+                    if handlerTime > 0 { try await Task.sleep(for: .milliseconds(handlerTime)) }
+                    try await client.send("HINCRBY", doneKey, process.task, 1)
+                }
+            }
+            while try await client.send("HLEN", doneKey).decode(Int.self) < total {
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            work.cancel()
+            _ = await work.result
+            try await worker.failWorker()
+            say("done")
+        case "queue-hold":
+            // queue-hold <redis> <prefix> <queue> <count>: dequeues <count> tasks, holds them
+            // until this worker learns it was declared dead, then tries to finish them.
+            let queueName = arguments[1]
+            let count = Int(arguments[2])!
+            var options = WorkQueueOptions(prefix: arguments[0], heartbeatInterval: .milliseconds(100),
+                                           workerTimeout: .milliseconds(800), cleanupInterval: .seconds(3600))
+            options.pollInterval = .seconds(3600)
+            let queue = try WorkQueue(client: client, subscriber: subscriber, options: options)
+            let worker = try await queue.startWorker()
+            let events = try await worker.startWork(queueName)
+            let held = try await worker.dequeue(queueName, max: count)
+            say("held \(held.map(\.string).joined(separator: ","))")
+            for await event in events where event == .failed { break }
+            var rejected = 0
+            for process in held {
+                do {
+                    try await worker.finish(process)
+                } catch let error as WorkQueueError where error.code == .processNotOwned {
+                    rejected += 1
+                }
+            }
+            say("finish rejected \(rejected) of \(held.count)")
+        default:
+            exit(2)
+        }
+    }
+}
