@@ -12,6 +12,10 @@ struct TestHelper {
             FileHandle.standardError.write(Data("usage: hiredis-test-helper <command> <port or redis:// URL> ...\n".utf8))
             exit(2)
         }
+        if arguments[1].hasPrefix("jobs-") {
+            try await JobCommands.run(arguments[1], Array(arguments.dropFirst(2)))
+            return
+        }
         let configuration: RedisConfiguration
         if let port = Int(arguments[2]) {
             configuration = RedisConfiguration(host: "127.0.0.1", port: port)

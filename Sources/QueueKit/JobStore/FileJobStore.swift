@@ -1,0 +1,456 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The job store in a directory shared by many processes on one host. No daemon and no
+/// lock server: every write goes to a temporary file inside the store, is fsync'ed, then
+/// renamed or hard-linked into place, so a reader sees all of a file or none of it and a
+/// crash leaves nothing half-written.
+///
+/// Layout under `directory`:
+/// - `jobs/<id>/v<N>`: the request, version N (an update links `v<N+1>`: the first wins);
+/// - `values/<id>`: the value; its existence means fulfilled (linked: the first fulfil wins);
+/// - `pending/<id>`: marker of a job workers may pull;
+/// - `waiting/<id>/<name>`: one file per target, its JSON;
+/// - `outbox/<id>`: marker of a fulfilled job with waiting targets;
+/// - `leases/<work|notify>-<id>/<generation>`: `token expiry-ms`; the highest generation
+///   holds the lease; an expired one is taken over by linking the next generation, so two
+///   processes racing for a takeover cannot both win;
+/// - `tmp/`: temporary files (swept when older than 10 minutes).
+public struct FileJobStore<Target: Codable & Sendable>: JobStore {
+    public let directory: URL
+    /// How long a lease lives without renewal (default 10 s; renewed every third).
+    public let leaseTimeout: Duration
+    let respond: JobResponder<Target>?
+    let paths: StorePaths
+
+    /// Opens the store in `directory`, which must exist and be writable; the store's
+    /// subdirectories are created in it. Finishes creations that a crashed process had
+    /// written but not listed, and sweeps old temporary files.
+    ///
+    /// - Throws: ``JobStoreError/Code/invalidStore`` when `directory` is missing, not a
+    ///   directory, or not writable (nothing is written then).
+    public init(directory: URL, leaseTimeout: Duration = .seconds(10), respond: JobResponder<Target>? = nil) throws {
+        let path = directory.standardizedFileURL.path
+        var info = stat()
+        guard stat(path, &info) == 0 else { throw JobStoreError(.invalidStore, "\(path) does not exist") }
+        guard (info.st_mode & S_IFMT) == S_IFDIR else { throw JobStoreError(.invalidStore, "\(path) is not a directory") }
+        guard access(path, W_OK | X_OK) == 0, (info.st_mode & 0o222) != 0 else {
+            throw JobStoreError(.invalidStore, "\(path) is not writable")
+        }
+        guard leaseTimeout >= .milliseconds(30) else { throw JobStoreError(.invalidStore, "leaseTimeout must be at least 30 ms") }
+        self.directory = directory
+        self.leaseTimeout = leaseTimeout
+        self.respond = respond
+        self.paths = StorePaths(root: path)
+        for sub in StorePaths.subdirectories { try Files.makeDirectory(paths.root + "/" + sub) }
+        sweep()
+    }
+
+    /// Lists a created job that a crashed creator did not, and drops stale temp files.
+    private func sweep() {
+        for id in Files.list(paths.jobs) where !Files.exists(paths.pending(id)) && !Files.exists(paths.value(id)) {
+            if !Files.list(paths.job(id)).isEmpty { try? mark(paths.pending(id)) }
+        }
+        let cutoff = Date().addingTimeInterval(-600).timeIntervalSince1970
+        for name in Files.list(paths.tmp) {
+            let path = paths.tmp + "/" + name
+            var info = stat()
+            if stat(path, &info) == 0, Double(info.st_mtim.tv_sec) < cutoff { Files.removeTree(path) }
+        }
+    }
+
+    // MARK: Jobs
+
+    public func create(request: [UInt8]) async throws -> JobID {
+        try validateTask(request)
+        let id = JobID()
+        let staging = paths.tmp + "/" + UUID().uuidString + ".job"
+        try Files.makeDirectory(staging)
+        try Files.writeNew(staging + "/v1", request)
+        Failpoint.hit("create-before-rename")
+        try Files.rename(staging, paths.job(id.rawValue))
+        Files.syncDirectory(paths.jobs)
+        Failpoint.hit("create-before-pending")
+        try mark(paths.pending(id.rawValue))
+        return id
+    }
+
+    public func pullWork() async throws -> JobLease? {
+        for name in Files.list(paths.pendingDirectory).shuffled() {
+            guard let id = try? JobID(name) else { continue }
+            if Files.exists(paths.value(name)) {
+                Files.remove(paths.pending(name))   // a fulfil that crashed before this step
+                continue
+            }
+            guard let lease = try tryLease(paths.lease("work", name)) else { continue }
+            // Re-checked under the lease; every skipped entry gives its lease back.
+            if Files.exists(paths.value(name)) {
+                _ = release(lease)
+                Files.remove(paths.pending(name))
+                continue
+            }
+            guard let (version, request) = currentVersion(name) else {
+                _ = release(lease)
+                continue
+            }
+            return JobLease(id: id, request: request, version: version, fencingToken: Int64(lease.generation),
+                            keeper: keeper(lease))
+        }
+        return nil
+    }
+
+    public func fulfill(_ id: JobID, value: [UInt8]) async throws {
+        try validateTask(value)
+        try requireJob(id)
+        let temp = try Files.writeTemp(in: paths.tmp, value)
+        defer { Files.remove(temp) }
+        Failpoint.hit("fulfill-before-link")
+        guard try Files.link(temp, paths.value(id.rawValue)) else {
+            throw JobStoreError(.alreadyFulfilled, "job \(id) was fulfilled already")
+        }
+        Files.syncDirectory(paths.values)
+        Files.remove(paths.pending(id.rawValue))
+        if !waitingFiles(id.rawValue).isEmpty {
+            try mark(paths.outbox(id.rawValue))
+            if respond != nil { try await notifyNow(id) }
+        }
+    }
+
+    public func queue(_ id: JobID, target: Target) async throws {
+        try requireJob(id)
+        let encoded = try encodeTarget(target)
+        if let respond, let value = Files.read(paths.value(id.rawValue)) {
+            if await respond(target, id, value) { return }
+            try addTarget(id.rawValue, encoded)
+            try mark(paths.outbox(id.rawValue))
+            return
+        }
+        try addTarget(id.rawValue, encoded)
+        // Fulfilled meanwhile? Then the fulfiller may not have seen this target.
+        if Files.exists(paths.value(id.rawValue)) {
+            try mark(paths.outbox(id.rawValue))
+            if respond != nil { try await notifyNow(id) }
+        }
+    }
+
+    public func unqueue(_ id: JobID, target: Target) async throws {
+        try await unqueueAll(id, targets: [target])
+    }
+
+    public func unqueueAll(_ id: JobID, targets: [Target]) async throws {
+        try requireJob(id)
+        try removeTargets(id.rawValue, Set(targets.map(encodeTarget)))
+    }
+
+    public func pullNotification() async throws -> NotificationLease<Target>? {
+        for name in Files.list(paths.outboxDirectory).shuffled() {
+            guard let id = try? JobID(name), let lease = try tryLease(paths.lease("notify", name)) else { continue }
+            if let notification = try notificationLease(id, lease) { return notification }
+        }
+        return nil
+    }
+
+    @discardableResult
+    public func update(_ id: JobID, expectedVersion: Int, request: [UInt8]) async throws -> Int {
+        try validateTask(request)
+        try requireJob(id)
+        if Files.exists(paths.value(id.rawValue)) { throw JobStoreError(.alreadyFulfilled, "job \(id) was fulfilled already") }
+        guard let (current, _) = currentVersion(id.rawValue), current == expectedVersion else {
+            throw JobStoreError(.versionMismatch, "job \(id) is not at version \(expectedVersion)")
+        }
+        let temp = try Files.writeTemp(in: paths.tmp, request)
+        defer { Files.remove(temp) }
+        guard try Files.link(temp, paths.job(id.rawValue) + "/v\(expectedVersion + 1)") else {
+            throw JobStoreError(.versionMismatch, "job \(id) was updated concurrently")
+        }
+        Files.syncDirectory(paths.job(id.rawValue))
+        for old in versions(id.rawValue) where old <= expectedVersion { Files.remove(paths.job(id.rawValue) + "/v\(old)") }
+        return expectedVersion + 1
+    }
+
+    public func state(_ id: JobID) async throws -> JobState {
+        if Files.exists(paths.value(id.rawValue)) { return .fulfilled }
+        if let version = versions(id.rawValue).max() { return .pending(version: version) }
+        return .unknown
+    }
+
+    // MARK: Internals
+
+    private func requireJob(_ id: JobID) throws {
+        guard Files.exists(paths.job(id.rawValue)) else { throw JobStoreError(.unknownJob, "no job \(id)") }
+    }
+
+    private func versions(_ id: String) -> [Int] {
+        Files.list(paths.job(id)).compactMap { $0.hasPrefix("v") ? Int($0.dropFirst()) : nil }
+    }
+
+    /// The newest request (an update may delete the one just listed: look again).
+    private func currentVersion(_ id: String) -> (Int, [UInt8])? {
+        for _ in 0..<10 {
+            guard let version = versions(id).max() else { return nil }
+            if let request = Files.read(paths.job(id) + "/v\(version)") { return (version, request) }
+        }
+        return nil
+    }
+
+    /// Creates an empty marker file (idempotent).
+    private func mark(_ path: String) throws {
+        let temp = try Files.writeTemp(in: paths.tmp, [])
+        defer { Files.remove(temp) }
+        _ = try Files.link(temp, path)
+    }
+
+    /// Drops the outbox marker, then puts it back if targets remain: a target queued
+    /// concurrently is never left without a marker.
+    private func refreshOutbox(_ id: String) throws {
+        Files.remove(paths.outbox(id))
+        if !waitingFiles(id).isEmpty { try mark(paths.outbox(id)) }
+    }
+
+    private func waitingFiles(_ id: String) -> [(path: String, target: [UInt8])] {
+        let directory = paths.waiting(id)
+        return Files.list(directory).compactMap { name in
+            let path = directory + "/" + name
+            return Files.read(path).map { (path, $0) }
+        }
+    }
+
+    private func addTarget(_ id: String, _ encoded: [UInt8]) throws {
+        if waitingFiles(id).contains(where: { $0.target == encoded }) { return }
+        try Files.makeDirectory(paths.waiting(id))
+        let temp = try Files.writeTemp(in: paths.tmp, encoded)
+        try Files.rename(temp, paths.waiting(id) + "/" + fnv1a(encoded) + "-" + UUID().uuidString.prefix(8))
+        Files.syncDirectory(paths.waiting(id))
+    }
+
+    private func removeTargets(_ id: String, _ encoded: Set<[UInt8]>) throws {
+        for file in waitingFiles(id) where encoded.contains(file.target) { Files.remove(file.path) }
+        try refreshOutbox(id)
+    }
+
+    private func notificationLease(_ id: JobID, _ lease: FileLease) throws -> NotificationLease<Target>? {
+        let targets = waitingFiles(id.rawValue)
+        guard !targets.isEmpty, let value = Files.read(paths.value(id.rawValue)) else {
+            try refreshOutbox(id.rawValue)
+            _ = release(lease)
+            return nil
+        }
+        let waiting = try targets.map { try decodeTarget($0.target, as: Target.self) }
+        return NotificationLease(id: id, value: value, waiting: waiting, keeper: keeper(lease)) { notified in
+            try self.removeTargets(id.rawValue, Set(notified.map(encodeTarget)))
+        }
+    }
+
+    /// Notifies the waiting targets of a fulfilled job through `respond`, waiting up to the
+    /// lease timeout for another notifier to finish; otherwise they stay in the outbox.
+    private func notifyNow(_ id: JobID) async throws {
+        guard let respond else { return }
+        let deadline = ContinuousClock.now + leaseTimeout
+        while ContinuousClock.now < deadline {
+            if waitingFiles(id.rawValue).isEmpty { return }
+            if let lease = try tryLease(paths.lease("notify", id.rawValue)) {
+                guard let notification = try notificationLease(id, lease) else { return }
+                try await deliver(notification, respond)
+                return
+            }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+    }
+
+    // MARK: Leases
+
+    struct FileLease {
+        let directory: String
+        let generation: Int
+        let token: String
+    }
+
+    private var now: Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
+
+    private func generations(_ directory: String) -> [Int] { Files.list(directory).compactMap { Int($0) } }
+
+    private func leaseContent(_ path: String) -> (token: String, expires: Int64)? {
+        guard let bytes = Files.read(path) else { return nil }
+        let parts = String(decoding: bytes, as: UTF8.self).split(separator: " ")
+        guard parts.count == 2, let expires = Int64(parts[1]) else { return nil }
+        return (String(parts[0]), expires)
+    }
+
+    /// Takes the lease when it is free or expired; `nil` when held.
+    private func tryLease(_ directory: String) throws -> FileLease? {
+        try Files.makeDirectory(directory)
+        let existing = generations(directory)
+        var next = 1
+        if let top = existing.max() {
+            if let content = leaseContent(directory + "/\(top)"), content.expires > now { return nil }
+            next = top + 1
+        }
+        let token = UUID().uuidString
+        let temp = try Files.writeTemp(in: paths.tmp, Array("\(token) \(now + leaseTimeout.milliseconds)".utf8))
+        defer { Files.remove(temp) }
+        guard try Files.link(temp, directory + "/\(next)") else { return nil }
+        // A process that listed an older state may have linked a lower generation: the
+        // highest one holds, the others step back.
+        if let top = generations(directory).max(), top != next {
+            Files.remove(directory + "/\(next)")
+            return nil
+        }
+        for old in existing where old < next { Files.remove(directory + "/\(old)") }
+        return FileLease(directory: directory, generation: next, token: token)
+    }
+
+    private func holds(_ lease: FileLease) -> Bool {
+        generations(lease.directory).max() == lease.generation
+            && leaseContent(lease.directory + "/\(lease.generation)")?.token == lease.token
+    }
+
+    private func renew(_ lease: FileLease) throws -> Bool {
+        guard holds(lease) else { return false }
+        let temp = try Files.writeTemp(in: paths.tmp, Array("\(lease.token) \(now + leaseTimeout.milliseconds)".utf8))
+        try Files.rename(temp, lease.directory + "/\(lease.generation)")
+        return holds(lease)
+    }
+
+    private func release(_ lease: FileLease) -> Bool {
+        guard holds(lease) else { return false }
+        Files.remove(lease.directory + "/\(lease.generation)")
+        return true
+    }
+
+    private func keeper(_ lease: FileLease) -> LeaseKeeper {
+        LeaseKeeper(timeout: leaseTimeout, renew: { try self.renew(lease) }, release: { self.release(lease) })
+    }
+}
+
+/// Paths inside a store directory.
+struct StorePaths: Sendable {
+    static let subdirectories = ["jobs", "values", "pending", "waiting", "outbox", "leases", "tmp"]
+    let root: String
+    var jobs: String { root + "/jobs" }
+    var values: String { root + "/values" }
+    var pendingDirectory: String { root + "/pending" }
+    var outboxDirectory: String { root + "/outbox" }
+    var tmp: String { root + "/tmp" }
+    func job(_ id: String) -> String { root + "/jobs/" + id }
+    func value(_ id: String) -> String { root + "/values/" + id }
+    func pending(_ id: String) -> String { root + "/pending/" + id }
+    func outbox(_ id: String) -> String { root + "/outbox/" + id }
+    func waiting(_ id: String) -> String { root + "/waiting/" + id }
+    func lease(_ kind: String, _ id: String) -> String { root + "/leases/" + kind + "-" + id }
+}
+
+/// A test hook: `HIREDISKIT_JOBSTORE_FAILPOINT=<name>` kills the process (SIGKILL) when the
+/// file store reaches that point, to prove what a crash there leaves behind.
+enum Failpoint {
+    static let armed = ProcessInfo.processInfo.environment["HIREDISKIT_JOBSTORE_FAILPOINT"]
+    static func hit(_ name: String) {
+        if armed == name { raise(SIGKILL) }
+    }
+}
+
+/// 64-bit FNV-1a, hex: a short, stable file name for a target (collisions are harmless:
+/// names carry a random suffix and files are matched by content).
+func fnv1a(_ bytes: [UInt8]) -> String {
+    var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+    for byte in bytes {
+        hash ^= UInt64(byte)
+        hash = hash &* 0x0000_0100_0000_01b3
+    }
+    let hex = String(hash, radix: 16)
+    return String(repeating: "0", count: 16 - hex.count) + hex
+}
+
+private func cLink(_ from: String, _ to: String) -> Int32 { link(from, to) }
+private func cRename(_ from: String, _ to: String) -> Int32 { rename(from, to) }
+private func cRead(_ fd: Int32, _ buffer: UnsafeMutableRawPointer, _ count: Int) -> Int { read(fd, buffer, count) }
+
+/// Thin POSIX helpers: every write is a new file, fsync'ed before it is linked or renamed.
+enum Files {
+    static func error(_ what: String, _ path: String) -> JobStoreError {
+        JobStoreError(.io, "\(what) \(path): \(String(cString: strerror(errno)))")
+    }
+
+    static func makeDirectory(_ path: String) throws {
+        if mkdir(path, 0o755) != 0 && errno != EEXIST { throw error("mkdir", path) }
+    }
+
+    /// Creates `path` (which must not exist), writes `bytes`, fsyncs.
+    static func writeNew(_ path: String, _ bytes: [UInt8]) throws {
+        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw error("create", path) }
+        defer { close(fd) }
+        var offset = 0
+        while offset < bytes.count {
+            let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + offset, bytes.count - offset) }
+            if written < 0 {
+                if errno == EINTR { continue }
+                throw error("write", path)
+            }
+            offset += written
+        }
+        guard fsync(fd) == 0 else { throw error("fsync", path) }
+    }
+
+    static func writeTemp(in directory: String, _ bytes: [UInt8]) throws -> String {
+        let path = directory + "/" + UUID().uuidString
+        try writeNew(path, bytes)
+        return path
+    }
+
+    /// `link(2)`: false when `to` exists (someone else won).
+    static func link(_ from: String, _ to: String) throws -> Bool {
+        if cLink(from, to) == 0 { return true }
+        if errno == EEXIST { return false }
+        throw error("link", to)
+    }
+
+    static func rename(_ from: String, _ to: String) throws {
+        guard cRename(from, to) == 0 else { throw error("rename", to) }
+    }
+
+    static func remove(_ path: String) { _ = unlink(path) }
+
+    static func removeTree(_ path: String) { try? FileManager.default.removeItem(atPath: path) }
+
+    static func exists(_ path: String) -> Bool { access(path, F_OK) == 0 }
+
+    static func list(_ directory: String) -> [String] {
+        guard let dir = opendir(directory) else { return [] }
+        defer { closedir(dir) }
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafePointer(to: entry.pointee.d_name) {
+                $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
+            }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names
+    }
+
+    static func read(_ path: String) -> [UInt8]? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var result: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let count = buffer.withUnsafeMutableBytes { cRead(fd, $0.baseAddress!, $0.count) }
+            if count < 0 && errno == EINTR { continue }
+            if count <= 0 { break }
+            result.append(contentsOf: buffer[0..<count])
+        }
+        return result
+    }
+
+    /// Makes a rename or link in `directory` durable.
+    static func syncDirectory(_ directory: String) {
+        let fd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { return }
+        _ = fsync(fd)
+        close(fd)
+    }
+}

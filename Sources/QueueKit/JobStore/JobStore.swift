@@ -1,0 +1,323 @@
+import Foundation
+import Synchronization
+
+/// fs-job-store in Swift: jobs move from pending (workers may pull them) to fulfilled (a
+/// worker resolved them to a value), and targets waiting for a job's value are notified.
+/// Three workflows, each recovered on its own after a crash: creation, fulfilment and
+/// notification.
+///
+/// Two backends with the same behaviour: ``FileJobStore`` (one host, many processes, a
+/// shared directory) and ``RedisJobStore`` (many hosts).
+public protocol JobStore<Target>: Sendable {
+    /// Who waits for a job's value (an HTTP callback, a user id…); stored as JSON.
+    associatedtype Target: Codable & Sendable
+
+    /// Stores a new pending job and returns its id. Does not lease it.
+    func create(request: [UInt8]) async throws -> JobID
+
+    /// An exclusive lease on one pending job, or `nil` when every pending job is leased or
+    /// there is none. The lease renews itself; call ``JobLease/release()`` after the work.
+    func pullWork() async throws -> JobLease?
+
+    /// Resolves a pending job to `value`. The first fulfil wins; a later one throws
+    /// ``JobStoreError/Code/alreadyFulfilled``. With a `respond` handler, the waiting
+    /// targets are notified before this returns.
+    func fulfill(_ id: JobID, value: [UInt8]) async throws
+
+    /// Adds a target to be told the job's value. When the job is fulfilled already and a
+    /// `respond` handler is configured, the target is notified before this returns.
+    func queue(_ id: JobID, target: Target) async throws
+
+    /// Removes a waiting target (nothing happens when it is not waiting).
+    func unqueue(_ id: JobID, target: Target) async throws
+
+    /// Removes several waiting targets.
+    func unqueueAll(_ id: JobID, targets: [Target]) async throws
+
+    /// An exclusive lease on one fulfilled job with waiting targets, or `nil`.
+    func pullNotification() async throws -> NotificationLease<Target>?
+
+    /// Replaces the request of a pending job whose version is `expectedVersion`; returns
+    /// the new version. Throws ``JobStoreError/Code/versionMismatch`` or
+    /// ``JobStoreError/Code/alreadyFulfilled``.
+    @discardableResult
+    func update(_ id: JobID, expectedVersion: Int, request: [UInt8]) async throws -> Int
+
+    /// Where the job is, for introspection.
+    func state(_ id: JobID) async throws -> JobState
+}
+
+extension JobStore {
+    /// Stores a new pending job whose request is `request` encoded as JSON.
+    public func create<Request: Encodable>(request: Request) async throws -> JobID {
+        try await create(request: Array(try JSONEncoder().encode(request)))
+    }
+
+    /// Stores a new pending job whose request is the UTF-8 of `request`.
+    public func create(request: String) async throws -> JobID {
+        try await create(request: Array(request.utf8))
+    }
+
+    /// Fulfils with the UTF-8 of `value`.
+    public func fulfill(_ id: JobID, value: String) async throws {
+        try await fulfill(id, value: Array(value.utf8))
+    }
+}
+
+/// A job's id: a lowercase UUID.
+public struct JobID: Hashable, Sendable, Codable, CustomStringConvertible {
+    public let rawValue: String
+
+    /// - Throws: `JobStoreError` `.unknownJob` when `rawValue` is not a job id.
+    public init(_ rawValue: String) throws {
+        guard let uuid = UUID(uuidString: rawValue), uuid.uuidString.lowercased() == rawValue.lowercased() else {
+            throw JobStoreError(.unknownJob, "\"\(rawValue.prefix(64))\" is not a job id")
+        }
+        self.rawValue = rawValue.lowercased()
+    }
+
+    init() { rawValue = UUID().uuidString.lowercased() }
+
+    public var description: String { rawValue }
+}
+
+/// Where a job is.
+public enum JobState: Sendable, Hashable {
+    /// Waiting to be worked on; `version` counts its requests (1 at creation).
+    case pending(version: Int)
+    case fulfilled
+    case unknown
+}
+
+/// Why a job store call was refused.
+public struct JobStoreError: Error, Sendable, Hashable, CustomStringConvertible {
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        private enum Base: String, Sendable {
+            case unknownJob, alreadyFulfilled, versionMismatch, leaseCompromised, invalidStore, io
+        }
+        private let base: Base
+        private init(_ base: Base) { self.base = base }
+
+        /// No job with that id.
+        public static let unknownJob = Code(.unknownJob)
+        /// The job was fulfilled already (the first fulfil wins).
+        public static let alreadyFulfilled = Code(.alreadyFulfilled)
+        /// `update` expected another version.
+        public static let versionMismatch = Code(.versionMismatch)
+        /// The lease expired, was taken over, or could not be renewed in time.
+        public static let leaseCompromised = Code(.leaseCompromised)
+        /// The store's directory is missing, not a directory, or not writable.
+        public static let invalidStore = Code(.invalidStore)
+        /// A filesystem call failed.
+        public static let io = Code(.io)
+        public var description: String { base.rawValue }
+    }
+
+    public var code: Code
+    public var message: String
+
+    public init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    public var description: String { "JobStoreError.\(code): \(message)" }
+}
+
+/// Tells a lease holder that its lease is gone. Await ``wait()`` beside the work, or poll
+/// ``isCompromised``.
+public final class LeaseSignal: Sendable {
+    private struct State {
+        var fired = false
+        var waiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
+        var next: UInt64 = 0
+    }
+    private let state = Mutex(State())
+
+    init() {}
+
+    /// Whether the lease was lost.
+    public var isCompromised: Bool { state.withLock { $0.fired } }
+
+    /// Returns once the lease is lost (or the calling task is cancelled).
+    public func wait() async {
+        let id = state.withLock { state -> UInt64 in
+            state.next += 1
+            return state.next
+        }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let now = state.withLock { state -> Bool in
+                    if state.fired || Task.isCancelled { return true }
+                    state.waiters[id] = continuation
+                    return false
+                }
+                if now { continuation.resume() }
+            }
+        } onCancel: {
+            state.withLock { $0.waiters.removeValue(forKey: id) }?.resume()
+        }
+    }
+
+    func fire() {
+        let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+            state.fired = true
+            defer { state.waiters = [:] }
+            return Array(state.waiters.values)
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+}
+
+/// Renews a lease every third of its timeout until released; fires the signal when a
+/// renewal finds the lease gone, or when no renewal succeeded for a whole timeout.
+final class LeaseKeeper: Sendable {
+    let signal = LeaseSignal()
+    private let renewal = Mutex<Task<Void, Never>?>(nil)
+    private let released = Mutex(false)
+    private let releaseAction: @Sendable () async throws -> Bool
+
+    init(timeout: Duration, renew: @escaping @Sendable () async throws -> Bool,
+         release: @escaping @Sendable () async throws -> Bool) {
+        self.releaseAction = release
+        let signal = self.signal
+        let task = Task {
+            let clock = ContinuousClock()
+            var lastRenewal = clock.now
+            while !Task.isCancelled {
+                try? await Task.sleep(for: timeout / 3)
+                if Task.isCancelled { return }
+                do {
+                    if try await renew() {
+                        lastRenewal = clock.now
+                    } else {
+                        signal.fire()
+                        return
+                    }
+                } catch {
+                    if clock.now - lastRenewal >= timeout {
+                        signal.fire()
+                        return
+                    }
+                }
+            }
+        }
+        renewal.withLock { $0 = task }
+    }
+
+    deinit {
+        renewal.withLock { $0?.cancel() }
+    }
+
+    /// Stops renewing and gives the lease up. Throws `.leaseCompromised` when it had been
+    /// lost; a second call does nothing.
+    func release() async throws {
+        let first = released.withLock { released -> Bool in
+            defer { released = true }
+            return !released
+        }
+        guard first else { return }
+        renewal.withLock { $0?.cancel() }
+        let held = try await Task { try await releaseAction() }.value
+        if !held || signal.isCompromised {
+            signal.fire()
+            throw JobStoreError(.leaseCompromised, "the lease had been lost before it was released")
+        }
+    }
+}
+
+/// An exclusive lease on one pending job (``JobStore/pullWork()``).
+public final class JobLease: Sendable {
+    public let id: JobID
+    public let request: [UInt8]
+    /// The request's version (for ``JobStore/update(_:expectedVersion:request:)``).
+    public let version: Int
+    /// Increases with every lease taken in the store (Redis), or with every takeover of
+    /// this job's lease (file).
+    public let fencingToken: Int64
+    let keeper: LeaseKeeper
+
+    init(id: JobID, request: [UInt8], version: Int, fencingToken: Int64, keeper: LeaseKeeper) {
+        self.id = id
+        self.request = request
+        self.version = version
+        self.fencingToken = fencingToken
+        self.keeper = keeper
+    }
+
+    /// Fires when the lease is lost (expired, taken over, store unreachable).
+    public var compromised: LeaseSignal { keeper.signal }
+
+    /// The request decoded from JSON.
+    public func request<Request: Decodable>(as type: Request.Type) throws -> Request {
+        try JSONDecoder().decode(type, from: Data(request))
+    }
+
+    /// Gives the lease up. Call it after the work; a second call does nothing.
+    ///
+    /// - Throws: ``JobStoreError/Code/leaseCompromised`` when the lease had been lost.
+    public func release() async throws { try await keeper.release() }
+}
+
+/// An exclusive lease on one fulfilled job with waiting targets
+/// (``JobStore/pullNotification()``).
+public final class NotificationLease<Target: Codable & Sendable>: Sendable {
+    public let id: JobID
+    public let value: [UInt8]
+    /// The targets waiting when the lease was taken.
+    public let waiting: [Target]
+    let keeper: LeaseKeeper
+    private let remove: @Sendable ([Target]) async throws -> Void
+
+    init(id: JobID, value: [UInt8], waiting: [Target], keeper: LeaseKeeper,
+         remove: @escaping @Sendable ([Target]) async throws -> Void) {
+        self.id = id
+        self.value = value
+        self.waiting = waiting
+        self.keeper = keeper
+        self.remove = remove
+    }
+
+    /// Fires when the lease is lost.
+    public var compromised: LeaseSignal { keeper.signal }
+
+    /// The value decoded from JSON.
+    public func value<Value: Decodable>(as type: Value.Type) throws -> Value {
+        try JSONDecoder().decode(type, from: Data(value))
+    }
+
+    /// Removes the targets that were notified and releases the lease. Targets not removed
+    /// (and any queued meanwhile) stay for the next ``JobStore/pullNotification()``.
+    ///
+    /// - Throws: ``JobStoreError/Code/leaseCompromised`` when the lease had been lost (the
+    ///   targets are removed all the same: they were notified).
+    public func done(removing notified: [Target]) async throws {
+        if !notified.isEmpty { try await remove(notified) }
+        try await keeper.release()
+    }
+}
+
+/// The handler that notifies a target of a job's value; `true` when it was notified (the
+/// target is then removed), `false` to leave it for ``JobStore/pullNotification()``.
+public typealias JobResponder<Target> = @Sendable (_ target: Target, _ id: JobID, _ value: [UInt8]) async -> Bool
+
+/// Targets as canonical JSON (sorted keys), so equal targets have equal bytes.
+func encodeTarget<Target: Encodable>(_ target: Target) throws -> [UInt8] {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys]
+    return Array(try encoder.encode(target))
+}
+
+func decodeTarget<Target: Decodable>(_ bytes: [UInt8], as type: Target.Type) throws -> Target {
+    try JSONDecoder().decode(type, from: Data(bytes))
+}
+
+/// Notifies every waiting target of a leased job through `respond`, then removes those
+/// notified and releases the lease.
+func deliver<Target>(_ lease: NotificationLease<Target>, _ respond: JobResponder<Target>) async throws {
+    var notified: [Target] = []
+    for target in lease.waiting where await respond(target, lease.id, lease.value) {
+        notified.append(target)
+    }
+    try await lease.done(removing: notified)
+}

@@ -1,0 +1,326 @@
+import Foundation
+import Hiredis
+import Logging
+
+/// The job store on Redis, for many hosts. Every change is one Lua script; leases are keys
+/// with PX and owner tokens, handed out with fencing tokens; each fulfilled job with
+/// waiting targets sits in an outbox until they are notified.
+///
+/// All keys share the hash tag `{prefix}` (one cluster slot per store):
+/// `…:job:<id>` (hash: state, version, request, value), `…:pending`, `…:leased`,
+/// `…:outbox`, `…:notifying` (sorted sets), `…:waiting:<id>` (set of targets as JSON),
+/// `…:lease:<id>` and `…:notify:<id>` (lease tokens), `…:fence`, `…:seq`.
+///
+/// ```swift
+/// let store = try RedisJobStore<String>(client: connection, prefix: "jobs") { target, id, value in
+///     await notify(target, value)      // true: notified, the target is removed
+/// }
+/// let id = try await store.create(request: ["url": "https://example.com"])
+/// if let lease = try await store.pullWork() {
+///     try await store.fulfill(lease.id, value: "done")
+///     try await lease.release()
+/// }
+/// ```
+public struct RedisJobStore<Target: Codable & Sendable>: JobStore {
+    public let client: RedisConnection
+    public let prefix: String
+    /// How long a lease lives without renewal (default 10 s; renewed every third).
+    public let leaseTimeout: Duration
+    let respond: JobResponder<Target>?
+    let tag: String
+
+    /// - Parameters:
+    ///   - prefix: the namespace; no `{`, `}` or `:`.
+    ///   - respond: notifies a target as soon as its job is fulfilled (optional).
+    /// - Throws: `RedisError` `invalidArgument` for a bad prefix or timeout.
+    public init(client: RedisConnection, prefix: String = "jobstore", leaseTimeout: Duration = .seconds(10),
+                respond: JobResponder<Target>? = nil) throws {
+        try validateName(prefix, what: "job store prefix")
+        guard leaseTimeout >= .milliseconds(30) else { throw RedisError.invalidArgument("leaseTimeout must be at least 30 ms") }
+        self.client = client
+        self.prefix = prefix
+        self.leaseTimeout = leaseTimeout
+        self.respond = respond
+        self.tag = "{\(prefix)}:"
+    }
+
+    private var ttl: Int64 { leaseTimeout.milliseconds }
+    private func job(_ id: JobID) -> String { tag + "job:" + id.rawValue }
+
+    public func create(request: [UInt8]) async throws -> JobID {
+        try validateTask(request)
+        let id = JobID()
+        try await client.run(JobScripts.create, keys: [job(id), tag + "pending", tag + "seq"], arguments: [id.rawValue, request])
+        return id
+    }
+
+    public func pullWork() async throws -> JobLease? {
+        let token = UUID().uuidString
+        let reply = try await client.run(JobScripts.pullWork, keys: [tag + "pending", tag + "leased", tag + "fence"],
+                                         arguments: [tag, token, ttl])
+        guard case .array(let parts) = reply, parts.count == 4 else { return nil }
+        let id = try JobID(try parts[0].decode(String.self))
+        let keeper = leaseKeeper(kind: "lease", zset: "leased", id: id, token: token)
+        return JobLease(id: id, request: try parts[1].bytes(), version: try parts[2].decode(Int.self),
+                        fencingToken: try parts[3].decode(Int64.self), keeper: keeper)
+    }
+
+    public func fulfill(_ id: JobID, value: [UInt8]) async throws {
+        try validateTask(value)
+        let token = UUID().uuidString
+        let reply = try await client.run(
+            JobScripts.fulfill, keys: [job(id), tag + "pending", tag + "leased", tag + "outbox", tag + "notifying"],
+            arguments: [tag, id.rawValue, value, token, ttl, respond == nil ? "0" : "1"])
+        guard case .array(let parts) = reply, let status = parts.first else { throw RedisError(.wrongReplyType, "fulfill") }
+        switch try status.decode(Int.self) {
+        case -1: throw JobStoreError(.unknownJob, "no job \(id)")
+        case 0: throw JobStoreError(.alreadyFulfilled, "job \(id) was fulfilled already")
+        default: break
+        }
+        if let respond, parts.count > 1 {
+            let waiting = try parts.dropFirst().map { try decodeTarget(try $0.bytes(), as: Target.self) }
+            try await deliver(notificationLease(id: id, value: value, waiting: waiting, token: token), respond)
+        }
+    }
+
+    public func queue(_ id: JobID, target: Target) async throws {
+        let encoded = try encodeTarget(target)
+        let keys: [any RedisArgument] = [job(id), tag + "waiting:" + id.rawValue, tag + "outbox"]
+        let reply = try await client.run(JobScripts.queue, keys: keys, arguments: [encoded, respond == nil ? "0" : "1"])
+        guard case .array(let parts) = reply, let status = parts.first else { throw RedisError(.wrongReplyType, "queue") }
+        switch try status.decode(Int.self) {
+        case -1: throw JobStoreError(.unknownJob, "no job \(id)")
+        case 1:
+            // Fulfilled already: notify now; only a target that was not reached waits.
+            if let respond, await respond(target, id, try parts[1].bytes()) { return }
+            try await client.run(JobScripts.queue, keys: keys, arguments: [encoded, "0"])
+        default: break
+        }
+    }
+
+    public func unqueue(_ id: JobID, target: Target) async throws {
+        try await unqueueAll(id, targets: [target])
+    }
+
+    public func unqueueAll(_ id: JobID, targets: [Target]) async throws {
+        var arguments: [any RedisArgument] = []
+        for target in targets { arguments.append(try encodeTarget(target)) }
+        let removed = try await client.run(JobScripts.unqueue, keys: [job(id), tag + "waiting:" + id.rawValue, tag + "outbox"],
+                                           arguments: arguments).decode(Int.self)
+        if removed < 0 { throw JobStoreError(.unknownJob, "no job \(id)") }
+    }
+
+    public func pullNotification() async throws -> NotificationLease<Target>? {
+        let token = UUID().uuidString
+        let reply = try await client.run(JobScripts.pullNotification, keys: [tag + "outbox", tag + "notifying"],
+                                         arguments: [tag, token, ttl])
+        guard case .array(let parts) = reply, parts.count >= 2 else { return nil }
+        let id = try JobID(try parts[0].decode(String.self))
+        let waiting = try parts.dropFirst(2).map { try decodeTarget(try $0.bytes(), as: Target.self) }
+        return notificationLease(id: id, value: try parts[1].bytes(), waiting: waiting, token: token)
+    }
+
+    @discardableResult
+    public func update(_ id: JobID, expectedVersion: Int, request: [UInt8]) async throws -> Int {
+        try validateTask(request)
+        let version = try await client.run(JobScripts.update, keys: [job(id)], arguments: [expectedVersion, request]).decode(Int.self)
+        switch version {
+        case -1: throw JobStoreError(.unknownJob, "no job \(id)")
+        case -2: throw JobStoreError(.alreadyFulfilled, "job \(id) was fulfilled already")
+        case -3: throw JobStoreError(.versionMismatch, "job \(id) is not at version \(expectedVersion)")
+        default: return version
+        }
+    }
+
+    public func state(_ id: JobID) async throws -> JobState {
+        let fields = try await client.send("HMGET", job(id), "state", "version").decode([String?].self)
+        switch fields.first ?? nil {
+        case "p": return .pending(version: Int(fields[1] ?? "") ?? 1)
+        case "f": return .fulfilled
+        default: return .unknown
+        }
+    }
+
+    // MARK: Leases
+
+    private func leaseKeeper(kind: String, zset: String, id: JobID, token: String) -> LeaseKeeper {
+        let client = self.client, tag = self.tag, ttl = self.ttl
+        let keys: [any RedisArgument] = [tag + kind + ":" + id.rawValue, tag + zset, job(id), tag + (zset == "leased" ? "pending" : "outbox")]
+        return LeaseKeeper(timeout: leaseTimeout, renew: {
+            try await client.run(JobScripts.renew, keys: Array(keys.prefix(2)), arguments: [id.rawValue, token, ttl]).decode(Int.self) == 1
+        }, release: {
+            try await client.run(JobScripts.release, keys: keys, arguments: [id.rawValue, token, tag + "waiting:" + id.rawValue])
+                .decode(Int.self) == 1
+        })
+    }
+
+    private func notificationLease(id: JobID, value: [UInt8], waiting: [Target], token: String) -> NotificationLease<Target> {
+        let client = self.client, tag = self.tag
+        let keys: [any RedisArgument] = [tag + "waiting:" + id.rawValue, tag + "outbox"]
+        return NotificationLease(id: id, value: value, waiting: waiting,
+                                 keeper: leaseKeeper(kind: "notify", zset: "notifying", id: id, token: token)) { targets in
+            var arguments: [any RedisArgument] = [id.rawValue]
+            for target in targets { arguments.append(try encodeTarget(target)) }
+            try await client.run(JobScripts.removeTargets, keys: keys, arguments: arguments)
+        }
+    }
+}
+
+/// The job store's scripts. Per-job keys are named from the tag inside a script only where
+/// the job is found by the script itself (pulls); they share the store's hash tag.
+enum JobScripts {
+    /// KEYS: job, pending, seq. ARGV: id, request.
+    static let create = RedisScript("""
+        local seq = redis.call('INCR', KEYS[3])
+        redis.call('HSET', KEYS[1], 'state', 'p', 'version', 1, 'request', ARGV[2], 'seq', seq)
+        redis.call('ZADD', KEYS[2], seq, ARGV[1])
+        return seq
+        """)
+
+    /// KEYS: pending, leased, fence. ARGV: tag, token, ttl ms. Returns expired leases to
+    /// pending, then leases the oldest pending job: {id, request, version, fencing token}.
+    static let pullWork = RedisScript("""
+        local t = redis.call('TIME')
+        local now = t[1] * 1000 + math.floor(t[2] / 1000)
+        for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 100)) do
+          if redis.call('EXISTS', ARGV[1] .. 'lease:' .. id) == 0 then
+            redis.call('ZREM', KEYS[2], id)
+            local job = redis.call('HMGET', ARGV[1] .. 'job:' .. id, 'state', 'seq')
+            if job[1] == 'p' then redis.call('ZADD', KEYS[1], job[2], id) end
+          end
+        end
+        while true do
+          local popped = redis.call('ZPOPMIN', KEYS[1])
+          if #popped == 0 then return false end
+          local id = popped[1]
+          local job = redis.call('HMGET', ARGV[1] .. 'job:' .. id, 'state', 'request', 'version')
+          if job[1] == 'p' then
+            redis.call('SET', ARGV[1] .. 'lease:' .. id, ARGV[2], 'PX', ARGV[3])
+            redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), id)
+            return {id, job[2], tonumber(job[3]), redis.call('INCR', KEYS[3])}
+          end
+        end
+        """)
+
+    /// KEYS: lease key, lease zset. ARGV: id, token, ttl ms. 1 renewed, 0 lost.
+    static let renew = RedisScript("""
+        if redis.call('GET', KEYS[1]) ~= ARGV[2] then return 0 end
+        local t = redis.call('TIME')
+        redis.call('PEXPIRE', KEYS[1], ARGV[3])
+        redis.call('ZADD', KEYS[2], t[1] * 1000 + math.floor(t[2] / 1000) + tonumber(ARGV[3]), ARGV[1])
+        return 1
+        """)
+
+    /// KEYS: lease key, lease zset, job, where the job goes back (pending or outbox).
+    /// ARGV: id, token, waiting key. 1 released, 0 it was no longer held.
+    static let release = RedisScript("""
+        if redis.call('GET', KEYS[1]) ~= ARGV[2] then return 0 end
+        redis.call('DEL', KEYS[1])
+        redis.call('ZREM', KEYS[2], ARGV[1])
+        local job = redis.call('HMGET', KEYS[3], 'state', 'seq')
+        if string.find(KEYS[4], 'pending$') then
+          if job[1] == 'p' then redis.call('ZADD', KEYS[4], job[2], ARGV[1]) end
+        elseif job[1] == 'f' and redis.call('SCARD', ARGV[3]) > 0 then
+          redis.call('ZADD', KEYS[4], job[2], ARGV[1])
+        end
+        return 1
+        """)
+
+    /// KEYS: job, pending, leased, outbox, notifying. ARGV: tag, id, value, token, ttl,
+    /// take ('1': lease the notification now). {-1} unknown, {0} fulfilled already, {1} done,
+    /// or {1, target…} with the notification lease taken.
+    static let fulfill = RedisScript("""
+        local job = redis.call('HMGET', KEYS[1], 'state', 'seq')
+        if not job[1] then return {-1} end
+        if job[1] == 'f' then return {0} end
+        redis.call('HSET', KEYS[1], 'state', 'f', 'value', ARGV[3])
+        redis.call('ZREM', KEYS[2], ARGV[2])
+        redis.call('ZREM', KEYS[3], ARGV[2])
+        local waiting = ARGV[1] .. 'waiting:' .. ARGV[2]
+        if redis.call('SCARD', waiting) == 0 then return {1} end
+        local lease = ARGV[1] .. 'notify:' .. ARGV[2]
+        if ARGV[6] == '1' and redis.call('EXISTS', lease) == 0 then
+          local t = redis.call('TIME')
+          redis.call('SET', lease, ARGV[4], 'PX', ARGV[5])
+          redis.call('ZADD', KEYS[5], t[1] * 1000 + math.floor(t[2] / 1000) + tonumber(ARGV[5]), ARGV[2])
+          local out = {1}
+          for _, target in ipairs(redis.call('SMEMBERS', waiting)) do out[#out + 1] = target end
+          return out
+        end
+        redis.call('ZADD', KEYS[4], job[2], ARGV[2])
+        return {1}
+        """)
+
+    /// KEYS: job, waiting, outbox. ARGV: target, respond ('1': do not add to a fulfilled
+    /// job, return its value). {-1} unknown, {0} added (pending), {1, value}, {2} added (fulfilled).
+    static let queue = RedisScript("""
+        local job = redis.call('HMGET', KEYS[1], 'state', 'seq', 'value')
+        if not job[1] then return {-1} end
+        if job[1] == 'p' then
+          redis.call('SADD', KEYS[2], ARGV[1])
+          return {0}
+        end
+        if ARGV[2] == '1' then return {1, job[3]} end
+        redis.call('SADD', KEYS[2], ARGV[1])
+        redis.call('ZADD', KEYS[3], job[2], string.match(KEYS[2], 'waiting:(.*)$'))
+        return {2}
+        """)
+
+    /// KEYS: job, waiting, outbox. ARGV: targets. The count removed, -1 for an unknown job.
+    static let unqueue = RedisScript("""
+        if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+        local removed = 0
+        for i = 1, #ARGV do removed = removed + redis.call('SREM', KEYS[2], ARGV[i]) end
+        if redis.call('SCARD', KEYS[2]) == 0 then redis.call('ZREM', KEYS[3], string.match(KEYS[2], 'waiting:(.*)$')) end
+        return removed
+        """)
+
+    /// KEYS: waiting, outbox. ARGV: id, targets. Removes notified targets (the lease's
+    /// release puts the job back in the outbox if targets remain).
+    static let removeTargets = RedisScript("""
+        for i = 2, #ARGV do redis.call('SREM', KEYS[1], ARGV[i]) end
+        if redis.call('SCARD', KEYS[1]) == 0 then redis.call('ZREM', KEYS[2], ARGV[1]) end
+        return 1
+        """)
+
+    /// KEYS: outbox, notifying. ARGV: tag, token, ttl. Returns expired notification leases
+    /// to the outbox, then leases the first free job there: {id, value, target…}.
+    static let pullNotification = RedisScript("""
+        local t = redis.call('TIME')
+        local now = t[1] * 1000 + math.floor(t[2] / 1000)
+        for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 100)) do
+          if redis.call('EXISTS', ARGV[1] .. 'notify:' .. id) == 0 then
+            redis.call('ZREM', KEYS[2], id)
+            if redis.call('SCARD', ARGV[1] .. 'waiting:' .. id) > 0 then
+              redis.call('ZADD', KEYS[1], redis.call('HGET', ARGV[1] .. 'job:' .. id, 'seq'), id)
+            end
+          end
+        end
+        for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+          local lease = ARGV[1] .. 'notify:' .. id
+          local waiting = ARGV[1] .. 'waiting:' .. id
+          if redis.call('SCARD', waiting) == 0 then
+            redis.call('ZREM', KEYS[1], id)
+          elseif redis.call('EXISTS', lease) == 0 then
+            redis.call('ZREM', KEYS[1], id)
+            redis.call('SET', lease, ARGV[2], 'PX', ARGV[3])
+            redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), id)
+            local out = {id, redis.call('HGET', ARGV[1] .. 'job:' .. id, 'value')}
+            for _, target in ipairs(redis.call('SMEMBERS', waiting)) do out[#out + 1] = target end
+            return out
+          end
+        end
+        return false
+        """)
+
+    /// KEYS: job. ARGV: expected version, request. The new version, or -1 unknown,
+    /// -2 fulfilled, -3 version mismatch.
+    static let update = RedisScript("""
+        local job = redis.call('HMGET', KEYS[1], 'state', 'version')
+        if not job[1] then return -1 end
+        if job[1] == 'f' then return -2 end
+        if tonumber(job[2]) ~= tonumber(ARGV[1]) then return -3 end
+        redis.call('HSET', KEYS[1], 'request', ARGV[2])
+        return redis.call('HINCRBY', KEYS[1], 'version', 1)
+        """)
+}

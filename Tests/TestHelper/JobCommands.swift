@@ -1,0 +1,68 @@
+import Foundation
+import Hiredis
+import QueueKit
+
+/// Job-store commands of the test helper: `jobs-pull` and `jobs-hold`.
+enum JobCommands {
+    /// `<backend file|redis> <directory or redis URL> <prefix> <leaseMs>`
+    static func store(_ arguments: [String]) async throws -> any JobStore<String> {
+        let lease = Duration.milliseconds(Int64(arguments[3])!)
+        if arguments[0] == "file" {
+            return try FileJobStore<String>(directory: URL(fileURLWithPath: arguments[1]), leaseTimeout: lease)
+        }
+        let client = try await RedisConnection.connect(try RedisConfiguration(url: arguments[1]))
+        return try RedisJobStore<String>(client: client, prefix: arguments[2], leaseTimeout: lease)
+    }
+
+    static func run(_ command: String, _ arguments: [String]) async throws {
+        let store = try await store(arguments)
+        switch command {
+        case "jobs-pull":
+            // Pulls and fulfils until no job is left; prints the ids it fulfilled.
+            var fulfilled: [String] = []
+            var lost = 0
+            while let lease = try await store.pullWork() {
+                do {
+                    try await store.fulfill(lease.id, value: "by-\(getpid())")
+                    fulfilled.append(lease.id.rawValue)
+                } catch let error as JobStoreError where error.code == .alreadyFulfilled {
+                    lost += 1
+                }
+                try await lease.release()
+            }
+            say("fulfilled \(fulfilled.joined(separator: ","))")
+            say("lost \(lost)")
+        case "jobs-hold":
+            // Holds a work lease (arguments[4] == "work") until it is compromised, then tries
+            // a late fulfil; or holds a notification lease until killed.
+            if arguments[4] == "work" {
+                guard let lease = try await store.pullWork() else { say("nothing"); return }
+                say("held \(lease.id)")
+                await lease.compromised.wait()
+                say("compromised")
+                do {
+                    try await store.fulfill(lease.id, value: "late")
+                    say("late fulfil: ok")
+                } catch let error as JobStoreError {
+                    say("late fulfil: \(error.code)")
+                }
+                do {
+                    try await lease.release()
+                    say("release: ok")
+                } catch let error as JobStoreError {
+                    say("release: \(error.code)")
+                }
+            } else {
+                guard let lease = try await store.pullNotification() else { say("nothing"); return }
+                say("held \(lease.id) \(lease.waiting.sorted().joined(separator: ","))")
+                try await Task.sleep(for: .seconds(3600))
+            }
+        case "jobs-create":
+            // Creates one job (a failpoint may kill the process on the way).
+            let id = try await store.create(request: "crash test")
+            say("created \(id)")
+        default:
+            exit(2)
+        }
+    }
+}
