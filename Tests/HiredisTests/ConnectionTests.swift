@@ -181,9 +181,8 @@ private func code(_ expected: RedisError.Code) -> @Sendable (any Error) -> Bool 
     @Test(.enabled(if: TestRedis.ownsServers)) func commandTimeoutWithDebugSleepThenLateReplyIsDiscarded() async throws {
         let server = try await RedisServer.start()
         let connection = try await server.connect { $0.commandTimeout = .milliseconds(200) }
-        let started = ContinuousClock.now
+        // A timeout error (not +OK) proves the timer fired before the server answered.
         await #expect(performing: { try await connection.send("DEBUG", "SLEEP", "1.5") }, throws: code(.timeout))
-        #expect(ContinuousClock.now - started < .seconds(1.2), "the timeout fired before the server answered")
         // The late +OK of DEBUG SLEEP must not be taken as the reply to this ECHO.
         let echo = try await connection.send(RedisCommand("ECHO", "after"), timeout: .seconds(5))
         #expect(echo == .bulk(Array("after".utf8)))
@@ -301,7 +300,7 @@ private func code(_ expected: RedisError.Code) -> @Sendable (any Error) -> Bool 
         let connection = try await redis.connect()
         let observer = try await redis.connect()
         let key = uniqueKey()
-        let waiting = Task { try await connection.send("BLPOP", key, "0.3") }
+        let waiting = Task { try await connection.send("BLPOP", key, "2") }
         try await eventually("BLPOP to block") { try await observer.info("blocked_clients") == "1" }
         await connection.close()
         #expect(try await waiting.value == .null, "BLPOP's reply arrived before close() returned")

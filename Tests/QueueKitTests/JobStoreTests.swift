@@ -147,7 +147,7 @@ final class Notifications: Sendable {
     func aHolderPausedPastItsLeaseLosesTheJob(_ backend: Backend) async throws {
         let location = try await StoreLocation.make(backend)
         defer { location.keepAlive() }
-        let lease = Duration.milliseconds(600)
+        let lease = Duration.milliseconds(1500)
         let store = try await location.store(lease: lease)
         let id = try await store.create(request: "slow")
         let holder = try HelperProcess(["jobs-hold"] + location.helperArguments(lease: lease) + ["work"])
@@ -176,7 +176,7 @@ final class Notifications: Sendable {
     func aKilledHoldersWorkAndNotificationAreCompletedByAnother(_ backend: Backend) async throws {
         let location = try await StoreLocation.make(backend)
         defer { location.keepAlive() }
-        let lease = Duration.milliseconds(500)
+        let lease = Duration.milliseconds(1500)
         let notifications = Notifications()
         let store = try await location.store(lease: lease)
         let id = try await store.create(request: "work")

@@ -87,7 +87,7 @@ struct Poison: Error, CustomStringConvertible {
     @Test func deadWorkersTasksReturnToTheFrontAndLiveWorkersAreUntouched() async throws {
         let fixture = try await QueueFixture.start {
             $0.heartbeatInterval = .milliseconds(100)
-            $0.workerTimeout = .milliseconds(500)
+            $0.workerTimeout = .seconds(1)
             $0.cleanupInterval = .seconds(3600)
         }
         let name = uniqueName()
@@ -118,7 +118,7 @@ struct Poison: Error, CustomStringConvertible {
     @Test func recoveryOfAWorkerAtMaxDeliveriesDeadLettersTheTask() async throws {
         let fixture = try await QueueFixture.start {
             $0.heartbeatInterval = .milliseconds(100)
-            $0.workerTimeout = .milliseconds(300)
+            $0.workerTimeout = .seconds(1)
             $0.maxDeliveries = 1
         }
         let name = uniqueName()
