@@ -295,7 +295,7 @@ struct JobFailed: Error, CustomStringConvertible {
     }
 
     @Test func deadHoldersPermitFreesAfterTheTimeout() async throws {
-        let fleet = try await Fleet.start(2, lock: LockOptions(timeout: .milliseconds(500)))
+        let fleet = try await Fleet.start(2, lock: LockOptions(timeout: .seconds(2)))
         // The first holder takes the only permit and "dies": it never leaves or extends.
         _ = try await fleet.queues[0].semaphore("lonely").take()
         await #expect(throws: LockAcquisitionError.self) {
