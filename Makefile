@@ -52,9 +52,10 @@ kill-strays:
 	  done; \
 	fi
 
-## bench: performance against redis-benchmark in the same run
+## bench: performance against redis-benchmark in the same run (BENCH_ARGS="--quick", "--json out.json")
 bench: deps
-	@echo "make bench is not built yet (see the bench/demo issue)"; exit 1
+	$(SWIFT) build -c release --product hiredis-bench
+	@status=0; .build/release/hiredis-bench $(BENCH_ARGS) || status=$$?; $(MAKE) --no-print-directory kill-strays; exit $$status
 
 ## demo: the library doing its job across processes on a throwaway Redis
 demo: deps

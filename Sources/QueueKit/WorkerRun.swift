@@ -57,10 +57,11 @@ extension Worker {
                 wake.yield()
                 taking: for await _ in wakeups {
                     while !Task.isCancelled && !control.isStopping && control.active < concurrency {
-                        let process: WorkProcess
+                        // One script takes as many tasks as there are free slots.
+                        let wanted = concurrency - control.active
+                        let batch: [WorkProcess]
                         do {
-                            guard let next = try await self.dequeue(queue) else { break }
-                            process = next
+                            batch = try await self.dequeue(queue, max: wanted)
                         } catch let error as WorkQueueError where error.code == .workerFailed {
                             if !self.options.reregisterAfterFailure {
                                 failure = error
@@ -75,19 +76,22 @@ extension Worker {
                             }
                             break
                         }
-                        let running = Task { try await handler(process) }
-                        control.add(process, running)
-                        group.addTask {
-                            let result = await withTaskCancellationHandler {
-                                await running.result
-                            } onCancel: {
-                                control.cancel(.shutdown) { $0.number == process.number }
+                        for process in batch {
+                            let running = Task { try await handler(process) }
+                            control.add(process, running)
+                            group.addTask {
+                                let result = await withTaskCancellationHandler {
+                                    await running.result
+                                } onCancel: {
+                                    control.cancel(.shutdown) { $0.number == process.number }
+                                }
+                                let reason = control.remove(process.number, result: result)
+                                // Settle outside this (possibly cancelled) task: Redis calls must still run.
+                                await Task { await self.settle(process, result, reason) }.value
+                                wake.yield()
                             }
-                            let reason = control.remove(process.number, result: result)
-                            // Settle outside this (possibly cancelled) task: Redis calls must still run.
-                            await Task { await self.settle(process, result, reason) }.value
-                            wake.yield()
                         }
+                        if batch.count < wanted { break }   // the queue is empty for now
                     }
                     if Task.isCancelled || control.isStopping { break }
                 }

@@ -298,7 +298,8 @@ public final class FullBacklogListener: Sendable {
     }
 }
 
-private func findExecutable(_ name: String) -> String {
+/// The path of `name` on PATH (or the usual system directories), else `name` itself.
+public func findExecutable(_ name: String) -> String {
     let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin"
     for directory in path.split(separator: ":") + ["/usr/bin", "/usr/local/bin", "/usr/sbin"] {
         let candidate = "\(directory)/\(name)"

@@ -1,0 +1,250 @@
+import Foundation
+import Hiredis
+import LockKit
+import QueueKit
+import Synchronization
+
+/// What every shape needs: the server and how big a run is.
+struct Context: Sendable {
+    let configuration: RedisConfiguration
+    let host: String
+    let port: Int
+    let quick: Bool
+    let executable: String
+
+    func count(_ full: Int) -> Int { quick ? max(full / 20, 200) : full }
+}
+
+/// One line of the table: our measurement, and optionally redis-benchmark's.
+struct Shape: Sendable {
+    let name: String
+    let unit: String
+    let count: Int
+    let reference: Reference?
+    let target: Double?
+    let ours: @Sendable (Context, Int) async throws -> Run
+    /// A floor in `unit` (for shapes without a reference).
+    var floor: Double? = nil
+    var note: (@Sendable () -> String?)? = nil
+}
+
+func shapes(_ context: Context) -> [Shape] {
+    let value = "xxx"   // redis-benchmark's default 3-byte value
+    let fanoutNotes = Locked<[String]>([])
+    return [
+        Shape(name: "sequential SET, 1 connection, 1 in flight", unit: "ops/s", count: context.count(100_000),
+              reference: Reference(label: "redis-benchmark -t set -c 1", test: "SET", arguments: ["-t", "set", "-c", "1"]),
+              target: 0.9) { context, count in
+            let connection = try await RedisConnection.connect(context.configuration)
+            defer { Task { await connection.close() } }
+            return try await timed(count) { tick in
+                for _ in 0..<count {
+                    let started = now()
+                    try await connection.send("SET", "key:__rand_int__", value)
+                    tick(now() - started)
+                }
+            }
+        },
+        Shape(name: "50 tasks, ONE connection (auto-pipelining)", unit: "ops/s", count: context.count(200_000),
+              reference: Reference(label: "redis-benchmark -t set -c 50", test: "SET", arguments: ["-t", "set", "-c", "50"]),
+              target: 1.0) { context, count in
+            let connection = try await RedisConnection.connect(context.configuration)
+            defer { Task { await connection.close() } }
+            return try await timed(count) { tick in
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    for _ in 0..<50 {
+                        group.addTask {
+                            for _ in 0..<(count / 50) {
+                                let started = now()
+                                try await connection.send("SET", "key:__rand_int__", value)
+                                tick(now() - started)
+                            }
+                        }
+                    }
+                    try await group.waitForAll()
+                }
+            }
+        },
+        Shape(name: "explicit pipeline, 50 per batch", unit: "ops/s", count: context.count(500_000),
+              reference: Reference(label: "redis-benchmark -t set -c 1 -P 50", test: "SET", arguments: ["-t", "set", "-c", "1", "-P", "50"]),
+              target: 0.8) { context, count in
+            let connection = try await RedisConnection.connect(context.configuration)
+            defer { Task { await connection.close() } }
+            let batch = Array(repeating: RedisCommand("SET", "key:__rand_int__", value), count: 50)
+            return try await timed(count) { tick in
+                for _ in 0..<(count / 50) {
+                    let started = now()
+                    _ = try await connection.pipeline(batch)
+                    tick(now() - started)
+                }
+            }
+        },
+        Shape(name: "GET of a 16 KiB value, 1 connection", unit: "ops/s", count: context.count(50_000),
+              reference: Reference(label: "redis-benchmark -t get -d 16384 -c 1", test: "GET",
+                                   arguments: ["-t", "set,get", "-d", "16384", "-c", "1"]),
+              target: 0.9) { context, count in
+            let connection = try await RedisConnection.connect(context.configuration)
+            defer { Task { await connection.close() } }
+            try await connection.send("SET", "key:__rand_int__", [UInt8](repeating: 0x78, count: 16384))
+            return try await timed(count) { tick in
+                for _ in 0..<count {
+                    let started = now()
+                    _ = try await connection.send("GET", "key:__rand_int__")
+                    tick(now() - started)
+                }
+            }
+        },
+        Shape(name: "lock acquire+release, uncontended, sequential", unit: "cycles/s", count: context.count(20_000),
+              reference: Reference(label: "redis-benchmark -t set -c 1", test: "SET", arguments: ["-t", "set", "-c", "1"]),
+              target: 0.45) { context, count in
+            let queue = try await callbackQueue(context)
+            return try await timed(count) { tick in
+                for _ in 0..<count {
+                    let started = now()
+                    let lock = try await queue.once("bench:uncontended")
+                    try await lock.release()
+                    tick(now() - started)
+                }
+            }
+        },
+        Shape(name: "lock contended: 8 tasks, one key (p50/p99: wait)", unit: "cycles/s", count: context.count(4_000),
+              reference: nil, target: nil) { context, count in
+            let queue = try await callbackQueue(context, retries: 1_000_000, delay: .milliseconds(1))
+            return try await timed(count) { tick in
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    for _ in 0..<8 {
+                        group.addTask {
+                            for _ in 0..<(count / 8) {
+                                let started = now()
+                                try await queue.withLock("bench:contended", autoExtend: false) { _ in tick(now() - started) }
+                            }
+                        }
+                    }
+                    try await group.waitForAll()
+                }
+            }
+        },
+        Shape(name: "fanout: 100 callers, one id, 2 processes (p50/p99: completion→caller)", unit: "calls/s", count: 100,
+              reference: nil, target: nil, ours: { context, _ in
+            let (run, note) = try await fanout(context)
+            fanoutNotes.withLock { $0.append(note) }
+            return run
+        }, note: { fanoutNotes.withLock { $0.joined(separator: "; ") } }),
+        Shape(name: "queue: enqueue→dequeue→finish, 1 worker", unit: "tasks/s", count: context.count(20_000),
+              reference: nil, target: nil) { context, count in
+            try await queueRun(context, tasks: count, workers: 1)
+        },
+        Shape(name: "queue: enqueue→dequeue→finish, 4 workers", unit: "tasks/s", count: context.count(40_000),
+              reference: nil, target: nil, ours: { context, count in
+            try await queueRun(context, tasks: count, workers: 4)
+        }, floor: 20_000),
+        Shape(name: "job store (redis): create→pull→fulfil→notify", unit: "jobs/s", count: context.count(3_000),
+              reference: nil, target: nil) { context, count in
+            let client = try await RedisConnection.connect(context.configuration)
+            let store = try RedisJobStore<String>(client: client, prefix: "bench\(UInt32.random(in: 0...UInt32.max))",
+                                                  respond: { _, _, _ in true })
+            return try await jobStoreRun(store, count)
+        },
+        Shape(name: "job store (file): create→pull→fulfil→notify", unit: "jobs/s", count: context.count(1_000),
+              reference: nil, target: nil) { _, count in
+            let directory = FileManager.default.temporaryDirectory.appendingPathComponent("bench-jobs-\(UUID().uuidString)")
+            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let store = try FileJobStore<String>(directory: directory, respond: { _, _, _ in true })
+            return try await jobStoreRun(store, count)
+        },
+    ]
+}
+
+func callbackQueue(_ context: Context, retries: Int = 0, delay: Duration = .milliseconds(100)) async throws -> CallbackQueue {
+    let client = try await RedisConnection.connect(context.configuration)
+    let pubsub = try await RedisSubscriber.connect(context.configuration)
+    return try CallbackQueue(client: client, pubsub: pubsub, options: CallbackQueueOptions(
+        channel: "bench:\(UUID().uuidString)", lock: LockOptions(timeout: .seconds(10), retries: retries, delay: delay, jitter: 0.5)))
+}
+
+func queueRun(_ context: Context, tasks: Int, workers: Int) async throws -> Run {
+    var options = WorkQueueOptions(prefix: "bench\(UInt32.random(in: 0...UInt32.max))")
+    options.pollInterval = .seconds(1)
+    let producer = try WorkQueue(client: try await RedisConnection.connect(context.configuration),
+                                 subscriber: try await RedisSubscriber.connect(context.configuration), options: options)
+    let done = Locked(0)
+    let (finished, signal) = AsyncStream<Void>.makeStream()
+    var running: [Task<Void, any Error>] = []
+    var fleet: [Worker] = []
+    for _ in 0..<workers {
+        let queue = try WorkQueue(client: try await RedisConnection.connect(context.configuration),
+                                  subscriber: try await RedisSubscriber.connect(context.configuration), options: options)
+        let worker = try await queue.startWorker()
+        fleet.append(worker)
+        running.append(Task {
+            try await worker.run("tasks", concurrency: 16) { _ in
+                if done.withLock({ $0 += 1; return $0 }) == tasks { signal.yield() }
+            }
+        })
+    }
+    let run = try await timed(tasks) { _ in
+        for first in stride(from: 0, to: tasks, by: 1000) {
+            try await producer.enqueue("tasks", (first..<min(first + 1000, tasks)).map { "task-\($0)" })
+        }
+        for await _ in finished { break }
+    }
+    for task in running { task.cancel() }
+    for task in running { _ = await task.result }
+    for worker in fleet { try? await worker.failWorker() }
+    return run
+}
+
+func jobStoreRun(_ store: some JobStore<String>, _ count: Int) async throws -> Run {
+    try await timed(count) { tick in
+        for index in 0..<count {
+            let started = now()
+            let id = try await store.create(request: "job-\(index)")
+            try await store.queue(id, target: "target-\(index)")
+            guard let lease = try await store.pullWork() else { throw BenchError("nothing to pull") }
+            try await store.fulfill(lease.id, value: "value-\(index)")
+            try await lease.release()
+            tick(now() - started)
+        }
+    }
+}
+
+/// 2 child processes × 50 callers fan out one id: the job must run once; the latencies are
+/// from the job's completion to each caller's return (wall clock, same host).
+func fanout(_ context: Context) async throws -> (Run, String) {
+    let admin = try await RedisConnection.connect(context.configuration)
+    let id = "bench:fanout:\(UUID().uuidString)"
+    let channel = "bench:fanout-channel:\(UUID().uuidString)"
+    let started = now()
+    let children = try (0..<2).map { _ in
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: context.executable)
+        process.arguments = ["fanout-child", "--port", "\(context.port)", "--channel", channel, "--id", id, "--callers", "50"]
+        let output = Pipe()
+        process.standardOutput = output
+        try process.run()
+        return (process, output)
+    }
+    var receives: [Double] = []
+    for (process, output) in children {
+        let data = output.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else { throw BenchError("a fanout child failed") }
+        receives += String(decoding: data, as: UTF8.self).split(whereSeparator: \.isNewline).compactMap { Double($0) }
+    }
+    let seconds = Double(now() - started) / 1e9
+    let runs = try await admin.send("GET", id + ":runs").decode(Int.self)
+    let completedAt = try await admin.send("GET", id + ":completed").decode(Double.self)
+    guard receives.count == 100 else { throw BenchError("only \(receives.count) of 100 callers got the value") }
+    guard runs == 1 else { throw BenchError("the fanout job ran \(runs) times") }
+    await admin.close()
+    let latencies = receives.map { UInt64(max(0, $0 - completedAt) * 1e9) }
+    return (Run(operations: 100, seconds: seconds, latencies: latencies), "job runs: \(runs), callers served: \(receives.count)")
+}
+
+/// A value shared by concurrent tasks.
+final class Locked<Value: Sendable>: Sendable {
+    private let mutex: Mutex<Value>
+    init(_ value: Value) { mutex = Mutex(value) }
+    func withLock<T>(_ body: (inout Value) -> T) -> T { mutex.withLock { body(&$0) } }
+}
