@@ -59,7 +59,8 @@ bench: deps
 
 ## demo: the library doing its job across processes on a throwaway Redis
 demo: deps
-	@echo "make demo is not built yet (see the bench/demo issue)"; exit 1
+	$(SWIFT) build --product hiredis-demo
+	@status=0; .build/debug/hiredis-demo || status=$$?; $(MAKE) --no-print-directory kill-strays; exit $$status
 
 ## docs: DocC documentation into .build/docs
 docs:

@@ -60,6 +60,11 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .executableTarget(
+            name: "hiredis-demo",
+            dependencies: ["Hiredis", "LockKit", "QueueKit", "RedisTestSupport"],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
             name: "hiredis-test-helper",
             dependencies: ["Hiredis", "LockKit", "QueueKit", "RedisTestSupport"],
             path: "Tests/TestHelper",
