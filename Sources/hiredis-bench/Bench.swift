@@ -56,6 +56,7 @@ struct Measure: AsyncParsableCommand {
             let figures = summarize(shape, ours, references)
             all.append(figures)
             print(row(figures))
+            fflush(nil)
         }
         print("")
         let memoryRun = try await memoryCheck(context)
