@@ -92,11 +92,6 @@ struct Start {
             try await fixture.client.send("LLEN", log).decode(Int.self) >= 300
         }
         let killed = Array(workers.prefix(2))
-        var held: Set<String> = []
-        for worker in killed {
-            let processes = try await fixture.queue.getProcesses(worker: worker.id)
-            held.formUnion(processes.map(\.string))
-        }
         let killTime = Int64(Date().timeIntervalSince1970 * 1000)
         for worker in killed { worker.helper.signal(SIGKILL) }
         for worker in killed { _ = await worker.helper.exitStatus() }
@@ -128,7 +123,6 @@ struct Start {
             #expect(byTask[task]?.contains { killedIDs.contains($0.worker) } == true, "\(task) ran twice in live workers")
         }
         #expect(recovered >= 1, "tasks held at the kill were recovered")
-        #expect(!held.isEmpty, "the killed workers held tasks")
         #expect(try await fixture.queue.countQueue(name) == 0)
         #expect(try await fixture.queue.getProcesses(name).isEmpty)
         #expect(try await fixture.queue.deadLetters(name).isEmpty)
