@@ -31,6 +31,9 @@ public final actor RedisConnection {
     nonisolated let executor: DispatchQueueExecutor
     nonisolated let logger: Logger
     private nonisolated let nextID = Atomic<UInt64>(0)
+    /// Calls of `send`/`pipeline` between their start and their resumption: 0 means a
+    /// caller is alone, and its command is enqueued on its own thread (see `submit`).
+    private nonisolated let callsInFlight = Atomic<Int>(0)
 
     public nonisolated var unownedExecutor: UnownedSerialExecutor {
         executor.asUnownedSerialExecutor()
@@ -139,13 +142,13 @@ public final actor RedisConnection {
         try command.validate()
         try Self.validate(timeout)
         let id = nextID.add(1, ordering: .relaxed).newValue
+        let alone = callsInFlight.add(1, ordering: .relaxed).oldValue == 0
+        defer { callsInFlight.subtract(1, ordering: .relaxed) }
         return try await withTaskCancellationHandler {
             try Task.checkCancellation()
             return try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<RedisReply, any Error>) in
-                executor.queue.async {
-                    self.assumeIsolated {
-                        $0.enqueue(id: id, commands: CollectionOfOne(command), timeout: timeout, waiter: .command(continuation))
-                    }
+                submit(alone: alone) {
+                    $0.enqueue(id: id, commands: CollectionOfOne(command), timeout: timeout, waiter: .command(continuation))
                 }
             }
         } onCancel: {
@@ -163,19 +166,35 @@ public final actor RedisConnection {
         try Self.validate(timeout)
         if commands.isEmpty { return [] }
         let id = nextID.add(1, ordering: .relaxed).newValue
+        let alone = callsInFlight.add(1, ordering: .relaxed).oldValue == 0
+        defer { callsInFlight.subtract(1, ordering: .relaxed) }
         return try await withTaskCancellationHandler {
             try Task.checkCancellation()
             return try await withUnsafeThrowingContinuation {
                 (continuation: UnsafeContinuation<[Result<RedisReply, RedisError>], any Error>) in
-                executor.queue.async {
-                    self.assumeIsolated {
-                        let batch = PipelineBatch(count: commands.count, continuation: continuation)
-                        $0.enqueue(id: id, commands: commands, timeout: timeout, waiter: .pipeline(batch, index: 0))
-                    }
+                submit(alone: alone) {
+                    let batch = PipelineBatch(count: commands.count, continuation: continuation)
+                    $0.enqueue(id: id, commands: commands, timeout: timeout, waiter: .pipeline(batch, index: 0))
                 }
             }
         } onCancel: {
             executor.queue.async { self.assumeIsolated { $0.cancel(id: id) } }
+        }
+    }
+
+    /// Runs `body` on the connection's queue. A caller alone on the connection (the
+    /// sequential case) enqueues on its own thread, through `sync`, which libdispatch runs
+    /// on the calling thread when the queue is idle: no thread hop before the write. With
+    /// others in flight it goes through `async`, so the queue batches their writes and no
+    /// cooperative thread ever waits for a busy queue.
+    private nonisolated func submit(alone: Bool, _ body: @escaping @Sendable (isolated RedisConnection) -> Void) {
+        let job: @Sendable () -> Void = {
+            self.assumeIsolated { body($0) }
+        }
+        if alone || executor.isCurrent {
+            executor.runNow(job)
+        } else {
+            executor.queue.async(execute: job)
         }
     }
 
@@ -401,6 +420,9 @@ public final actor RedisConnection {
             pending.append(PendingReply(id: id, deadline: deadline, waiter: waiter.entry(index)))
             index += 1
         }
+        // Nothing else in flight, or a whole batch: write now instead of on the next turn
+        // of the queue (which lets concurrent single commands share one write).
+        if pending.count == index || index > 1 { context.flushNow() }
         if deadline != 0 { armTicker() }
     }
 

@@ -230,10 +230,18 @@ final class HiredisContext: @unchecked Sendable {
         guard !flushScheduled, !writing else { return }
         flushScheduled = true
         queue.async { [self] in
+            guard flushScheduled else { return }  // flushed already by flushNow()
             flushScheduled = false
             guard !writing else { return }  // the write source took over
             handleWrite()
         }
+    }
+
+    /// Writes what is buffered now rather than on the scheduled turn of the queue.
+    func flushNow() {
+        guard flushScheduled, !writing else { return }
+        flushScheduled = false
+        handleWrite()
     }
 
     private func handleWrite() {
