@@ -2,6 +2,7 @@ import Foundation
 import Hiredis
 import LockKit
 import QueueKit
+import RedisTestSupport
 import Synchronization
 
 /// What every shape needs: the server and how big a run is.
@@ -240,11 +241,4 @@ func fanout(_ context: Context) async throws -> (Run, String) {
     await admin.close()
     let latencies = receives.map { UInt64(max(0, $0 - completedAt) * 1e9) }
     return (Run(operations: 100, seconds: seconds, latencies: latencies), "job runs: \(runs), callers served: \(receives.count)")
-}
-
-/// A value shared by concurrent tasks.
-final class Locked<Value: Sendable>: Sendable {
-    private let mutex: Mutex<Value>
-    init(_ value: Value) { mutex = Mutex(value) }
-    func withLock<T>(_ body: (inout Value) -> T) -> T { mutex.withLock { body(&$0) } }
 }

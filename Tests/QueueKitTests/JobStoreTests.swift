@@ -43,13 +43,6 @@ struct StoreLocation: Sendable {
     }
 }
 
-/// A value shared by concurrent tasks.
-final class Locked<Value: Sendable>: Sendable {
-    private let mutex: Mutex<Value>
-    init(_ value: Value) { mutex = Mutex(value) }
-    func withLock<T>(_ body: (inout Value) -> T) -> T { mutex.withLock { body(&$0) } }
-}
-
 /// Every notification a `respond` handler received.
 final class Notifications: Sendable {
     private let received = Mutex<[String: [String]]>([:])

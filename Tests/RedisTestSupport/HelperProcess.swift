@@ -85,3 +85,10 @@ extension AsyncStream<String> {
         return all
     }
 }
+
+/// A value shared by concurrent tasks (tests, helpers and the bench).
+public final class Locked<Value: Sendable>: Sendable {
+    private let mutex: Mutex<Value>
+    public init(_ value: Value) { mutex = Mutex(value) }
+    public func withLock<T>(_ body: (inout Value) -> T) -> T { mutex.withLock { body(&$0) } }
+}
