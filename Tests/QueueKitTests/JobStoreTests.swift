@@ -312,6 +312,18 @@ func deliverAll(_ lease: NotificationLease<String>, _ respond: JobResponder<Stri
         return directory
     }
 
+    @Test func releasedLeasesLeaveNothingBehind() async throws {
+        let directory = try directory()
+        let store = try FileJobStore<String>(directory: directory)
+        for index in 0..<5 { _ = try await store.create(request: "r\(index)") }
+        while let lease = try await store.pullWork() {
+            try await store.fulfill(lease.id, value: "v")
+            try await lease.release()
+        }
+        let leases = try FileManager.default.contentsOfDirectory(atPath: directory.appendingPathComponent("leases").path)
+        #expect(leases.isEmpty, "\(leases)")
+    }
+
     @Test func invalidDirectoriesAreRefusedAndNothingIsWritten() throws {
         let missing = FileManager.default.temporaryDirectory.appendingPathComponent("missing-\(UUID().uuidString)")
         let isInvalid: (any Error) -> Bool = { ($0 as? JobStoreError)?.code == .invalidStore }

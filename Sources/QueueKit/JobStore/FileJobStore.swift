@@ -292,7 +292,9 @@ public struct FileJobStore<Target: Codable & Sendable>: JobStore {
         let token = UUID().uuidString
         let temp = try Files.writeTemp(in: paths.tmp, Array("\(token) \(now + leaseTimeout.milliseconds)".utf8))
         defer { Files.remove(temp) }
-        guard try Files.link(temp, directory + "/\(next)") else { return nil }
+        // EEXIST: another process won. ENOENT: a releaser removed the empty directory
+        // meanwhile. Either way this pull moves on.
+        guard (try? Files.link(temp, directory + "/\(next)")) == true else { return nil }
         // A process that listed an older state may have linked a lower generation: the
         // highest one holds, the others step back.
         if let top = generations(directory).max(), top != next {
@@ -318,6 +320,7 @@ public struct FileJobStore<Target: Codable & Sendable>: JobStore {
     private func release(_ lease: FileLease) -> Bool {
         guard holds(lease) else { return false }
         Files.remove(lease.directory + "/\(lease.generation)")
+        _ = rmdir(lease.directory)   // fails, harmlessly, when another lease file is there
         return true
     }
 
