@@ -20,6 +20,7 @@ public struct RedisError: Error, Sendable, Hashable, CustomStringConvertible {
         private enum Base: String, Hashable, Sendable {
             case connectionFailed, connectionClosed, timeout, server, authenticationFailed
             case invalidArgument, wrongReplyType, protocolError
+            case noSentinelReachable, unknownMaster, noMasterAvailable
         }
         private let base: Base
         private init(_ base: Base) { self.base = base }
@@ -41,6 +42,13 @@ public struct RedisError: Error, Sendable, Hashable, CustomStringConvertible {
         public static let wrongReplyType = Code(.wrongReplyType)
         /// The server sent something hiredis could not parse.
         public static let protocolError = Code(.protocolError)
+        /// Sentinel: none of the configured sentinels could be reached.
+        public static let noSentinelReachable = Code(.noSentinelReachable)
+        /// Sentinel: the sentinels answered, but none knows the master name.
+        public static let unknownMaster = Code(.unknownMaster)
+        /// Sentinel: the master the sentinels named refused the connection, or is not a
+        /// master (`ROLE`), for instance during a failover.
+        public static let noMasterAvailable = Code(.noMasterAvailable)
 
         public var description: String { base.rawValue }
     }

@@ -19,6 +19,8 @@ public final class RedisServer: Sendable {
     public let directory: URL
     private let arguments: [String]
     private let process: Mutex<Process?>
+    /// A `redis-sentinel` rather than a data server.
+    public let isSentinel: Bool
 
     /// The path of the `redis-server` binary (from `PATH`).
     public static let executable: String = findExecutable("redis-server")
@@ -26,13 +28,36 @@ public final class RedisServer: Sendable {
     /// Starts a server. `arguments` are extra `redis-server` options, e.g.
     /// `["--requirepass", "secret"]` or `["--appendonly", "yes"]`.
     public static func start(_ arguments: [String] = []) async throws -> RedisServer {
+        try await start(arguments, sentinelConfiguration: nil)
+    }
+
+    /// Starts a `redis-sentinel` (redis-server in sentinel mode) that monitors the master
+    /// on `masterPort` under `masterName`, with short timings so that a failover takes a
+    /// few seconds.
+    public static func startSentinel(
+        monitoring masterPort: Int, masterName: String, quorum: Int = 2,
+        downAfterMilliseconds: Int = 1000, failoverTimeoutMilliseconds: Int = 3000
+    ) async throws -> RedisServer {
+        try await start([], sentinelConfiguration: """
+            sentinel monitor \(masterName) 127.0.0.1 \(masterPort) \(quorum)
+            sentinel down-after-milliseconds \(masterName) \(downAfterMilliseconds)
+            sentinel failover-timeout \(masterName) \(failoverTimeoutMilliseconds)
+            sentinel parallel-syncs \(masterName) 1
+
+            """)
+    }
+
+    private static func start(_ arguments: [String], sentinelConfiguration: String?) async throws -> RedisServer {
         var lastError: (any Error)?
         for _ in 0..<5 {
             let port = try freeLoopbackPort()
             let directory = FileManager.default.temporaryDirectory
                 .appendingPathComponent("hiredis-kit-redis-\(port)-\(UUID().uuidString.prefix(8))")
             try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-            let server = RedisServer(port: port, directory: directory, arguments: arguments)
+            if let sentinelConfiguration {
+                try sentinelConfiguration.write(to: directory.appendingPathComponent("sentinel.conf"), atomically: true, encoding: .utf8)
+            }
+            let server = RedisServer(port: port, directory: directory, arguments: arguments, sentinel: sentinelConfiguration != nil)
             do {
                 try await server.launch()
                 return server
@@ -44,10 +69,11 @@ public final class RedisServer: Sendable {
         throw lastError ?? TestSupportError("could not start redis-server")
     }
 
-    private init(port: Int, directory: URL, arguments: [String]) {
+    private init(port: Int, directory: URL, arguments: [String], sentinel: Bool) {
         self.port = port
         self.directory = directory
         self.arguments = arguments
+        self.isSentinel = sentinel
         self.process = Mutex(nil)
     }
 
@@ -110,12 +136,20 @@ public final class RedisServer: Sendable {
     private func launch() async throws {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: Self.executable)
-        process.arguments = [
-            "--port", "\(port)", "--bind", host, "--dir", directory.path,
-            "--save", "", "--appendonly", "no", "--daemonize", "no", "--logfile", "",
-            "--unixsocket", directory.appendingPathComponent("redis.sock").path, "--unixsocketperm", "700",
-            "--enable-debug-command", "local",
-        ] + arguments
+        if isSentinel {
+            process.arguments = [
+                directory.appendingPathComponent("sentinel.conf").path, "--sentinel",
+                "--port", "\(port)", "--bind", host, "--dir", directory.path, "--daemonize", "no", "--logfile", "",
+            ] + arguments
+        } else {
+            process.arguments = [
+                "--port", "\(port)", "--bind", host, "--dir", directory.path,
+                "--save", "", "--appendonly", "no", "--daemonize", "no", "--logfile", "",
+                "--unixsocket", directory.appendingPathComponent("redis.sock").path, "--unixsocketperm", "700",
+                "--enable-debug-command", "local",
+            ] + arguments
+        }
+        let readyLine = isSentinel ? "Sentinel ID is" : "Ready to accept connections"
         let output = Pipe()
         process.standardOutput = output
         process.standardError = output
@@ -146,7 +180,7 @@ public final class RedisServer: Sendable {
                     let text = String(decoding: buffer[0..<count], as: UTF8.self)
                     let isReady = ready.withLock { state -> Bool in
                         if !state.2 { state.1 += text }
-                        return state.1.contains("Ready to accept connections")
+                        return state.1.contains(readyLine)
                     }
                     if isReady { settle(nil) }
                 }
@@ -342,4 +376,47 @@ extension RedisConnection {
 /// `Result(catching:)` for async code.
 public func catching<T>(_ body: () async throws -> T) async -> Result<T, any Error> {
     do { return .success(try await body()) } catch { return .failure(error) }
+}
+
+/// A real Sentinel topology on loopback: 1 master, 1 replica, 3 sentinels (quorum 2), with
+/// a 1 s down-after and a 3 s failover timeout.
+public struct SentinelTopology: Sendable {
+    public let masterName: String
+    public let master: RedisServer
+    public let replica: RedisServer
+    public let sentinels: [RedisServer]
+
+    public static func start(masterName: String = "mymaster") async throws -> SentinelTopology {
+        let master = try await RedisServer.start()
+        let replica = try await RedisServer.start(["--replicaof", master.host, "\(master.port)"])
+        let probe = try await replica.connect()
+        try await eventually(timeout: .seconds(15), "the replica to sync") {
+            try await probe.info("master_link_status") == "up"
+        }
+        await probe.close()
+        var sentinels: [RedisServer] = []
+        for _ in 0..<3 {
+            sentinels.append(try await RedisServer.startSentinel(monitoring: master.port, masterName: masterName))
+        }
+        let topology = SentinelTopology(masterName: masterName, master: master, replica: replica, sentinels: sentinels)
+        // Wait until the sentinels know the replica and each other (a failover needs both).
+        for sentinel in sentinels {
+            let connection = try await sentinel.connect()
+            try await eventually(timeout: .seconds(15), "sentinel \(sentinel.port) to see the replica and its peers") {
+                let replicas = try await connection.send("SENTINEL", "replicas", masterName)
+                let peers = try await connection.send("SENTINEL", "sentinels", masterName)
+                guard case .array(let r) = replicas, case .array(let p) = peers else { return false }
+                return r.count == 1 && p.count == 2
+            }
+            await connection.close()
+        }
+        return topology
+    }
+
+    /// The sentinels' addresses, for ``RedisConfiguration/sentinel(sentinels:masterName:username:password:sentinelUsername:sentinelPassword:)``.
+    public var addresses: [(host: String, port: Int)] { sentinels.map { ($0.host, $0.port) } }
+
+    public var configuration: RedisConfiguration {
+        RedisConfiguration.sentinel(sentinels: addresses, masterName: masterName)
+    }
 }

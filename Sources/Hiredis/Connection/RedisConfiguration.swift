@@ -24,8 +24,11 @@ public struct RedisConfiguration: Sendable {
         }
     }
 
-    /// The server's address.
+    /// The server's address. With ``sentinel`` set, the master's address comes from the
+    /// sentinels instead, at every (re)connect.
     public var endpoint: Endpoint
+    /// Find the master through Redis Sentinel (see ``sentinel(sentinels:masterName:username:password:sentinelUsername:sentinelPassword:)``).
+    public var sentinel: SentinelConfiguration?
     /// The ACL user for `AUTH username password`; `nil` for the one-argument `AUTH password`.
     public var username: String?
     /// The password; `nil` skips `AUTH`.
@@ -55,6 +58,27 @@ public struct RedisConfiguration: Sendable {
     /// A Unix domain socket endpoint.
     public init(unixSocketPath path: String) {
         endpoint = .unixSocket(path: path)
+    }
+
+    /// A master found through Redis Sentinel. Before every connect and reconnect the
+    /// connection asks the sentinels in turn (`SENTINEL get-master-addr-by-name`),
+    /// connects to the address given, and checks with `ROLE` that it is the master. A
+    /// lost connection, or a `-READONLY` reply (the master was demoted), makes it ask
+    /// again. `username`/`password` are the master's; `sentinelUsername`/
+    /// `sentinelPassword` the sentinels' own.
+    public static func sentinel(
+        sentinels: [(host: String, port: Int)], masterName: String,
+        username: String? = nil, password: String? = nil,
+        sentinelUsername: String? = nil, sentinelPassword: String? = nil
+    ) -> RedisConfiguration {
+        let first = sentinels.first ?? (host: "", port: 0)
+        var configuration = RedisConfiguration(host: first.host, port: first.port)
+        configuration.username = username
+        configuration.password = password
+        configuration.sentinel = SentinelConfiguration(
+            sentinels: sentinels.map { .tcp(host: $0.host, port: $0.port) }, masterName: masterName,
+            username: sentinelUsername, password: sentinelPassword)
+        return configuration
     }
 
     /// Parses `redis://[[username]:password@]host[:port][/database]` (`redis://secret@host`
@@ -146,6 +170,35 @@ public struct RedisConfiguration: Sendable {
             throw RedisError.invalidArgument("a username needs a password")
         }
         try reconnect.validate()
+        if let sentinel { try sentinel.validate() }
+    }
+}
+
+/// Where the sentinels are and which master to ask them for.
+public struct SentinelConfiguration: Sendable, Hashable {
+    /// The sentinels, asked in this order.
+    public var sentinels: [RedisConfiguration.Endpoint]
+    /// The name the sentinels monitor the master under (`sentinel monitor <name> …`).
+    public var masterName: String
+    /// The sentinels' ACL user, if they require one.
+    public var username: String?
+    /// The sentinels' password (`requirepass` in sentinel.conf), if any.
+    public var password: String?
+
+    public init(sentinels: [RedisConfiguration.Endpoint], masterName: String, username: String? = nil, password: String? = nil) {
+        self.sentinels = sentinels
+        self.masterName = masterName
+        self.username = username
+        self.password = password
+    }
+
+    func validate() throws {
+        guard !sentinels.isEmpty else { throw RedisError.invalidArgument("a sentinel configuration needs at least one sentinel") }
+        guard !masterName.isEmpty else { throw RedisError.invalidArgument("the sentinel master name is empty") }
+        for case .tcp(let host, let port) in sentinels where host.isEmpty || !(1...65535).contains(port) {
+            throw RedisError.invalidArgument("sentinel \(host):\(port) is not a valid address")
+        }
+        if username != nil && password == nil { throw RedisError.invalidArgument("a sentinel username needs a password") }
     }
 }
 

@@ -59,6 +59,10 @@ public final actor RedisConnection {
     private var earlyCancels: Set<UInt64> = []
     private var highestEnqueuedID: UInt64 = 0
     private var reconnectAttemptsLogged = 0
+    /// The address connected to: ``RedisConfiguration/endpoint``, or the master the
+    /// sentinels named last.
+    private(set) var currentEndpoint: RedisConfiguration.Endpoint
+    private var discoveries = 0
 
     // Subscriber role: where pushes and lifecycle news go.
     var pushHandler: ((RedisReply) -> Void)?
@@ -84,6 +88,7 @@ public final actor RedisConnection {
 
     init(configuration: RedisConfiguration, role: Role) {
         self.configuration = configuration
+        self.currentEndpoint = configuration.endpoint
         self.role = role
         self.logger = configuration.logger
         self.executor = DispatchQueueExecutor(label: "hiredis.connection")
@@ -238,9 +243,9 @@ public final actor RedisConnection {
             connectTimer?.cancel()
             connectTimer = nil
             if reconnected {
-                logger.info("reconnected", metadata: ["redis.endpoint": "\(configuration.endpoint)"])
+                logger.info("reconnected", metadata: ["redis.endpoint": "\(currentEndpoint)"])
             } else {
-                logger.debug("connected", metadata: ["redis.endpoint": "\(configuration.endpoint)"])
+                logger.debug("connected", metadata: ["redis.endpoint": "\(currentEndpoint)"])
             }
             reconnectAttemptsLogged = 0
             if let waiter = firstConnect {
@@ -252,18 +257,18 @@ public final actor RedisConnection {
         case .failFirstConnect(let error):
             connectTimer?.cancel()
             connectTimer = nil
-            logger.debug("connect failed", metadata: ["redis.endpoint": "\(configuration.endpoint)", "error": "\(error)"])
+            logger.debug("connect failed", metadata: ["redis.endpoint": "\(currentEndpoint)", "error": "\(error)"])
             firstConnect?.resume(throwing: error)
             firstConnect = nil
             finishClosing(error)
         case .failInFlightAndScheduleReconnect(let error, let attempt):
-            logger.warning("connection lost", metadata: ["redis.endpoint": "\(configuration.endpoint)", "error": "\(error)"])
+            logger.warning("connection lost", metadata: ["redis.endpoint": "\(currentEndpoint)", "error": "\(error)"])
             failPending(RedisError(.connectionClosed, "connection lost: \(error.message)"))
             scheduleReconnect(attempt: attempt)
         case .scheduleReconnect(let attempt):
             scheduleReconnect(attempt: attempt)
         case .failAllAndClose(let error):
-            logger.error("connection closed for good", metadata: ["redis.endpoint": "\(configuration.endpoint)", "error": "\(error)"])
+            logger.error("connection closed for good", metadata: ["redis.endpoint": "\(currentEndpoint)", "error": "\(error)"])
             failPending(RedisError(.connectionClosed, "connection lost: \(error.message)"))
             finishClosing(RedisError(.connectionClosed, "connection lost and not re-established: \(error.message)"))
             closedHandler?(error)
@@ -289,10 +294,44 @@ public final actor RedisConnection {
     }
 
     private func openContext() {
+        guard let sentinel = configuration.sentinel else {
+            openContext(to: configuration.endpoint)
+            return
+        }
+        discoveries += 1
+        let discovery = discoveries
+        let timeout = configuration.connectTimeout
+        Task { [weak self] in
+            let address = await SentinelDiscovery.masterAddress(sentinel, connectTimeout: timeout)
+            await self?.discovered(address, discovery)
+        }
+    }
+
+    /// The sentinels answered; connect to the master they named (unless this attempt was
+    /// overtaken by a close or another attempt meanwhile).
+    private func discovered(_ address: Result<RedisConfiguration.Endpoint, RedisError>, _ discovery: Int) {
+        guard discovery == discoveries, context == nil, case .connecting = machine.state else { return }
+        switch address {
+        case .success(let endpoint):
+            if endpoint != currentEndpoint {
+                logger.info("sentinels named the master", metadata: ["redis.endpoint": "\(endpoint)"])
+            }
+            currentEndpoint = endpoint
+            openContext(to: endpoint)
+        case .failure(let error):
+            logger.warning("sentinel discovery failed", metadata: ["error": "\(error)"])
+            perform(machine.connectFailed(error))
+        }
+    }
+
+    private func openContext(to endpoint: RedisConfiguration.Endpoint) {
         let context = HiredisContext(queue: executor.queue)
         context.delegate = self
-        if let error = context.connect(to: configuration.endpoint) {
+        if var error = context.connect(to: endpoint) {
             // Refused at once (e.g. ECONNREFUSED on loopback, unresolvable host).
+            if configuration.sentinel != nil {
+                error = RedisError(.noMasterAvailable, "the master named by the sentinels refused: \(error.message)")
+            }
             perform(machine.connectFailed(error))
             return
         }
@@ -328,6 +367,9 @@ public final actor RedisConnection {
         if let name = configuration.clientName {
             steps.append((RedisCommand("CLIENT", "SETNAME", name), .setName))
         }
+        if configuration.sentinel != nil {
+            steps.append((RedisCommand("ROLE"), .role))
+        }
         guard !steps.isEmpty else {
             perform(machine.handshakeSucceeded())
             return
@@ -344,7 +386,7 @@ public final actor RedisConnection {
     private func scheduleReconnect(attempt: Int) {
         let delay = configuration.reconnect.delay(beforeAttempt: attempt, random: Double.random(in: 0..<1))
         if attempt <= 3 || attempt.nonzeroBitCount == 1 {
-            logger.info("reconnecting", metadata: ["redis.endpoint": "\(configuration.endpoint)", "attempt": "\(attempt)", "delay": "\(delay)"])
+            logger.info("reconnecting", metadata: ["redis.endpoint": "\(currentEndpoint)", "attempt": "\(attempt)", "delay": "\(delay)"])
         }
         let item = DispatchWorkItem { [weak self] in
             self?.assumeIsolated { $0.perform($0.machine.reconnectTimerFired()) }
@@ -437,6 +479,12 @@ public final actor RedisConnection {
             logger.warning("reply without a command", metadata: ["reply": "\(reply.map { $0.kindDescription } ?? "NULL")"])
             return
         }
+        defer {
+            // A demoted master answers writes with READONLY: find the new one.
+            if configuration.sentinel != nil, case .error(let message)? = reply, message.hasPrefix("READONLY"), let context {
+                contextFailed(context, RedisError(.connectionClosed, "\(currentEndpoint) is no longer the master (READONLY)"))
+            }
+        }
         switch entry.waiter {
         case .command(let continuation):
             switch reply {
@@ -458,8 +506,14 @@ public final actor RedisConnection {
                 case .auth: error = RedisError(.authenticationFailed, message)
                 case .select: error = RedisError(.server, "SELECT \(configuration.database) failed: \(message)")
                 case .setName: error = RedisError(.server, "CLIENT SETNAME failed: \(message)")
+                case .role: error = RedisError(.noMasterAvailable, "ROLE failed on \(currentEndpoint): \(message)")
                 }
                 if let context { contextFailed(context, error) }
+            } else if step == .role, (try? reply.decode([RedisReply].self).first?.decode(String.self)) != "master" {
+                // The sentinels named a server that is (no longer) the master: ask again.
+                if let context {
+                    contextFailed(context, RedisError(.noMasterAvailable, "\(currentEndpoint), named by the sentinels, is not a master"))
+                }
             } else if last {
                 perform(machine.handshakeSucceeded())
             }
@@ -599,7 +653,7 @@ extension RedisConnection: HiredisContextDelegate {
 
 // MARK: - Bookkeeping types
 
-enum HandshakeStep: Sendable { case auth, select, setName }
+enum HandshakeStep: Sendable { case auth, select, setName, role }
 
 /// Who waits for one reply.
 enum Waiter {
