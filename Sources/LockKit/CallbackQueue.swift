@@ -136,6 +136,23 @@ public final actor CallbackQueue {
                                   fencingToken: values[position], timeout: ttl, connection: client))
             }
         }
+        if options.lock.minReplicas > 0 {
+            // The locks (and their fencing counters) reach the replicas before anyone
+            // relies on them, or they are given back.
+            let acknowledged: Int
+            do {
+                acknowledged = try await client.send("WAIT", options.lock.minReplicas, options.lock.replicationTimeout.milliseconds)
+                    .decode(Int.self)
+            } catch {
+                for lock in taken { try? await lock.release() }
+                throw error
+            }
+            if acknowledged < options.lock.minReplicas {
+                for lock in taken { try? await lock.release() }
+                throw LockAcquisitionError(key: keys[0], reason:
+                    "only \(acknowledged) of \(options.lock.minReplicas) replicas acknowledged the lock within \(options.lock.replicationTimeout)")
+            }
+        }
         // Back in the order the keys were given.
         return .success(keys.map { key in taken.first { $0.key == key }! })
     }

@@ -11,6 +11,13 @@ public struct LockOptions: Sendable, Hashable {
     public var delay: Duration = .milliseconds(100)
     /// The fraction (0...1) of `delay` that is randomised, so contenders do not retry in step.
     public var jitter: Double = 0.2
+    /// With replicas (Sentinel), wait after taking a lock until this many replicas have
+    /// the write (`WAIT`); if fewer acknowledge within ``replicationTimeout``, the lock is
+    /// released and acquisition fails. 0 (the default) does not wait. It narrows, but
+    /// cannot close, the window in which a failover loses a lock: see the README.
+    public var minReplicas: Int = 0
+    /// How long `WAIT` may take for ``minReplicas`` (default 1 s).
+    public var replicationTimeout: Duration = .seconds(1)
 
     public init(timeout: Duration = .seconds(10), retries: Int = 2, delay: Duration = .milliseconds(100), jitter: Double = 0.2) {
         self.timeout = timeout
@@ -24,6 +31,8 @@ public struct LockOptions: Sendable, Hashable {
         guard retries >= 0 else { throw RedisError.invalidArgument("lock retries must not be negative") }
         guard delay >= .zero else { throw RedisError.invalidArgument("lock delay must not be negative") }
         guard (0...1).contains(jitter) else { throw RedisError.invalidArgument("lock jitter must be in 0...1") }
+        guard minReplicas >= 0 else { throw RedisError.invalidArgument("minReplicas must not be negative") }
+        guard replicationTimeout >= .milliseconds(1) else { throw RedisError.invalidArgument("replicationTimeout must be at least 1 ms") }
     }
 
     /// `delay`, randomised by ±`jitter`/2.

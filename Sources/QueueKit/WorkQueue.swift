@@ -55,28 +55,33 @@ public struct WorkQueue: Sendable {
     /// - Throws: ``WorkQueueError/Code/duplicateTask``; `invalidArgument` for a bad queue
     ///   name or a task over 512 MiB (nothing written).
     @discardableResult
-    public func enqueue(_ queue: String, _ task: [UInt8], unique: Bool = false) async throws -> Int {
-        try await enqueue(queue, [task], unique: unique)
+    public func enqueue(_ queue: String, _ task: [UInt8], unique: Bool = false, minReplicas: Int = 0) async throws -> Int {
+        try await enqueue(queue, [task], unique: unique, minReplicas: minReplicas)
     }
 
-    /// The `String` form of ``enqueue(_:_:unique:)-([UInt8])``.
+    /// The `String` form of ``enqueue(_:_:unique:minReplicas:)-([UInt8])``.
     @discardableResult
-    public func enqueue(_ queue: String, _ task: String, unique: Bool = false) async throws -> Int {
-        try await enqueue(queue, [Array(task.utf8)], unique: unique)
+    public func enqueue(_ queue: String, _ task: String, unique: Bool = false, minReplicas: Int = 0) async throws -> Int {
+        try await enqueue(queue, [Array(task.utf8)], unique: unique, minReplicas: minReplicas)
     }
 
     /// Appends `tasks` to the back of `queue`, in order (they are dequeued in the order
     /// given), all or nothing, and publishes one `work` event with their count.
     @discardableResult
-    public func enqueue(_ queue: String, _ tasks: [String], unique: Bool = false) async throws -> Int {
-        try await enqueue(queue, tasks.map { Array($0.utf8) }, unique: unique)
+    public func enqueue(_ queue: String, _ tasks: [String], unique: Bool = false, minReplicas: Int = 0) async throws -> Int {
+        try await enqueue(queue, tasks.map { Array($0.utf8) }, unique: unique, minReplicas: minReplicas)
     }
 
-    /// The byte form of ``enqueue(_:_:unique:)-([String])``.
+    /// The byte form of ``enqueue(_:_:unique:minReplicas:)-([String])``.
+    ///
+    /// With `minReplicas` > 0 the call returns only once that many replicas have the
+    /// tasks (`WAIT`, up to 1 s); else it throws ``WorkQueueError/Code/notReplicated``
+    /// (the tasks are enqueued on the master all the same, but a failover now could lose them).
     @discardableResult
-    public func enqueue(_ queue: String, _ tasks: [[UInt8]], unique: Bool = false) async throws -> Int {
+    public func enqueue(_ queue: String, _ tasks: [[UInt8]], unique: Bool = false, minReplicas: Int = 0) async throws -> Int {
         let keys = try keys(queue)
         guard !tasks.isEmpty else { throw RedisError.invalidArgument("enqueue needs at least one task") }
+        guard minReplicas >= 0 else { throw RedisError.invalidArgument("minReplicas must not be negative") }
         for task in tasks { try validateTask(task) }
         var arguments: [any RedisArgument] = [keys.channel, unique ? "1" : "0"]
         arguments.reserveCapacity(tasks.count + 2)
@@ -89,6 +94,12 @@ public struct WorkQueue: Sendable {
         }
         metrics.enqueued(queue, tasks.count)
         logger.trace("enqueued", metadata: ["queue": "\(queue)", "count": "\(tasks.count)"])
+        if minReplicas > 0 {
+            let acknowledged = try await client.send("WAIT", minReplicas, 1000).decode(Int.self)
+            guard acknowledged >= minReplicas else {
+                throw WorkQueueError(.notReplicated, "only \(acknowledged) of \(minReplicas) replicas acknowledged the enqueue to \(queue)")
+            }
+        }
         return reply[1]
     }
 

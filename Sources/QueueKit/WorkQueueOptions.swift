@@ -73,7 +73,7 @@ public struct WorkQueueOptions: Sendable {
 public struct WorkQueueError: Error, Sendable, Hashable, CustomStringConvertible {
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private enum Base: String, Sendable {
-            case workerNotStarted, notWorking, workerFailed, duplicateTask, processNotOwned, shutDown
+            case workerNotStarted, notWorking, workerFailed, duplicateTask, processNotOwned, notReplicated
         }
         private let base: Base
         private init(_ base: Base) { self.base = base }
@@ -90,8 +90,9 @@ public struct WorkQueueError: Error, Sendable, Hashable, CustomStringConvertible
         /// `finish`/`stop` of a process this worker does not hold (finished, recovered
         /// by a peer, or its queue deleted).
         public static let processNotOwned = Code(.processNotOwned)
-        /// The worker is shutting down and takes no new work.
-        public static let shutDown = Code(.shutDown)
+        /// An enqueue with `minReplicas` was not acknowledged by that many replicas in time
+        /// (the tasks are on the master; a failover before they replicate can lose them).
+        public static let notReplicated = Code(.notReplicated)
         public var description: String { base.rawValue }
     }
 
