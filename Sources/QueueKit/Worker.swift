@@ -52,7 +52,10 @@ public final actor Worker: Service {
     private var nextNumber: Int64 = 0
     private var nextStreamID: UInt64 = 0
     private var handlers: [Registration] = []
-    private var inFlight: [String: Int] = [:]
+    /// What this worker believes it holds, by queue: process numbers.
+    private var held: [String: Set<Int64>] = [:]
+    /// Process numbers of dequeues sent but not answered yet.
+    private var dequeuing: [ClosedRange<Int64>] = []
 
     private struct QueueListener {
         var task: Task<Void, Never>
@@ -218,7 +221,7 @@ public final actor Worker: Service {
                                                        counts: counts, markDead: true)
             workQueue.metrics.recovered(queue, outcome.requeued, deadLettered: outcome.deadLettered)
             workQueue.metrics.inFlight(queue, worker: worker, 0)
-            if worker == id { inFlight[queue] = 0 }
+            if worker == id { held[queue] = nil }
         }
         try await client.run(QueueScripts.deregister,
                              keys: [registry.workers, registry.heartbeat(worker), registry.queues(worker)],
@@ -323,6 +326,7 @@ public final actor Worker: Service {
             // Messages may have been missed: the queue's length is the truth.
             let count = (try? await workQueue.countQueue(queue)) ?? 1
             broadcast(.work(count), queue: queue)
+            await reconcile(queue)
         }
     }
 
@@ -351,7 +355,7 @@ public final actor Worker: Service {
         guard state == .running || state == .failed else { return }
         _ = try await workQueue.giveBack(queue: queue, worker: id, processes: [], reason: "worker \(id) stopped work",
                                          counts: false, markDead: false)
-        adjustInFlight(queue)
+        release(queue, all: true)
         try await client.send("SREM", workQueue.registry.queues(id), keys.queue)
     }
 
@@ -376,6 +380,9 @@ public final actor Worker: Service {
         let worker = id
         let first = nextNumber + 1
         nextNumber += Int64(max)
+        let numbers = first...nextNumber
+        dequeuing.append(numbers)
+        defer { dequeuing.removeAll { $0 == numbers } }
         let reply = try await client.run(QueueScripts.dequeue, keys: keys.all(worker: worker), arguments: [worker, max, first])
         guard case .array(let flat) = reply, flat.count >= 1 else {
             throw RedisError(.wrongReplyType, "unexpected dequeue reply")
@@ -396,7 +403,8 @@ public final actor Worker: Service {
         }
         if count > 0 {
             workQueue.metrics.dequeued(queue, count)
-            adjustInFlight(queue, by: count)
+            held[queue, default: []].formUnion(processes.map(\.number))
+            workQueue.metrics.inFlight(queue, worker: worker, held[queue]?.count ?? 0)
         }
         return processes
     }
@@ -413,17 +421,43 @@ public final actor Worker: Service {
         let keys = try workQueue.keys(process.queue)
         let reply = try await client.run(QueueScripts.finish, keys: keys.all(worker: process.worker),
                                          arguments: [process.number]).decode([Int].self)
+        release(process.queue, [process.number])
         guard reply == [1] else {
             throw WorkQueueError(.processNotOwned, "\(process.id) is no longer held by this worker")
         }
         workQueue.metrics.finished(process.queue)
-        adjustInFlight(process.queue, by: -1)
     }
 
-    private func adjustInFlight(_ queue: String, by change: Int? = nil) {
-        let value = change.map { Swift.max(0, inFlight[queue, default: 0] + $0) } ?? 0
-        inFlight[queue] = value
-        workQueue.metrics.inFlight(queue, worker: id, value)
+    /// Forgets processes this worker no longer holds (and updates the gauge).
+    private func release(_ queue: String, _ numbers: [Int64] = [], all: Bool = false) {
+        if all { held[queue] = nil } else { held[queue]?.subtract(numbers) }
+        workQueue.metrics.inFlight(queue, worker: id, held[queue]?.count ?? 0)
+    }
+
+    /// After a pub/sub gap (the connection was lost, perhaps in a failover), the server's
+    /// idea of what this worker holds may differ from its own: a finish that was lost left
+    /// a ghost in the in-flight set. Ghosts go back to the front of the queue, uncounted.
+    func reconcile(_ queue: String) async {
+        guard state == .running else { return }
+        let worker = id
+        for attempt in 0..<10 {
+            do {
+                let onServer = try await workQueue.getProcesses(queue).filter { $0.worker == worker }.map(\.number)
+                let mine = held[queue] ?? []
+                let ghosts = onServer.filter { number in
+                    !mine.contains(number) && !dequeuing.contains { $0.contains(number) }
+                }
+                guard !ghosts.isEmpty, worker == id else { return }
+                let outcome = try await workQueue.giveBack(queue: queue, worker: worker, processes: ghosts.sorted(),
+                                                           reason: "lost by worker \(worker) in a failover", counts: false, markDead: false)
+                logger.warning("returned in-flight entries this worker no longer knew of", metadata: [
+                    "queue": "\(queue)", "count": "\(outcome.requeued)",
+                ])
+                return
+            } catch {
+                try? await Task.sleep(for: .milliseconds(200 * (attempt + 1)))
+            }
+        }
     }
 
     /// Gives a process back: its task returns to the FRONT of its queue and `work` is
@@ -438,11 +472,11 @@ public final actor Worker: Service {
         }
         let outcome = try await workQueue.giveBack(queue: process.queue, worker: process.worker, processes: [process.number],
                                                    reason: reason, counts: true, markDead: false)
+        release(process.queue, [process.number])
         guard outcome.missing == 0 else {
             throw WorkQueueError(.processNotOwned, "\(process.id) is no longer held by this worker")
         }
         workQueue.metrics.stopped(process.queue)
-        adjustInFlight(process.queue, by: -1)
         if outcome.deadLettered > 0 {
             workQueue.metrics.deadLettered(process.queue)
             logger.warning("task dead-lettered", metadata: ["queue": "\(process.queue)", "deliveries": "\(process.deliveries)", "reason": "\(reason)"])
@@ -460,7 +494,7 @@ public final actor Worker: Service {
             do {
                 _ = try await workQueue.giveBack(queue: key[0], worker: key[1], processes: numbers,
                                                  reason: "worker \(key[1]) shut down", counts: false, markDead: false)
-                adjustInFlight(key[0], by: -group.count)
+                release(key[0], numbers)
             } catch {
                 logger.error("could not give back interrupted processes; the worker's peers will after it stops",
                              metadata: ["queue": "\(key[0])", "error": "\(error)"])

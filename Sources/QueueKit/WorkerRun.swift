@@ -114,24 +114,40 @@ extension Worker {
         if let failure { throw failure }
     }
 
-    /// What happens to a process once its handler ended.
+    /// What happens to a process once its handler ended. A Redis outage (a failover, a
+    /// restart) is waited out: the finish or stop is retried for a while, so a finished
+    /// task is not left in flight.
     nonisolated func settle(_ process: WorkProcess, _ result: Result<Void, any Error>, _ reason: RunControl.Stop?) async {
-        do {
-            switch (result, reason) {
-            case (.success, _), (.failure, .cancelledTask?):
-                try await finish(process)
-            case (.failure, .queueDeleted?), (.failure, .workerGone?), (.failure, .shutdown?):
-                break   // nothing to settle, or given back together when the loop ends
-            case (.failure(let error), nil):
-                try await stop(process, reason: String(describing: error))
+        var delay = Duration.milliseconds(100)
+        for attempt in 1...12 {
+            do {
+                switch (result, reason) {
+                case (.success, _), (.failure, .cancelledTask?):
+                    try await finish(process)
+                case (.failure, .queueDeleted?), (.failure, .workerGone?), (.failure, .shutdown?):
+                    break   // nothing to settle, or given back together when the loop ends
+                case (.failure(let error), nil):
+                    try await stop(process, reason: String(describing: error))
+                }
+                return
+            } catch let error as WorkQueueError where error.code == .processNotOwned {
+                logger.warning("a handler ended after its process was taken away", metadata: [
+                    "process": "\(process.id)", "queue": "\(process.queue)",
+                ])
+                return
+            } catch let error as RedisError where attempt < 12 && Self.isTransient(error) {
+                try? await Task.sleep(for: delay)
+                delay = min(delay * 2, .seconds(2))
+            } catch {
+                logger.error("could not settle a process", metadata: ["process": "\(process.id)", "error": "\(error)"])
+                return
             }
-        } catch let error as WorkQueueError where error.code == .processNotOwned {
-            logger.warning("a handler ended after its process was taken away", metadata: [
-                "process": "\(process.id)", "queue": "\(process.queue)",
-            ])
-        } catch {
-            logger.error("could not settle a process", metadata: ["process": "\(process.id)", "error": "\(error)"])
         }
+    }
+
+    static func isTransient(_ error: RedisError) -> Bool {
+        [.connectionClosed, .timeout, .connectionFailed, .noMasterAvailable, .noSentinelReachable].contains(error.code)
+            || error.serverErrorPrefix == "READONLY" || error.serverErrorPrefix == "LOADING"
     }
 }
 
