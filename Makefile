@@ -3,6 +3,9 @@ SHELL := /bin/bash
 SWIFT ?= swift
 APT_PACKAGES := libhiredis-dev redis-server redis-sentinel redis-tools pkg-config
 PID_DIR := $(or $(TMPDIR),/tmp)/hiredis-kit-test-pids
+# A crashed test binary can leave redis-server children holding its output pipe, so that
+# `swift test` would wait for ever: a deadline turns that into a failure (seconds).
+TEST_TIMEOUT ?= 840
 
 .PHONY: all deps build test test-hiredis1 bench demo docs clean docker-test kill-strays
 
@@ -32,7 +35,7 @@ build: deps
 test: deps
 	@set -o pipefail; status=0; \
 	$(SWIFT) build --build-tests || exit $$?; \
-	$(SWIFT) test --skip-build --disable-xctest || status=$$?; \
+	timeout --kill-after=10 $(TEST_TIMEOUT) $(SWIFT) test --skip-build --disable-xctest || status=$$?; \
 	$(MAKE) --no-print-directory kill-strays; \
 	exit $$status
 

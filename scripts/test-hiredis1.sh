@@ -32,4 +32,4 @@ export PKG_CONFIG_PATH="$prefix/lib/pkgconfig" LD_LIBRARY_PATH="$prefix/lib"
 swift build --build-tests --scratch-path .build-hiredis1
 readelf -d .build-hiredis1/debug/HiredisKitPackageTests.xctest | grep -q "libhiredis.so.$major" \
   || { echo "the test binary is not linked against hiredis $major.x"; exit 1; }
-swift test --skip-build --disable-xctest --scratch-path .build-hiredis1
+timeout --kill-after=10 "${TEST_TIMEOUT:-840}" swift test --skip-build --disable-xctest --scratch-path .build-hiredis1

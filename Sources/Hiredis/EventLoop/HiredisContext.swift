@@ -238,8 +238,11 @@ final class HiredisContext: @unchecked Sendable {
     }
 
     /// Writes what is buffered now rather than on the scheduled turn of the queue.
+    /// Not from inside a hiredis callback (hiredis 1.x asserts on it, and 0.14 is not
+    /// reentrant there either): then the scheduled turn writes.
     func flushNow() {
-        guard flushScheduled, !writing else { return }
+        guard flushScheduled, !writing, let ac = context else { return }
+        if Int(ac.pointee.c.flags) & Int(REDIS_IN_CALLBACK) != 0 { return }
         flushScheduled = false
         handleWrite()
     }
