@@ -305,6 +305,15 @@ func deliverAll(_ lease: NotificationLease<String>, _ respond: JobResponder<Stri
     try await lease.done(removing: notified)
 }
 
+/// Lease files under a file store that are not `released` markers.
+func liveLeases(_ directory: URL) throws -> [String] {
+    let leases = directory.appendingPathComponent("leases")
+    return try FileManager.default.subpathsOfDirectory(atPath: leases.path).filter { path in
+        guard path.contains("/"), let data = FileManager.default.contents(atPath: leases.appendingPathComponent(path).path) else { return false }
+        return !String(decoding: data, as: UTF8.self).hasPrefix("released")
+    }
+}
+
 @Suite struct FileJobStoreTests {
     func directory() throws -> URL {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("jobstore-\(UUID().uuidString)")
@@ -312,16 +321,19 @@ func deliverAll(_ lease: NotificationLease<String>, _ respond: JobResponder<Stri
         return directory
     }
 
-    @Test func releasedLeasesLeaveNothingBehind() async throws {
+    @Test func releasedLeasesLeaveNoLiveLeaseAndGenerationsGrow() async throws {
         let directory = try directory()
         let store = try FileJobStore<String>(directory: directory)
-        for index in 0..<5 { _ = try await store.create(request: "r\(index)") }
-        while let lease = try await store.pullWork() {
-            try await store.fulfill(lease.id, value: "v")
+        let id = try await store.create(request: "r")
+        var tokens: [Int64] = []
+        for _ in 0..<3 {
+            let lease = try #require(try await store.pullWork())
+            tokens.append(lease.fencingToken)
             try await lease.release()
         }
-        let leases = try FileManager.default.contentsOfDirectory(atPath: directory.appendingPathComponent("leases").path)
-        #expect(leases.isEmpty, "\(leases)")
+        #expect(tokens == [1, 2, 3], "a release never resets the generation")
+        #expect(try liveLeases(directory).isEmpty)
+        #expect(try await store.state(id) == .pending(version: 1))
     }
 
     @Test func invalidDirectoriesAreRefusedAndNothingIsWritten() throws {
@@ -361,8 +373,6 @@ func deliverAll(_ lease: NotificationLease<String>, _ respond: JobResponder<Stri
         let expected = failpoint == "create-before-rename" ? ["healthy"] : ["crash test", "healthy"]
         #expect(pulled.sorted() == expected)
         #expect(try await reopened.state(before) == .fulfilled)
-        let leases = try FileManager.default.subpathsOfDirectory(atPath: directory.appendingPathComponent("leases").path)
-            .filter { $0.contains("/") }
-        #expect(leases.isEmpty, "no lease file left: \(leases)")
+        #expect(try liveLeases(directory).isEmpty, "no live lease left")
     }
 }

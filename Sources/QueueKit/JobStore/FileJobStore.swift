@@ -55,6 +55,10 @@ public struct FileJobStore<Target: Codable & Sendable>: JobStore {
         for id in Files.list(paths.jobs) where !Files.exists(paths.pending(id)) && !Files.exists(paths.value(id)) {
             if !Files.list(paths.job(id)).isEmpty { try? mark(paths.pending(id)) }
         }
+        // A crash between a fulfil or a queue and its outbox marker: targets still wait.
+        for id in Files.list(paths.values) where !Files.exists(paths.outbox(id)) && !waitingFiles(id).isEmpty {
+            try? mark(paths.outbox(id))
+        }
         let cutoff = Date().addingTimeInterval(-600).timeIntervalSince1970
         for name in Files.list(paths.tmp) {
             let path = paths.tmp + "/" + name
@@ -197,16 +201,23 @@ public struct FileJobStore<Target: Codable & Sendable>: JobStore {
         return nil
     }
 
-    /// Creates an empty marker file (idempotent).
+    /// Creates an empty marker file (idempotent), durably.
     private func mark(_ path: String) throws {
         let temp = try Files.writeTemp(in: paths.tmp, [])
         defer { Files.remove(temp) }
-        _ = try Files.link(temp, path)
+        if try Files.link(temp, path) {
+            Files.syncDirectory(String(path[..<(path.lastIndex(of: "/") ?? path.endIndex)]))
+        }
     }
 
-    /// Drops the outbox marker, then puts it back if targets remain: a target queued
-    /// concurrently is never left without a marker.
+    /// Drops the outbox marker when no target waits, then puts it back if one was queued
+    /// meanwhile: a waiting target is never left without a marker (and a crash in between
+    /// is repaired by the next store opened on the directory).
     private func refreshOutbox(_ id: String) throws {
+        if !waitingFiles(id).isEmpty {
+            try mark(paths.outbox(id))
+            return
+        }
         Files.remove(paths.outbox(id))
         if !waitingFiles(id).isEmpty { try mark(paths.outbox(id)) }
     }
@@ -280,29 +291,35 @@ public struct FileJobStore<Target: Codable & Sendable>: JobStore {
         return (String(parts[0]), expires)
     }
 
-    /// Takes the lease when it is free or expired; `nil` when held.
+    /// Takes the lease when it is free (released) or expired; `nil` when held. Every
+    /// taker links the generation above the highest one, so `link(2)` lets one win; the
+    /// highest generation is never deleted (a release overwrites it with a marker), so
+    /// generations, the file backend's fencing tokens, only grow.
     private func tryLease(_ directory: String) throws -> FileLease? {
         try Files.makeDirectory(directory)
-        let existing = generations(directory)
-        var next = 1
-        if let top = existing.max() {
-            if let content = leaseContent(directory + "/\(top)"), content.expires > now { return nil }
-            next = top + 1
+        for _ in 0..<3 {
+            let existing = generations(directory)
+            var next = 1
+            if let top = existing.max() {
+                // Unreadable: a newer taker cleaned it up meanwhile; look again.
+                guard let content = leaseContent(directory + "/\(top)") else { continue }
+                if content.expires > now { return nil }
+                next = top + 1
+            }
+            let token = UUID().uuidString
+            let temp = try Files.writeTemp(in: paths.tmp, Array("\(token) \(now + leaseTimeout.milliseconds)".utf8))
+            defer { Files.remove(temp) }
+            guard try Files.link(temp, directory + "/\(next)") else { return nil }   // another process won
+            // A process that listed an older state may have linked a lower generation: the
+            // highest one holds, the others step back.
+            if let top = generations(directory).max(), top != next {
+                Files.remove(directory + "/\(next)")
+                return nil
+            }
+            for old in existing where old < next { Files.remove(directory + "/\(old)") }
+            return FileLease(directory: directory, generation: next, token: token)
         }
-        let token = UUID().uuidString
-        let temp = try Files.writeTemp(in: paths.tmp, Array("\(token) \(now + leaseTimeout.milliseconds)".utf8))
-        defer { Files.remove(temp) }
-        // EEXIST: another process won. ENOENT: a releaser removed the empty directory
-        // meanwhile. Either way this pull moves on.
-        guard (try? Files.link(temp, directory + "/\(next)")) == true else { return nil }
-        // A process that listed an older state may have linked a lower generation: the
-        // highest one holds, the others step back.
-        if let top = generations(directory).max(), top != next {
-            Files.remove(directory + "/\(next)")
-            return nil
-        }
-        for old in existing where old < next { Files.remove(directory + "/\(old)") }
-        return FileLease(directory: directory, generation: next, token: token)
+        return nil
     }
 
     private func holds(_ lease: FileLease) -> Bool {
@@ -317,10 +334,16 @@ public struct FileJobStore<Target: Codable & Sendable>: JobStore {
         return holds(lease)
     }
 
+    /// Overwrites the holder's generation with a `released` marker (expired at once).
     private func release(_ lease: FileLease) -> Bool {
         guard holds(lease) else { return false }
-        Files.remove(lease.directory + "/\(lease.generation)")
-        _ = rmdir(lease.directory)   // fails, harmlessly, when another lease file is there
+        guard let temp = try? Files.writeTemp(in: paths.tmp, Array("released 0".utf8)) else { return false }
+        do {
+            try Files.rename(temp, lease.directory + "/\(lease.generation)")
+        } catch {
+            Files.remove(temp)
+            return false
+        }
         return true
     }
 

@@ -188,8 +188,10 @@ final class LeaseKeeper: Sendable {
                 try? await Task.sleep(for: timeout / 3)
                 if Task.isCancelled { return }
                 do {
+                    // The lease runs from when the renewal was sent, not answered.
+                    let sent = clock.now
                     if try await renew() {
-                        lastRenewal = clock.now
+                        lastRenewal = sent
                     } else {
                         signal.fire()
                         return
@@ -217,7 +219,10 @@ final class LeaseKeeper: Sendable {
             return !released
         }
         guard first else { return }
-        renewal.withLock { $0?.cancel() }
+        // No renewal may land after the release (it could re-take the lease).
+        let running = renewal.withLock { $0 }
+        running?.cancel()
+        await running?.value
         let held = try await Task { try await releaseAction() }.value
         if !held || signal.isCompromised {
             signal.fire()

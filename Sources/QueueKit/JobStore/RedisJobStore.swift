@@ -145,9 +145,12 @@ public struct RedisJobStore<Target: Codable & Sendable>: JobStore {
 
     private func leaseKeeper(kind: String, zset: String, id: JobID, token: String) -> LeaseKeeper {
         let client = self.client, tag = self.tag, ttl = self.ttl
+        let renewTimeout = max(leaseTimeout / 3, .milliseconds(10))
         let keys: [any RedisArgument] = [tag + kind + ":" + id.rawValue, tag + zset, job(id), tag + (zset == "leased" ? "pending" : "outbox")]
         return LeaseKeeper(timeout: leaseTimeout, renew: {
-            try await client.run(JobScripts.renew, keys: Array(keys.prefix(2)), arguments: [id.rawValue, token, ttl]).decode(Int.self) == 1
+            // A renewal that cannot finish within a third of the lease is as good as failed.
+            try await client.run(JobScripts.renew, keys: Array(keys.prefix(2)), arguments: [id.rawValue, token, ttl],
+                                 timeout: renewTimeout).decode(Int.self) == 1
         }, release: {
             try await client.run(JobScripts.release, keys: keys, arguments: [id.rawValue, token, tag + "waiting:" + id.rawValue])
                 .decode(Int.self) == 1
