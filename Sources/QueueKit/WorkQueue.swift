@@ -111,7 +111,8 @@ public struct WorkQueue: Sendable {
     public func cancelTasks(_ queue: String, _ task: [UInt8]) async throws -> Int {
         let keys = try keys(queue)
         try validateTask(task)
-        return try await client.run(QueueScripts.cancel, keys: keys.all(), arguments: [keys.channel, task]).decode(Int.self)
+        return try await client.run(QueueScripts.cancel, keys: keys.all(), arguments: [keys.channel, task, keys.working("")])
+            .decode(Int.self)
     }
 
     /// The `String` form of ``cancelTasks(_:_:)-([UInt8])``.

@@ -137,8 +137,10 @@ enum QueueScripts {
         return {requeued, dead, missing}
         """)
 
-    /// ARGV: channel, task. Removes every queued copy of the task, clears its unique
-    /// marker (in-flight copies no longer own it), publishes `cancel`. Returns the count.
+    /// ARGV: channel, task, prefix of the in-flight hashes. Removes every queued copy of the
+    /// task and forgets the in-flight copies' tasks (so a stop, a shutdown or a recovery
+    /// cannot put them back; their finish still succeeds), clears its unique marker,
+    /// publishes `cancel`. Returns the number of queued copies removed.
     static let cancel = RedisScript(forget + """
         local ids = redis.call('LRANGE', KEYS[1], 0, -1)
         local keep, removed = {}, 0
@@ -156,6 +158,15 @@ enum QueueScripts {
             redis.call('RPUSH', KEYS[1], unpack(keep, i, math.min(i + 999, #keep)))
           end
         end
+        local owners = redis.call('HGETALL', KEYS[8])
+        for i = 1, #owners, 2 do
+          if owners[i + 1] == 'live' then
+            local held = redis.call('HGETALL', ARGV[3] .. owners[i])
+            for j = 2, #held, 2 do
+              if redis.call('HGET', KEYS[2], held[j]) == ARGV[2] then forget(held[j]) end
+            end
+          end
+        end
         for _, id in ipairs(redis.call('SMEMBERS', KEYS[4])) do
           if redis.call('HGET', KEYS[2], id) == ARGV[2] then redis.call('SREM', KEYS[4], id) end
         end
@@ -165,7 +176,8 @@ enum QueueScripts {
         """)
 
     /// ARGV: channel, prefix of the in-flight hashes. Deletes the queue, its dead letters,
-    /// markers and every worker's in-flight hash; keeps dead-worker marks for a day.
+    /// markers and every worker's in-flight hash; keeps the dead-worker marks (pruned after
+    /// a day) and the id sequence (so stale process ids never match new entries).
     /// Publishes `delete`. Returns the number of keys deleted.
     static let deleteQueue = RedisScript("""
         local deleted = 0
@@ -174,8 +186,7 @@ enum QueueScripts {
           deleted = deleted + redis.call('DEL', ARGV[2] .. owners[i])
           if owners[i + 1] == 'live' then redis.call('HDEL', KEYS[8], owners[i]) end
         end
-        deleted = deleted + redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[9])
-        if redis.call('EXISTS', KEYS[8]) == 1 then redis.call('PEXPIRE', KEYS[8], 86400000) end
+        deleted = deleted + redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7])
         redis.call('PUBLISH', ARGV[1], 'delete:')
         return deleted
         """)

@@ -13,10 +13,10 @@ public enum WorkEvent: Sendable, Hashable {
     case cancel([UInt8])
     /// The queue was deleted; in-flight processes of it can no longer be finished.
     case delete
-    /// This worker was declared dead (its heartbeat expired) and its in-flight tasks went
-    /// back to their queues. Unless ``WorkQueueOptions/reregisterAfterFailure`` is set, the
-    /// sequence ends after this event.
-    case failed
+    /// This worker, under the id given, was declared dead (its heartbeat expired) and its
+    /// in-flight tasks under that id went back to their queues. Unless
+    /// ``WorkQueueOptions/reregisterAfterFailure`` is set, the sequence ends after this event.
+    case failed(worker: String)
 }
 
 /// What ``Worker/stop(_:reason:)`` did with the task.
@@ -138,6 +138,7 @@ public final actor Worker: Service {
                 delay = every
                 guard let self, !Task.isCancelled else { return }
                 await self.recoverPeers()
+                await self.reconcileAll()
             }
         }
     }
@@ -159,7 +160,7 @@ public final actor Worker: Service {
                 RedisCommand("SET", workQueue.registry.heartbeat(worker), "RUN", "PX", options.workerTimeout.milliseconds, "XX"),
                 timeout: max(options.heartbeatInterval, .milliseconds(100)))
             if case .null = reply, worker == id {
-                await declaredDead("its heartbeat key expired")
+                await declaredDead("its heartbeat key expired", worker: worker)
             }
         } catch {
             logger.warning("heartbeat failed", metadata: ["worker": "\(worker)", "error": "\(error)"])
@@ -177,12 +178,14 @@ public final actor Worker: Service {
 
     /// The worker's peers declared it dead: tell the listeners, re-register under a new id
     /// (when configured), give back what the old id still holds, or stop.
-    private func declaredDead(_ why: String) async {
-        guard state == .running else { return }
+    /// `worker` is the id that was found dead: a late report about an id already replaced
+    /// by a re-registration is ignored.
+    private func declaredDead(_ why: String, worker: String) async {
+        guard state == .running, worker == id else { return }
         let oldID = id
         state = .failed
         logger.error("worker was declared dead", metadata: ["worker": "\(oldID)", "reason": "\(why)"])
-        broadcast(.failed)
+        broadcast(.failed(worker: oldID))
         if options.reregisterAfterFailure {
             let newID = UUID().uuidString.lowercased()
             do {
@@ -299,10 +302,11 @@ public final actor Worker: Service {
 
     private func registerQueue(_ queue: String) async throws {
         let registry = workQueue.registry
-        let started = try await client.run(QueueScripts.startWork, keys: [registry.heartbeat(id), registry.queues(id)],
+        let worker = id
+        let started = try await client.run(QueueScripts.startWork, keys: [registry.heartbeat(worker), registry.queues(worker)],
                                            arguments: [queue]).decode(Int.self)
         if started == 0 {
-            await declaredDead("its heartbeat key was gone when it started work")
+            await declaredDead("its heartbeat key was gone when it started work", worker: worker)
             throw WorkQueueError(.workerFailed, "worker was declared dead by its peers")
         }
     }
@@ -357,6 +361,9 @@ public final actor Worker: Service {
                                          counts: false, markDead: false)
         release(queue, all: true)
         try await client.send("SREM", workQueue.registry.queues(id), keys.queue)
+        // A startWork of the same queue while this one waited: keep it recorded, or a crash
+        // would hide its tasks from recovery.
+        if listeners[queue] != nil { try await registerQueue(queue) }
     }
 
     /// Takes the task at the head of `queue` into this worker's in-flight set (one script),
@@ -383,12 +390,20 @@ public final actor Worker: Service {
         let numbers = first...nextNumber
         dequeuing.append(numbers)
         defer { dequeuing.removeAll { $0 == numbers } }
-        let reply = try await client.run(QueueScripts.dequeue, keys: keys.all(worker: worker), arguments: [worker, max, first])
+        let reply: RedisReply
+        do {
+            reply = try await client.run(QueueScripts.dequeue, keys: keys.all(worker: worker), arguments: [worker, max, first])
+        } catch {
+            // The script may have run even though its reply was lost: look for what the
+            // server thinks this worker holds once the connection is back.
+            Task { await self.reconcile(queue) }
+            throw error
+        }
         guard case .array(let flat) = reply, flat.count >= 1 else {
             throw RedisError(.wrongReplyType, "unexpected dequeue reply")
         }
         if try flat[0].decode(Int.self) == -1 {
-            await declaredDead("a dequeue found it declared dead")
+            await declaredDead("a dequeue found it declared dead", worker: worker)
             throw WorkQueueError(.workerFailed, "worker \(worker) was declared dead by its peers")
         }
         let count = try flat[0].decode(Int.self)
@@ -432,6 +447,16 @@ public final actor Worker: Service {
     private func release(_ queue: String, _ numbers: [Int64] = [], all: Bool = false) {
         if all { held[queue] = nil } else { held[queue]?.subtract(numbers) }
         workQueue.metrics.inFlight(queue, worker: id, held[queue]?.count ?? 0)
+    }
+
+    private func reconcileAll() async {
+        for queue in listeners.keys.sorted() { await reconcile(queue) }
+    }
+
+    /// Forgets a process whose finish or stop could not be settled, so that a later
+    /// reconciliation returns it to the queue.
+    func forget(_ process: WorkProcess) {
+        release(process.queue, [process.number])
     }
 
     /// After a pub/sub gap (the connection was lost, perhaps in a failover), the server's

@@ -40,7 +40,7 @@ extension Worker {
                         case .work: wake.yield()
                         case .cancel(let task): control.cancel(.cancelledTask) { $0.task == task }
                         case .delete: control.cancel(.queueDeleted) { _ in true }
-                        case .failed: control.cancel(.workerGone) { _ in true }
+                        case .failed(let dead): control.cancel(.workerGone) { $0.worker == dead }
                         }
                     }
                     // The worker stopped work on this queue, or stopped altogether.
@@ -139,7 +139,9 @@ extension Worker {
                 try? await Task.sleep(for: delay)
                 delay = min(delay * 2, .seconds(2))
             } catch {
-                logger.error("could not settle a process", metadata: ["process": "\(process.id)", "error": "\(error)"])
+                logger.error("could not settle a process; it goes back to the queue at the next reconciliation",
+                             metadata: ["process": "\(process.id)", "error": "\(error)"])
+                await forget(process)
                 return
             }
         }
@@ -147,7 +149,7 @@ extension Worker {
 
     static func isTransient(_ error: RedisError) -> Bool {
         [.connectionClosed, .timeout, .connectionFailed, .noMasterAvailable, .noSentinelReachable].contains(error.code)
-            || error.serverErrorPrefix == "READONLY" || error.serverErrorPrefix == "LOADING"
+            || error.message.contains("READONLY") || error.serverErrorPrefix == "LOADING"
     }
 }
 

@@ -141,10 +141,10 @@ struct JobFailed: Error, CustomStringConvertible {
 }
 
 @Suite struct WithLockTests {
-    @Test func watchdogKeepsAOneSecondLockAliveThroughAFiveSecondBody() async throws {
-        let fleet = try await Fleet.start(2, lock: LockOptions(timeout: .seconds(1), retries: 0))
+    @Test func watchdogKeepsATwoSecondLockAliveThroughASixSecondBody() async throws {
+        let fleet = try await Fleet.start(2, lock: LockOptions(timeout: .seconds(2), retries: 0))
         let value = try await fleet.queues[0].withLock("long") { lock in
-            try await Task.sleep(for: .seconds(5))
+            try await Task.sleep(for: .seconds(6))
             // Still ours: a contender cannot take it.
             await #expect(throws: LockAcquisitionError.self) { _ = try await fleet.queues[1].once("long") }
             return lock.fencingToken

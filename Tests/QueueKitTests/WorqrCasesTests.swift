@@ -127,6 +127,20 @@ import Testing
         #expect(try await fixture.queue.getTasks(name).map(\.string) == ["x", "y"])
     }
 
+    @Test func aCancelledInFlightTaskDoesNotComeBack() async throws {
+        let fixture = try await QueueFixture.start()
+        let name = uniqueName()
+        try await fixture.queue.enqueue(name, ["doomed", "doomed", "kept"])
+        let worker = try await fixture.queue.startWorker()
+        _ = try await worker.startWork(name)
+        let first = try #require(try await worker.dequeue(name))
+        let second = try #require(try await worker.dequeue(name))
+        #expect(try await fixture.queue.cancelTasks(name, "doomed") == 0, "both copies were in flight")
+        try await worker.stop(first, reason: "handler failed")
+        try await worker.finish(second)
+        #expect(try await fixture.queue.getTasks(name).map(\.string) == ["kept"])
+    }
+
     @Test func deleteQueueFiresDelete() async throws {
         let (fixture, names) = try await filled()
         let worker = try await fixture.queue.startWorker()

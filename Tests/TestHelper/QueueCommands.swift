@@ -72,7 +72,7 @@ enum QueueCommands {
             let events = try await worker.startWork(queueName)
             let held = try await worker.dequeue(queueName, max: count)
             say("held \(held.map(\.string).joined(separator: ","))")
-            for await event in events where event == .failed { break }
+            for await event in events { if case .failed = event { break } }
             var rejected = 0
             for process in held {
                 do {
