@@ -178,11 +178,13 @@ final class RunControl: Sendable {
         var interrupted: [WorkProcess] = []
         var stopping = false
         var shuttingDown = false
-        var idleWaiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
-        var nextWaiter: UInt64 = 0
+        /// The loop stopped taking work: no handler is added any more.
+        var draining = false
     }
 
     private let state = Mutex(State())
+    /// Fires once the loop is draining and no handler runs.
+    private let drained = OneShotSignal()
 
     var active: Int { state.withLock { $0.running.count } }
     var isStopping: Bool { state.withLock { $0.stopping } }
@@ -219,48 +221,30 @@ final class RunControl: Sendable {
 
     /// Forgets a handler that ended; returns why it was cancelled, if it was.
     func remove(_ number: Int64, result: Result<Void, any Error>) -> Stop? {
-        let (reason, waiters) = state.withLock { state -> (Stop?, [CheckedContinuation<Void, Never>]) in
+        let (reason, idle) = state.withLock { state -> (Stop?, Bool) in
             let running = state.running.removeValue(forKey: number)
             let reason = running?.reason
             if let running, reason == .shutdown, case .failure = result { state.interrupted.append(running.process) }
-            guard state.running.isEmpty else { return (reason, []) }
-            let waiters = Array(state.idleWaiters.values)
-            state.idleWaiters = [:]
-            return (reason, waiters)
+            return (reason, state.draining && state.running.isEmpty)
         }
-        for waiter in waiters { waiter.resume() }
+        if idle { drained.fire() }
         return reason
     }
 
-    /// Waits until no handler runs, or `limit` passes.
+    /// Once the loop stopped taking work: waits until no handler runs, or `limit` passes.
     func waitUntilIdle(upTo limit: Duration?) async {
+        let idle = state.withLock { state -> Bool in
+            state.draining = true
+            return state.running.isEmpty
+        }
+        if idle { drained.fire() }
         await withTaskGroup(of: Void.self) { group in
-            group.addTask { await self.idle() }
+            group.addTask { await self.drained.wait() }
             if let limit {
                 group.addTask { try? await Task.sleep(for: limit) }
             }
             await group.next()
             group.cancelAll()
-        }
-    }
-
-    private func idle() async {
-        let id = state.withLock { state -> UInt64 in
-            state.nextWaiter += 1
-            return state.nextWaiter
-        }
-        await withTaskCancellationHandler {
-            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                let resumeNow = state.withLock { state -> Bool in
-                    if state.running.isEmpty || Task.isCancelled { return true }
-                    state.idleWaiters[id] = continuation
-                    return false
-                }
-                if resumeNow { continuation.resume() }
-            }
-        } onCancel: {
-            let waiter = state.withLock { $0.idleWaiters.removeValue(forKey: id) }
-            waiter?.resume()
         }
     }
 }

@@ -193,13 +193,10 @@ public final actor RedisConnection {
     /// others in flight it goes through `async`, so the queue batches their writes and no
     /// cooperative thread ever waits for a busy queue.
     private nonisolated func submit(alone: Bool, _ body: @escaping @Sendable (isolated RedisConnection) -> Void) {
-        let job: @Sendable () -> Void = {
-            self.assumeIsolated { body($0) }
-        }
         if alone || executor.isCurrent {
-            executor.runNow(job)
+            executor.runNow { self.assumeIsolated(body) }   // non-escaping: no block to allocate
         } else {
-            executor.queue.async(execute: job)
+            executor.queue.async { self.assumeIsolated(body) }
         }
     }
 

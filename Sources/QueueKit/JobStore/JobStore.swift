@@ -127,6 +127,21 @@ public struct JobStoreError: Error, Sendable, Hashable, CustomStringConvertible 
 /// Tells a lease holder that its lease is gone. Await ``wait()`` beside the work, or poll
 /// ``isCompromised``.
 public final class LeaseSignal: Sendable {
+    private let shot = OneShotSignal()
+
+    init() {}
+
+    /// Whether the lease was lost.
+    public var isCompromised: Bool { shot.isFired }
+
+    /// Returns once the lease is lost (or the calling task is cancelled).
+    public func wait() async { await shot.wait() }
+
+    func fire() { shot.fire() }
+}
+
+/// Fires once; waiters resume then, or at once after it fired, or when cancelled.
+final class OneShotSignal: Sendable {
     private struct State {
         var fired = false
         var waiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
@@ -134,13 +149,9 @@ public final class LeaseSignal: Sendable {
     }
     private let state = Mutex(State())
 
-    init() {}
+    var isFired: Bool { state.withLock { $0.fired } }
 
-    /// Whether the lease was lost.
-    public var isCompromised: Bool { state.withLock { $0.fired } }
-
-    /// Returns once the lease is lost (or the calling task is cancelled).
-    public func wait() async {
+    func wait() async {
         let id = state.withLock { state -> UInt64 in
             state.next += 1
             return state.next
