@@ -70,6 +70,15 @@ public struct RedisError: Error, Sendable, Hashable, CustomStringConvertible {
         return message.split(separator: " ", maxSplits: 1).first
     }
 
+    /// `true` when the same command may well succeed if tried again in a moment: the
+    /// connection was lost or could not be made, no reply came in time, no master could be
+    /// found, or the server is loading its data or read-only (a failover in progress).
+    /// Whether retrying is *safe* depends on the command: a timed-out write may have run.
+    public var isTransient: Bool {
+        [.connectionClosed, .connectionFailed, .timeout, .noMasterAvailable, .noSentinelReachable].contains(code)
+            || serverErrorPrefix == "LOADING" || message.contains("READONLY")
+    }
+
     public var description: String { "RedisError.\(code): \(message)" }
 }
 

@@ -119,12 +119,12 @@ public final actor CallbackQueue {
             do {
                 reply = try await client.run(Scripts.acquire, keys: lockKeys + fenceKeys, arguments: [token, ttl.milliseconds])
             } catch {
-                for lock in taken { try? await lock.release() }
+                for lock in taken { await lock.releaseSoon() }
                 throw error
             }
             let values = try reply.decode([Int64].self)
             if values.first == 0 {
-                for lock in taken { try? await lock.release() }
+                for lock in taken { await lock.releaseSoon() }
                 var position = 0
                 if values.count > 1 { position = Int(values[1]) - 1 }
                 position = min(max(position, 0), indices.count - 1)
@@ -144,11 +144,11 @@ public final actor CallbackQueue {
                 acknowledged = try await client.send("WAIT", options.lock.minReplicas, options.lock.replicationTimeout.milliseconds)
                     .decode(Int.self)
             } catch {
-                for lock in taken { try? await lock.release() }
+                for lock in taken { await lock.releaseSoon() }
                 throw error
             }
             if acknowledged < options.lock.minReplicas {
-                for lock in taken { try? await lock.release() }
+                for lock in taken { await lock.releaseSoon() }
                 throw LockAcquisitionError(key: keys[0], reason:
                     "only \(acknowledged) of \(options.lock.minReplicas) replicas acknowledged the lock within \(options.lock.replicationTimeout)")
             }
@@ -169,11 +169,11 @@ public final actor CallbackQueue {
             } else {
                 value = try await body(lock)
             }
-            try? await lock.release()
+            await lock.releaseSoon()
             return value
         } catch {
             if error is LockLostError { lock.markLost() }
-            if lock.isLocked { try? await lock.release() }
+            if lock.isLocked { await lock.releaseSoon() }
             throw error
         }
     }
@@ -440,7 +440,7 @@ public final actor CallbackQueue {
             result = .success(try await Self.runGuarded(
                 key: lock.key, lease: lock.timeout, logger: logger, extend: { try await lock.extend() }, body: job))
         } catch is CancellationError {
-            try? await lock.release()
+            await lock.releaseSoon()
             return
         } catch {
             result = .failure(error)
@@ -453,13 +453,28 @@ public final actor CallbackQueue {
     @discardableResult
     nonisolated func finish(_ id: String, lock: Lock, result: Result<[UInt8], any Error>) async -> Bool {
         var broadcast = false
-        do {
-            broadcast = try await publish(id, lock: lock, result: result)
-            if !broadcast {
-                logger.warning("job finished after its lock was lost; outcome not broadcast", metadata: ["id": "\(id)"])
+        var delay: Duration = .milliseconds(25)
+        while true {
+            do {
+                broadcast = try await publish(id, lock: lock, result: result)
+                if !broadcast {
+                    logger.warning("job finished after its lock was lost; outcome not broadcast", metadata: ["id": "\(id)"])
+                }
+                break
+            } catch {
+                // A dropped connection or a stalled server: the lease still holds the job for
+                // us, so keep trying until it runs out (a retry whose first try did land
+                // finds its own outcome stored); otherwise every waiter would run it again.
+                if let error = error as? RedisError, error.isTransient, !Task.isCancelled,
+                   ContinuousClock.now + delay < lock.leaseDeadline {
+                    try? await Task.sleep(for: delay)
+                    delay = min(delay * 2, .milliseconds(500))
+                    continue
+                }
+                logger.warning("publishing an outcome failed", metadata: ["id": "\(id)", "error": "\(error)"])
+                await lock.releaseSoon()
+                break
             }
-        } catch {
-            logger.warning("publishing an outcome failed", metadata: ["id": "\(id)", "error": "\(error)"])
         }
         await deliver(id, result)
         return broadcast

@@ -17,6 +17,8 @@ public final class Lock: Sendable, CustomStringConvertible {
     public let timeout: Duration
     let connection: RedisConnection
     private let locked = Mutex(true)
+    /// When the lease runs out if nobody extends it (as this process sees it).
+    private let leaseEnd: Mutex<ContinuousClock.Instant>
 
     init(key: String, redisKey: String, token: String, fencingToken: Int64, timeout: Duration, connection: RedisConnection) {
         self.key = key
@@ -25,6 +27,7 @@ public final class Lock: Sendable, CustomStringConvertible {
         self.fencingToken = fencingToken
         self.timeout = timeout
         self.connection = connection
+        leaseEnd = Mutex(.now + timeout)
     }
 
     /// `false` once released, or once an extend or release found it lost.
@@ -38,26 +41,65 @@ public final class Lock: Sendable, CustomStringConvertible {
         let lease = duration ?? timeout
         guard lease >= .milliseconds(1) else { throw RedisError.invalidArgument("a lock extension must be at least 1 ms") }
         guard isLocked else { throw LockExtendError(key: key) }
+        let sent = ContinuousClock.now
         let reply = try await connection.run(Scripts.extend, keys: [redisKey], arguments: [token, lease.milliseconds])
         if try reply.decode([Int].self).first != 1 {
             locked.withLock { $0 = false }
             throw LockExtendError(key: key)
         }
+        leaseEnd.withLock { $0 = sent + lease }
     }
 
     /// Deletes the lock if this holder still owns it.
     ///
     /// - Throws: ``LockReleaseError`` when it had expired, belongs to another owner, or
-    ///   was released already; `RedisError` when Redis could not be asked.
+    ///   was released already; `RedisError` when Redis could not be asked (the lock then
+    ///   still counts as held, and `release()` can be called again).
     public func release() async throws {
         guard locked.withLock({ wasLocked in defer { wasLocked = false }; return wasLocked }) else {
             throw LockReleaseError(key: key)
         }
-        let reply = try await connection.run(Scripts.release, keys: [redisKey], arguments: [token])
+        let reply: RedisReply
+        do {
+            reply = try await connection.run(Scripts.release, keys: [redisKey], arguments: [token])
+        } catch {
+            locked.withLock { $0 = true }
+            throw error
+        }
         if try reply.decode(Int.self) != 1 { throw LockReleaseError(key: key) }
     }
 
+    /// Releases on the caller's behalf (`withLock`, fanout, a failed multi-key attempt).
+    /// When Redis cannot be asked — a dropped connection, a restarting or stalled server, a
+    /// cancelled task — it keeps trying in the background until the lease would have run
+    /// out anyway, rather than leaving the key taken for the rest of its lease.
+    func releaseSoon() async {
+        do { try await release(); return } catch is LockReleaseError { return } catch {
+            // Only where Redis could not be asked (a cancelled task never asked it either).
+            guard error is CancellationError || (error as? RedisError)?.isTransient == true else { return }
+        }
+        let deadline = leaseDeadline
+        Task { [self] in
+            var delay: Duration = .milliseconds(25)
+            while ContinuousClock.now < deadline && isLocked {
+                try? await Task.sleep(for: delay)
+                do {
+                    try await release()
+                    return
+                } catch let error as RedisError where error.isTransient {
+                    delay = min(delay * 2, .milliseconds(500))
+                } catch {
+                    return
+                }
+            }
+            markLost()
+        }
+    }
+
     func markLost() { locked.withLock { $0 = false } }
+
+    /// When the lease runs out unless extended.
+    var leaseDeadline: ContinuousClock.Instant { leaseEnd.withLock { $0 } }
 
     public var description: String { "Lock(\(key), fencing token \(fencingToken), \(isLocked ? "held" : "released"))" }
 }

@@ -49,7 +49,11 @@ enum Scripts {
     /// Only the owner of the lock may publish: store the outcome briefly, broadcast it,
     /// release the lock. Returns 1, or 0 when the lock had been lost.
     static let complete = RedisScript("""
-        if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+        if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+          -- A retry of a call whose reply was lost finds its own outcome stored.
+          if redis.call('GET', KEYS[2]) == ARGV[5] then return 1 end
+          return 0
+        end
         redis.call('SET', KEYS[2], ARGV[5], 'PX', ARGV[2])
         redis.call('PUBLISH', ARGV[3], ARGV[4])
         redis.call('DEL', KEYS[1])

@@ -135,7 +135,7 @@ extension Worker {
                     "process": "\(process.id)", "queue": "\(process.queue)",
                 ])
                 return
-            } catch let error as RedisError where attempt < 12 && Self.isTransient(error) {
+            } catch let error as RedisError where attempt < 12 && error.isTransient {
                 try? await Task.sleep(for: delay)
                 delay = min(delay * 2, .seconds(2))
             } catch {
@@ -145,11 +145,6 @@ extension Worker {
                 return
             }
         }
-    }
-
-    static func isTransient(_ error: RedisError) -> Bool {
-        [.connectionClosed, .timeout, .connectionFailed, .noMasterAvailable, .noSentinelReachable].contains(error.code)
-            || error.message.contains("READONLY") || error.serverErrorPrefix == "LOADING"
     }
 }
 

@@ -194,6 +194,27 @@ final class Outcomes: Sendable {
         #expect(runs.total == 1)
     }
 
+    @Test(.enabled(if: TestRedis.ownsServers)) func outcomeIsPublishedOnceTheServerIsBackNotRunAgain() async throws {
+        // The job's server dies (AOF keeps the job's lock) and comes back a second later,
+        // after the leader's publish timed out: the leader retries within its lease, so the other process's caller gets
+        // the value instead of waiting out a 30 s lease and running the job again.
+        let server = try await RedisServer.start(["--appendonly", "yes", "--appendfsync", "always"])
+        let fleet = try await Fleet.start(2, lock: LockOptions(timeout: .seconds(30)), redis: TestRedis(server)) {
+            $0.commandTimeout = .milliseconds(300)
+            $0.connectTimeout = .milliseconds(300)
+            $0.reconnect = .exponentialBackoff(initialDelay: .milliseconds(20), maximumDelay: .milliseconds(100))
+        }
+        let (results, runs) = await fanoutAll(fleet, ids: ["restarting", "restarting"], timeout: .seconds(15)) { _ in
+            try await Task.sleep(for: .milliseconds(200))   // the second caller is waiting by now
+            await server.kill()
+            Task { try await Task.sleep(for: .seconds(1)); try await server.restart() }
+            return "survived"
+        }
+        #expect(runs.total == 1)
+        #expect(results["restarting"]?.count == 2)
+        #expect(results["restarting"]!.allSatisfy { (try? $0.get()) == "survived" })
+    }
+
     @Test func waiterTakesOverWhenTheLeadersLockExpires() async throws {
         // The leader's lock is taken over by hand: as if the leader died (no watchdog
         // extends it) and its lease ran out.

@@ -188,6 +188,26 @@ struct JobFailed: Error, CustomStringConvertible {
         #expect(started.value() == 1)
     }
 
+    @Test(.enabled(if: TestRedis.ownsServers)) func releaseThatCouldNotReachRedisIsRetriedInTheBackground() async throws {
+        // The server dies inside the body (AOF keeps the lock), so withLock's release fails;
+        // it is retried once the server is back, long before the 30 s lease would free the key.
+        let server = try await RedisServer.start(["--appendonly", "yes", "--appendfsync", "always"])
+        let fleet = try await Fleet.start(1, lock: LockOptions(timeout: .seconds(30)), redis: TestRedis(server)) {
+            $0.commandTimeout = .milliseconds(300)
+            $0.connectTimeout = .milliseconds(300)
+            $0.reconnect = .exponentialBackoff(initialDelay: .milliseconds(20), maximumDelay: .milliseconds(100))
+        }
+        let key = try await fleet.queues[0].withLock("restarting") { lock in
+            await server.kill()
+            return lock.redisKey
+        }
+        try await server.restart()
+        let checker = try await server.connect()
+        try await eventually(timeout: .seconds(10), "the lock released after the restart") {
+            try await checker.send("EXISTS", key) == .integer(0)
+        }
+    }
+
     @Test func bodyErrorReleasesTheLock() async throws {
         let fleet = try await Fleet.start(1)
         await #expect(throws: JobFailed.self) {
