@@ -7,7 +7,13 @@ PID_DIR := $(or $(TMPDIR),/tmp)/hiredis-kit-test-pids
 # `swift test` would wait for ever: a deadline turns that into a failure (seconds).
 TEST_TIMEOUT ?= 840
 
-.PHONY: all deps build test test-hiredis1 bench demo docs clean docker-test kill-strays
+# `make chaos`: seconds of fault injection, and the schedule's seed (random when empty).
+DURATION ?= 120
+SEED ?=
+# `make test` ends with a short chaos run.
+TEST_CHAOS_DURATION ?= 20
+
+.PHONY: all deps build test test-hiredis1 bench demo chaos docs clean docker-test kill-strays
 
 all: build
 
@@ -37,7 +43,8 @@ test: deps
 	$(SWIFT) build --build-tests || exit $$?; \
 	timeout --kill-after=10 $(TEST_TIMEOUT) $(SWIFT) test --skip-build --disable-xctest || status=$$?; \
 	$(MAKE) --no-print-directory kill-strays; \
-	exit $$status
+	[ $$status -eq 0 ] || exit $$status; \
+	$(MAKE) --no-print-directory chaos DURATION=$(TEST_CHAOS_DURATION)
 
 ## test-hiredis1: the same suite linked against hiredis 1.x (sources from PyPI's hiredis sdist)
 test-hiredis1: deps
@@ -64,6 +71,13 @@ bench: deps
 demo: deps
 	$(SWIFT) build --product hiredis-demo
 	@status=0; .build/debug/hiredis-demo || status=$$?; $(MAKE) --no-print-directory kill-strays; exit $$status
+
+## chaos: fault-injection soak; verifies nothing lost, no two holders, no hang (DURATION=120, SEED=…)
+chaos: deps
+	$(SWIFT) build --product hiredis-chaos
+	@status=0; timeout --kill-after=10 $$(( $(DURATION) + 180 )) .build/debug/hiredis-chaos --duration $(DURATION) \
+	  $(if $(SEED),--seed $(SEED)) || status=$$?; \
+	$(MAKE) --no-print-directory kill-strays; exit $$status
 
 ## docs: DocC documentation into .build/docs
 docs:

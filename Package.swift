@@ -65,6 +65,14 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .executableTarget(
+            name: "hiredis-chaos",
+            dependencies: [
+                "Hiredis", "LockKit", "QueueKit", "RedisTestSupport",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
             name: "hiredis-test-helper",
             dependencies: ["Hiredis", "LockKit", "QueueKit", "RedisTestSupport"],
             path: "Tests/TestHelper",

@@ -1,0 +1,246 @@
+// A chaos worker process: runs every workload at once against the shared Redis and the
+// shared file store, and writes what it did to its event log. The conductor kills, stops and
+// restarts these processes; each one ends cleanly when the conductor's stop file appears.
+import Foundation
+import Hiredis
+import LockKit
+import QueueKit
+import Synchronization
+
+/// The figures every chaos process agrees on.
+enum Settings {
+    static let commandTimeout: Duration = .seconds(1)
+    static let lockLease: Duration = .seconds(2)
+    static let lockLanes = 2
+    static let fanoutPeriodMillis: Int64 = 3000
+    static let fanoutWindowMillis: Int64 = 300
+    static let fanoutCallers = 5
+    static let fanoutJob: Duration = .milliseconds(800)
+    static let fanoutTimeout: Duration = .seconds(8)
+    static let queuePrefix = "chaos"
+    static let queueName = "tasks"
+    static let queueConcurrency = 4
+    static let workerTimeout: Duration = .seconds(3)
+    static let maxDeliveries = 10
+    static let jobLease: Duration = .seconds(2)
+    static let jobPrefix = "chaosjobs"
+    /// No operation may take longer than this (its commands time out after a second, and
+    /// lock acquisition gives up after about two seconds of retries).
+    static let operationLimitMillis: Int64 = 10_000
+    static let fanoutLimitMillis: Int64 = 8_000 + 3_000
+
+    static func configuration(url: String) throws -> RedisConfiguration {
+        var configuration = try RedisConfiguration(url: url)
+        configuration.commandTimeout = commandTimeout
+        configuration.connectTimeout = .seconds(1)
+        configuration.reconnect = .exponentialBackoff(initialDelay: .milliseconds(50), maximumDelay: .milliseconds(500))
+        return configuration
+    }
+
+    static func queueOptions() -> WorkQueueOptions {
+        var options = WorkQueueOptions(prefix: queuePrefix, heartbeatInterval: .milliseconds(500), workerTimeout: workerTimeout,
+                                       cleanupInterval: .seconds(1), maxDeliveries: maxDeliveries)
+        options.pollInterval = .seconds(1)
+        options.reregisterAfterFailure = true
+        options.shutdownGracePeriod = .seconds(2)
+        return options
+    }
+
+    static func lockOptions() -> CallbackQueueOptions {
+        CallbackQueueOptions(channel: "chaos:events", lock: LockOptions(timeout: lockLease, retries: 100, delay: .milliseconds(20)))
+    }
+}
+
+/// Retries `body` (a connect or a registration while Redis is down or stopped) for up to 30 s.
+func retrying<T>(_ what: String, _ body: () async throws -> T) async throws -> T {
+    let deadline = ContinuousClock.now + .seconds(30)
+    while true {
+        do { return try await body() } catch {
+            if ContinuousClock.now > deadline { throw ChaosError("\(what) kept failing: \(error)") }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+    }
+}
+
+struct Child {
+    let directory: URL
+    let url: String
+    let name: String
+    let log: EventLog
+    let stopped = SharedFlag(false)
+
+    init(directory: URL, url: String, name: String) throws {
+        self.directory = directory
+        self.url = url
+        self.name = name
+        log = try EventLog(path: directory.appendingPathComponent("logs/\(name).log").path)
+    }
+
+    var isStopped: Bool { stopped.isOn }
+
+    func run() async throws {
+        log.record("P", String(getpid()))
+        let configuration = try Settings.configuration(url: url)
+        let client = try await retrying("connect") { try await RedisConnection.connect(configuration) }
+        let subscriber = try await retrying("subscriber connect") { try await RedisSubscriber.connect(configuration) }
+        let locks = try CallbackQueue(client: client, pubsub: subscriber, options: Settings.lockOptions())
+        let resource = try FencedResource(path: directory.appendingPathComponent("resource").path)
+        let redisJobs = try RedisJobStore<String>(client: client, prefix: Settings.jobPrefix, leaseTimeout: Settings.jobLease)
+        let fileJobs = try FileJobStore<String>(directory: directory.appendingPathComponent("jobs"), leaseTimeout: Settings.jobLease)
+        let queue = try WorkQueue(client: client, subscriber: subscriber, options: Settings.queueOptions())
+        let worker = try await retrying("worker start") { try await queue.startWorker() }
+        log.record("R")
+
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                // The stop file ends the run (so does the conductor's death): every loop below
+                // checks `isStopped` or is cancelled.
+                let stopFile = directory.appendingPathComponent("stop").path
+                let conductor = getppid()
+                while !FileManager.default.fileExists(atPath: stopFile) && getppid() == conductor {
+                    try? await Task.sleep(for: .milliseconds(100))
+                }
+                stopped.set(true)
+            }
+            for lane in 0..<Settings.lockLanes {
+                group.addTask { await lockLoop(lane: lane, locks: locks, resource: resource) }
+            }
+            group.addTask { await fanoutLoop(locks: locks) }
+            group.addTask { await queueLoop(worker: worker) }
+            group.addTask { await workLoop(store: redisJobs, backend: "redis") }
+            group.addTask { await notifyLoop(store: redisJobs, backend: "redis") }
+            group.addTask { await workLoop(store: fileJobs, backend: "file") }
+            group.addTask { await notifyLoop(store: fileJobs, backend: "file") }
+            // The stop watcher ends first; then the worker's run (which only ends when
+            // cancelled) gives its unfinished tasks back, and the other loops wind down.
+            await group.next()
+            group.cancelAll()
+        }
+        try? await worker.failWorker()
+        await locks.close()
+        await subscriber.close()
+        await client.close()
+        log.record("X")
+    }
+
+    // (a) Lock cycles: a read-modify-write of the resource's counter under the lock, with
+    // the lock's fencing token on both the read and the write.
+    func lockLoop(lane: Int, locks: CallbackQueue, resource: FencedResource) async {
+        var cycle = 0
+        while !isStopped {
+            cycle += 1
+            let holder = "\(name)/\(lane)/\(cycle)"
+            do {
+                try await log.operation("lock", lane * 1_000_000 + cycle) {
+                    try await locks.withLock("chaos-resource") { lock in
+                        let token = String(lock.fencingToken)
+                        log.record("LA", token, holder)
+                        defer { log.record("LD", token, holder) }
+                        guard let value = try await resource.read(token: lock.fencingToken, holder: holder) else {
+                            log.record("LS", token, holder)
+                            return
+                        }
+                        try await Task.sleep(for: .milliseconds(Int.random(in: 1...15)))
+                        let written = try await resource.write(token: lock.fencingToken, holder: holder, value: value + 1)
+                        log.record(written ? "LW" : "LS", token, holder)
+                    }
+                }
+            } catch {
+                try? await Task.sleep(for: .milliseconds(20))
+            }
+        }
+    }
+
+    // (b) Fanout: in the first 300 ms of every 3 s round, every process asks five times for
+    // the round's value; the job (800 ms) must run once per round across the fleet.
+    func fanoutLoop(locks: CallbackQueue) async {
+        await withTaskGroup(of: Void.self) { group in
+            var lastRound: Int64 = -1
+            while !isStopped {
+                let now = nowMillis()
+                let round = now / Settings.fanoutPeriodMillis
+                if now % Settings.fanoutPeriodMillis < Settings.fanoutWindowMillis && round != lastRound {
+                    lastRound = round
+                    let id = "fan-\(round)"
+                    for caller in 0..<Settings.fanoutCallers {
+                        group.addTask {
+                            _ = try? await log.operation("fanout", Int(round % 1_000_000) * 100 + caller) {
+                                let value: String = try await locks.fanout(id, timeout: Settings.fanoutTimeout) {
+                                    let run = "\(name)@\(nowMillis())"
+                                    log.record("JS", id, run)
+                                    try await Task.sleep(for: Settings.fanoutJob)
+                                    log.record("JE", id, run)
+                                    return run
+                                }
+                                log.record("FC", id, value)
+                            }
+                        }
+                    }
+                }
+                try? await Task.sleep(for: .milliseconds(50))
+            }
+        }
+    }
+
+    // (c) The work queue: the handler's effect is the `QE` line.
+    func queueLoop(worker: Worker) async {
+        while !isStopped && !Task.isCancelled {
+            do {
+                try await worker.run(Settings.queueName, concurrency: Settings.queueConcurrency) { process in
+                    log.record("QB", process.string, String(process.deliveries))
+                    try await Task.sleep(for: .milliseconds(Int.random(in: 5...30)))
+                    log.record("QE", process.string, String(process.deliveries))
+                }
+            } catch {
+                if Task.isCancelled { return }
+                log.record("QX", sanitize("\(error)"))
+                try? await Task.sleep(for: .milliseconds(200))
+            }
+        }
+    }
+
+    // (d) The job store: pull work, fulfil it with "done:<request>", release.
+    func workLoop<Store: JobStore>(store: Store, backend: String) async where Store.Target == String {
+        var sequence = 0
+        while !isStopped {
+            sequence += 1
+            do {
+                guard let lease = try await log.operation("pull-" + backend, sequence, { try await store.pullWork() }) else {
+                    try? await Task.sleep(for: .milliseconds(50))
+                    continue
+                }
+                log.record("JP", backend, lease.id.rawValue)
+                try await Task.sleep(for: .milliseconds(Int.random(in: 1...10)))
+                let request = String(decoding: lease.request, as: UTF8.self)
+                do {
+                    try await log.operation("fulfil-" + backend, sequence) { try await store.fulfill(lease.id, value: "done:" + request) }
+                    log.record("JF", backend, lease.id.rawValue)
+                } catch let error as JobStoreError where error.code == .alreadyFulfilled {
+                    log.record("JA", backend, lease.id.rawValue)
+                }
+                try? await lease.release()
+            } catch {
+                try? await Task.sleep(for: .milliseconds(50))
+            }
+        }
+    }
+
+    // (d) … and tell every waiting target, at least once.
+    func notifyLoop<Store: JobStore>(store: Store, backend: String) async where Store.Target == String {
+        var sequence = 0
+        while !isStopped {
+            sequence += 1
+            do {
+                guard let lease = try await log.operation("notify-" + backend, sequence, { try await store.pullNotification() }) else {
+                    try? await Task.sleep(for: .milliseconds(50))
+                    continue
+                }
+                let value = String(decoding: lease.value, as: UTF8.self)
+                for target in lease.waiting { log.record("JN", backend, lease.id.rawValue, target, value) }
+                try await lease.done(removing: lease.waiting)
+            } catch {
+                try? await Task.sleep(for: .milliseconds(50))
+            }
+        }
+    }
+}

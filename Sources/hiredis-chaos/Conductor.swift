@@ -1,0 +1,204 @@
+// The conductor: a throwaway Redis (AOF, appendfsync always), N worker processes, the
+// producers, the seeded faults, a drain, and the verification.
+import Foundation
+import Hiredis
+import QueueKit
+import RedisTestSupport
+import Synchronization
+
+struct Conductor {
+    let duration: Duration
+    let seed: UInt64
+    let workers: Int
+    let keep: Bool
+
+    func run() async throws -> Bool {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("hiredis-chaos-\(UUID().uuidString.prefix(8))")
+        let logs = directory.appendingPathComponent("logs")
+        try FileManager.default.createDirectory(at: logs, withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(at: directory.appendingPathComponent("jobs"), withIntermediateDirectories: true)
+        let server = try await RedisServer.start(["--appendonly", "yes", "--appendfsync", "always"])
+        let url = "redis://127.0.0.1:\(server.port)"
+        say("hiredis-chaos: seed \(seed), \(duration) of faults, \(workers) worker processes, redis-server on 127.0.0.1:\(server.port) (AOF, appendfsync always)")
+        say("   replay with: make chaos SEED=\(seed) DURATION=\(duration.components.seconds)")
+        say("   logs in \(directory.path)")
+
+        let log = try EventLog(path: logs.appendingPathComponent("conductor.log").path)
+        let executable = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().path
+        let fleet = Fleet(executable: executable, directory: directory, url: url, count: workers)
+        var admin = server.configuration
+        admin.commandTimeout = .seconds(10)
+        let control = try await RedisConnection.connect(admin)
+        let configuration = try Settings.configuration(url: url)
+        let client = try await RedisConnection.connect(configuration)
+        let subscriber = try await RedisSubscriber.connect(configuration)
+        let queue = try WorkQueue(client: client, subscriber: subscriber, options: Settings.queueOptions())
+        let redisJobs = try RedisJobStore<String>(client: client, prefix: Settings.jobPrefix, leaseTimeout: Settings.jobLease)
+        let fileJobs = try FileJobStore<String>(directory: directory.appendingPathComponent("jobs"), leaseTimeout: Settings.jobLease)
+
+        try fleet.startAll()
+        let started = ContinuousClock.now
+        let producing = SharedFlag(true)
+        let producers = [
+            Task { await produceTasks(queue: queue, log: log, while: producing) },
+            Task { await produceJobs(store: redisJobs, backend: "redis", log: log, while: producing) },
+            Task { await produceJobs(store: fileJobs, backend: "file", log: log, while: producing) },
+        ]
+
+        // Faults, one at a time, until the duration is over.
+        var schedule = FaultSchedule(seed: seed, slots: workers)
+        var injected = 0
+        while true {
+            let (pause, kind, slot) = schedule.next()
+            try await Task.sleep(for: pause)
+            if ContinuousClock.now - started >= duration { break }
+            await inject(kind, slot: slot, server: server, control: control, fleet: fleet, log: log)
+            injected += 1
+            if injected % 5 == 0 { say("   … \(injected) faults injected, \(Int((ContinuousClock.now - started).components.seconds)) s") }
+        }
+        producing.set(false)
+        for producer in producers { await producer.value }
+        server.resume()
+        for process in fleet.processes { signalProcess(process.processIdentifier, SIGCONT) }
+        log.record("D")  // drain begins
+        say("   faults over after \(injected); draining (every queued task and job must be done)")
+
+        let drained = await drain(queue: queue, logs: logs, limit: .seconds(60))
+        let hungAtStop = await fleet.stopAll(grace: .seconds(15))
+        log.record("Z")
+
+        let snapshot = try await Snapshot.take(queue: queue, resource: FencedResource(path: directory.appendingPathComponent("resource").path))
+        let events = try readEvents(in: logs)
+        let report = Verifier(events: events, snapshot: snapshot, drained: drained, crashes: fleet.crashes.withLock { $0 },
+                              hungAtStop: hungAtStop).report()
+        say("")
+        say(report.table)
+        await subscriber.close()
+        await client.close()
+        await control.close()
+        await server.kill()
+        if report.passed && !keep {
+            try? FileManager.default.removeItem(at: directory)
+        } else {
+            say("logs kept in \(directory.path)")
+        }
+        say(report.passed ? "\nevery must-hold figure held (seed \(seed))" : "\nA MUST-HOLD FIGURE FAILED (seed \(seed))")
+        return report.passed
+    }
+
+    /// Applies one fault and logs `F tag target start end`.
+    func inject(_ kind: FaultKind, slot: Int, server: RedisServer, control: RedisConnection, fleet: Fleet, log: EventLog) async {
+        let start = nowMillis()
+        var target = "redis"
+        switch kind {
+        case .killWorker:
+            target = fleet.current(slot)?.name ?? "none"
+            await fleet.kill(slot)
+            try? await Task.sleep(for: FaultTiming.restartDelay)
+            try? fleet.spawn(slot)
+        case .stopWorker:
+            target = fleet.current(slot)?.name ?? "none"
+            fleet.signal(slot, SIGSTOP)
+            try? await Task.sleep(for: FaultTiming.workerStop)
+            fleet.signal(slot, SIGCONT)
+        case .stopRedis:
+            server.pause()
+            try? await Task.sleep(for: FaultTiming.redisStop)
+            server.resume()
+        case .clientKillNormal:
+            _ = try? await control.send("CLIENT", "KILL", "TYPE", "normal")
+        case .clientKillPubsub:
+            _ = try? await control.send("CLIENT", "KILL", "TYPE", "pubsub")
+        case .debugSleep:
+            _ = try? await control.send("DEBUG", "SLEEP", FaultTiming.debugSleepSeconds)
+        case .restartRedis:
+            do { try await server.restart() } catch { say("   ! redis-server did not restart: \(error)") }
+        case .scriptFlush:
+            _ = try? await control.send("SCRIPT", "FLUSH")
+        }
+        let end = nowMillis()
+        log.record("F", kind.tag, target, String(start), String(end), at: end)
+        say("   fault: \(kind.rawValue)\(kind.strikesWorker ? " (\(target))" : "") for \(end - start) ms")
+    }
+
+    /// Waits until the queue is empty with nothing in flight and every queued job's target
+    /// was notified (both backends); `false` when `limit` passed first.
+    func drain(queue: WorkQueue, logs: URL, limit: Duration) async -> Bool {
+        let deadline = ContinuousClock.now + limit
+        while ContinuousClock.now < deadline {
+            if let queued = try? await queue.countQueue(Settings.queueName),
+               let inFlight = try? await queue.getProcesses(Settings.queueName), queued == 0, inFlight.isEmpty,
+               let events = try? readEvents(in: logs) {
+                var waiting = Set<String>()
+                for event in events where event.kind == "JQ" { waiting.insert("\(event.fields[0]) \(event.fields[1]) \(event.fields[2])") }
+                for event in events where event.kind == "JN" { waiting.remove("\(event.fields[0]) \(event.fields[1]) \(event.fields[2])") }
+                if waiting.isEmpty { return true }
+            }
+            try? await Task.sleep(for: .seconds(1))
+        }
+        return false
+    }
+
+    /// (c) 100 tasks a second, in batches of five, with unique ids. A batch whose enqueue
+    /// failed is logged as uncertain (it may have been applied before the reply was lost).
+    func produceTasks(queue: WorkQueue, log: EventLog, while producing: SharedFlag) async {
+        var next = 0
+        var batch = 0
+        while producing.isOn {
+            batch += 1
+            let ids = (0..<5).map { "t\(next + $0)" }
+            next += 5
+            do {
+                _ = try await log.operation("enqueue", batch) { try await queue.enqueue(Settings.queueName, ids) }
+                log.record("QQ", ids.joined(separator: ","))
+            } catch {
+                log.record("QU", ids.joined(separator: ","))
+            }
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+    }
+
+    /// (d) Ten jobs a second per backend: create, then queue a target (retried: a target is
+    /// kept once, so a retry after a lost reply is harmless).
+    func produceJobs<Store: JobStore>(store: Store, backend: String, log: EventLog, while producing: SharedFlag) async
+    where Store.Target == String {
+        var next = 0
+        while producing.isOn {
+            next += 1
+            let request = "r\(next)"
+            do {
+                let id = try await log.operation("create-" + backend, next) { try await store.create(request: request) }
+                log.record("JC", backend, id.rawValue, request)
+                let target = "tg\(next)"
+                var queued = false
+                for _ in 0..<50 where !queued {
+                    do {
+                        try await log.operation("queue-" + backend, next) { try await store.queue(id, target: target) }
+                        queued = true
+                    } catch {
+                        try? await Task.sleep(for: .milliseconds(100))
+                    }
+                }
+                if queued { log.record("JQ", backend, id.rawValue, target) }
+            } catch {
+                log.record("JU", backend, request)
+            }
+            try? await Task.sleep(for: .milliseconds(100))
+        }
+    }
+}
+
+/// What Redis and the resource say at the end.
+struct Snapshot {
+    var resource: ResourceState
+    var queued: Int
+    var inFlight: Int
+    var deadLettered: Set<String>
+
+    static func take(queue: WorkQueue, resource: FencedResource) async throws -> Snapshot {
+        Snapshot(resource: try await resource.snapshot(),
+                 queued: try await queue.countQueue(Settings.queueName),
+                 inFlight: try await queue.getProcesses(Settings.queueName).count,
+                 deadLettered: Set(try await queue.deadLetters(Settings.queueName).map(\.string)))
+    }
+}

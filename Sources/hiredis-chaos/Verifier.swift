@@ -1,0 +1,346 @@
+// Reads the run's events and says what held: the figures of `make chaos`.
+import Foundation
+
+struct Fault {
+    let kind: FaultKind
+    let target: String
+    let start: Int64
+    let end: Int64
+
+    func overlaps(_ from: Int64, _ to: Int64) -> Bool { start <= to && end >= from }
+}
+
+struct Report {
+    var rows: [(area: String, figure: String, value: String, rule: String, held: Bool?)] = []
+
+    mutating func add(_ area: String, _ figure: String, _ value: String, must rule: String? = nil, _ held: Bool? = nil) {
+        rows.append((area, figure, value, rule ?? "report", rule == nil ? nil : held))
+    }
+
+    var passed: Bool { rows.allSatisfy { $0.held != false } }
+
+    var table: String {
+        var lines = ["| area | figure | value | must hold |", "|---|---|---|---|"]
+        for row in rows {
+            let mark = row.held.map { $0 ? " ✓" : " ✗ FAILED" } ?? ""
+            lines.append("| \(row.area) | \(row.figure) | \(row.value) | \(row.rule)\(mark) |")
+        }
+        return lines.joined(separator: "\n")
+    }
+}
+
+struct Verifier {
+    let events: [Event]
+    let snapshot: Snapshot
+    let drained: Bool
+    let crashes: [String]
+    let hungAtStop: [String]
+
+    private var faults: [Fault] {
+        events.compactMap { event in
+            guard event.kind == "F", event.fields.count >= 4, let kind = FaultKind(tag: event.fields[0]),
+                  let start = Int64(event.fields[2]), let end = Int64(event.fields[3]) else { return nil }
+            return Fault(kind: kind, target: String(event.fields[1]), start: start, end: end)
+        }
+    }
+
+    private func of(_ kind: Substring) -> [Event] { events.filter { $0.kind == kind } }
+
+    func report() -> Report {
+        var report = Report()
+        let faults = self.faults
+        operations(&report, faults)
+        locks(&report)
+        fanout(&report, faults)
+        queue(&report, faults)
+        for backend in ["redis", "file"] { jobs(&report, backend: backend) }
+        hangs(&report, faults)
+        recovery(&report, faults)
+        return report
+    }
+
+    // MARK: Operations and faults
+
+    func operations(_ report: inout Report, _ faults: [Fault]) {
+        var ok: [String: Int] = [:]
+        var failed: [String: Int] = [:]
+        for event in of("E") where event.fields.count >= 3 {
+            let kind = String(event.fields[0].split(separator: "-").first ?? event.fields[0])
+            if event.fields[2] == "ok" { ok[kind, default: 0] += 1 } else { failed[kind, default: 0] += 1 }
+        }
+        let kinds = Set(ok.keys).union(failed.keys).sorted()
+        report.add("run", "operations (ok / failed)", kinds.map { "\($0) \(ok[$0] ?? 0)/\(failed[$0] ?? 0)" }.joined(separator: ", "))
+        var counts: [FaultKind: Int] = [:]
+        for fault in faults { counts[fault.kind, default: 0] += 1 }
+        report.add("run", "faults injected (\(faults.count))",
+                   FaultKind.allCases.map { "\($0.rawValue) \(counts[$0] ?? 0)" }.joined(separator: ", "))
+        report.add("run", "worker processes that crashed", crashes.isEmpty ? "0" : "\(crashes.count): \(crashes.joined(separator: "; "))",
+                   must: "= 0", crashes.isEmpty)
+        report.add("run", "queue and job stores drained after the faults", drained ? "yes" : "no (60 s limit)", must: "yes", drained)
+    }
+
+    // MARK: (a) Locks
+
+    func locks(_ report: inout Report) {
+        let resource = snapshot.resource
+        report.add("locks", "cycles accepted by the resource (counter)", "\(resource.accepted) (\(resource.counter))",
+                   must: "counter = accepted", resource.counter == resource.accepted)
+        report.add("locks", "overlapping holders detected at the resource", "\(resource.overlaps)", must: "= 0", resource.overlaps == 0)
+        report.add("locks", "lost updates (a write not based on the latest value)", "\(resource.lostUpdates)", must: "= 0",
+                   resource.lostUpdates == 0)
+        report.add("locks", "stale-token reads and writes rejected", "\(resource.staleRejected)")
+        // Holders whose time under the lock overlapped (a paused holder outliving its lease).
+        var intervals: [(Int64, Int64)] = []
+        var acquired: [Substring: Int64] = [:]
+        for event in events where event.fields.count >= 2 {
+            if event.kind == "LA" { acquired[event.fields[1]] = event.time }
+            if event.kind == "LD", let start = acquired[event.fields[1]] { intervals.append((start, event.time)) }
+        }
+        intervals.sort { $0.0 < $1.0 }
+        // A holder outlived its lease when the next holder came in before it was done.
+        let outlived = zip(intervals, intervals.dropFirst()).filter { $1.0 < $0.1 }.count
+        report.add("locks", "holders still working when the next took the lock (lease lost, fenced off)", "\(outlived)")
+    }
+
+    // MARK: (b) Fanout
+
+    func fanout(_ report: inout Report, _ faults: [Fault]) {
+        var runs: [Substring: [Event]] = [:]
+        var callers: [Substring: [Event]] = [:]
+        var involved: [Substring: Set<String>] = [:]
+        for event in events where event.fields.count >= 2 {
+            if event.kind == "JS" { runs[event.fields[0], default: []].append(event); involved[event.fields[0], default: []].insert(event.process) }
+            if event.kind == "FC" { callers[event.fields[0], default: []].append(event); involved[event.fields[0], default: []].insert(event.process) }
+        }
+        for event in of("S") where event.fields.first == "fanout" {
+            if let sequence = Int(event.fields[1]) { involved["fan-\(sequence / 100)", default: []].insert(event.process) }
+        }
+        // A leader keeps its job through a dropped connection (it retries within its lease),
+        // but not through being killed or stopped, nor a stalled or restarted server that
+        // outlasts its extensions.
+        let leaseFaults: Set<FaultKind> = [.killWorker, .stopWorker, .stopRedis, .debugSleep, .restartRedis]
+        var once = 0
+        var explained = 0
+        var unexplained: [String] = []
+        for (id, list) in runs {
+            if list.count == 1 { once += 1; continue }
+            let from = list.first!.time - 1000
+            let to = list.last!.time
+            let processes = involved[id] ?? []
+            let excuse = faults.contains { fault in
+                leaseFaults.contains(fault.kind) && fault.overlaps(from, to)
+                    && (!fault.kind.strikesWorker || processes.contains(fault.target))
+            }
+            if excuse { explained += 1 } else { unexplained.append("\(id) ran \(list.count)×") }
+        }
+        var wrong = 0
+        for (id, list) in callers {
+            let values = Set((runs[id] ?? []).map { $0.fields[1] })
+            wrong += list.filter { !values.contains($0.fields[1]) }.count
+        }
+        let answered = callers.values.reduce(0) { $0 + $1.count }
+        let failed = of("E").filter { $0.fields.first == "fanout" && $0.fields.count >= 3 && $0.fields[2] != "ok" }.count
+        report.add("fanout", "ids / callers answered / callers failed", "\(runs.count) / \(answered) / \(failed)")
+        report.add("fanout", "ids whose job ran once", "\(once)")
+        report.add("fanout", "ids run again after a leader lost its lease to a fault", "\(explained)")
+        report.add("fanout", "ids run more than once without such a fault",
+                   unexplained.isEmpty ? "0" : "\(unexplained.count): \(unexplained.prefix(5).joined(separator: ", "))",
+                   must: "= 0", unexplained.isEmpty)
+        report.add("fanout", "callers given a value no run of their id produced", "\(wrong)", must: "= 0", wrong == 0)
+    }
+
+    // MARK: (c) Work queue
+
+    func queue(_ report: inout Report, _ faults: [Fault]) {
+        var enqueued = Set<Substring>()
+        var uncertain = Set<Substring>()
+        for event in of("QQ") { enqueued.formUnion(event.fields[0].split(separator: ",")) }
+        for event in of("QU") { uncertain.formUnion(event.fields[0].split(separator: ",")) }
+        var begun: [String: Int64] = [:]   // process task delivery → time
+        var effects: [Substring: Int] = [:]
+        var exposed = 0
+        var redelivered = 0
+        let workerFaults = faults.filter { $0.kind.strikesWorker }
+        for event in events where event.fields.count >= 2 {
+            let key = "\(event.process) \(event.fields[0]) \(event.fields[1])"
+            if event.kind == "QB" {
+                begun[key] = event.time
+                if event.fields[1] != "1" { redelivered += 1 }
+            } else if event.kind == "QE" {
+                effects[event.fields[0], default: 0] += 1
+                let from = begun[key] ?? event.time
+                // Done, but its finish may not have landed when the process was struck.
+                if workerFaults.contains(where: { $0.target == event.process && $0.overlaps(from, event.time + 1000) }) { exposed += 1 }
+            }
+        }
+        let dead = Set(snapshot.deadLettered.map { Substring($0) })
+        let lost = enqueued.filter { effects[$0] == nil && !dead.contains($0) }
+        let duplicated = effects.values.reduce(0) { $0 + max($1 - 1, 0) }
+        let finished = enqueued.filter { effects[$0] != nil }.count
+        report.add("queue", "tasks enqueued / finished / dead-lettered", "\(enqueued.count) / \(finished) / \(dead.count)")
+        report.add("queue", "tasks lost", lost.isEmpty ? "0" : "\(lost.count) (e.g. \(lost.prefix(5).joined(separator: ", ")))",
+                   must: "= 0", lost.isEmpty)
+        report.add("queue", "tasks left queued or in flight after the drain", "\(snapshot.queued) / \(snapshot.inFlight)",
+                   must: "= 0", snapshot.queued == 0 && snapshot.inFlight == 0)
+        report.add("queue", "tasks done twice / done in a worker as it was struck", "\(duplicated) / \(exposed)",
+                   must: "twice ≤ struck", duplicated <= exposed)
+        report.add("queue", "redeliveries (delivery > 1)", "\(redelivered)")
+        let uncertainDone = uncertain.filter { effects[$0] != nil }.count
+        report.add("queue", "enqueues whose reply was lost (of them done)", "\(uncertain.count) (\(uncertainDone))")
+    }
+
+    // MARK: (d) Job store
+
+    func jobs(_ report: inout Report, backend: String) {
+        var requests: [Substring: Substring] = [:]
+        var queued: [Substring: Substring] = [:]
+        var fulfilled: [Substring: Int] = [:]
+        var notified: [String: Int] = [:]
+        var wrongValue = 0
+        for event in events where event.fields.first.map(String.init) == backend {
+            let fields = event.fields
+            switch event.kind {
+            case "JC" where fields.count >= 3: requests[fields[1]] = fields[2]
+            case "JQ" where fields.count >= 3: queued[fields[1]] = fields[2]
+            case "JF" where fields.count >= 2: fulfilled[fields[1], default: 0] += 1
+            case "JN" where fields.count >= 4:
+                notified["\(fields[1]) \(fields[2])", default: 0] += 1
+                if let request = requests[fields[1]], fields.count >= 4, fields[3] != "done:" + request { wrongValue += 1 }
+            default: break
+            }
+        }
+        let lost = queued.filter { notified["\($0.key) \($0.value)"] == nil }
+        let twice = fulfilled.values.filter { $0 > 1 }.count
+        let repeats = notified.values.reduce(0) { $0 + $1 - 1 }
+        let done = queued.keys.filter { fulfilled[$0] != nil }.count
+        let area = "jobs (\(backend))"
+        report.add(area, "jobs created and queued / fulfilled / targets notified", "\(queued.count) / \(done) / \(queued.count - lost.count)")
+        report.add(area, "jobs lost (queued, never notified)", lost.isEmpty ? "0" : "\(lost.count) (e.g. \(lost.keys.prefix(3).joined(separator: ", ")))",
+                   must: "= 0", lost.isEmpty)
+        report.add(area, "jobs fulfilled twice", "\(twice)", must: "= 0", twice == 0)
+        report.add(area, "notifications with a value other than the job's", "\(wrongValue)", must: "= 0", wrongValue == 0)
+        report.add(area, "repeated notifications (at least once)", "\(repeats)")
+    }
+
+    // MARK: Hangs
+
+    func hangs(_ report: inout Report, _ faults: [Fault]) {
+        var started: [String: (Event, Int64)] = [:]
+        var hung: [String] = []
+        let exitedCleanly = Set(events.filter { $0.kind == "X" || $0.kind == "Z" }.map(\.process))
+        func stoppedMillis(_ process: String, _ from: Int64, _ to: Int64) -> Int64 {
+            faults.filter { $0.kind == .stopWorker && $0.target == process && $0.overlaps(from, to) }
+                .reduce(0) { $0 + (min($1.end, to) - max($1.start, from)) }
+        }
+        for event in events where event.fields.count >= 2 {
+            let key = "\(event.process) \(event.fields[0]) \(event.fields[1])"
+            if event.kind == "S" {
+                started[key] = (event, event.time)
+            } else if event.kind == "E", let (_, start) = started.removeValue(forKey: key) {
+                let limit = (event.fields[0] == "fanout" ? Settings.fanoutLimitMillis : Settings.operationLimitMillis)
+                    + stoppedMillis(event.process, start, event.time)
+                if event.time - start > limit { hung.append("\(key) took \(event.time - start) ms") }
+            }
+        }
+        for (key, (event, _)) in started where exitedCleanly.contains(event.process) || hungAtStop.contains(event.process) {
+            hung.append("\(key) never returned")
+        }
+        let detail = hung.isEmpty ? "0" : "\(hung.count): \(hung.prefix(5).joined(separator: "; "))"
+        report.add("all", "waiters that hung past their timeout", detail, must: "= 0", hung.isEmpty)
+        report.add("all", "processes that did not stop when asked", hungAtStop.isEmpty ? "0" : hungAtStop.joined(separator: ", "),
+                   must: "= 0", hungAtStop.isEmpty)
+    }
+
+    // MARK: Recovery
+
+    /// Redis faults: from the fault's end until a lock cycle acquired afterwards was accepted,
+    /// a Redis job pull begun afterwards succeeded, and (when tasks were waiting) a task
+    /// began. Worker faults: from the fault until the tasks, jobs and lock the struck process
+    /// held were done or taken by someone.
+    func recovery(_ report: inout Report, _ faults: [Fault]) {
+        var acquiredAt: [Substring: Int64] = [:]
+        for event in of("LA") where event.fields.count >= 2 { acquiredAt[event.fields[1]] = event.time }
+        let accepted = of("LW").compactMap { event in acquiredAt[event.fields[1]].map { ($0, event.time) } }
+        var pullStarts: [String: Int64] = [:]
+        var pulls: [(Int64, Int64)] = []
+        for event in events where event.fields.first == "pull-redis" && event.fields.count >= 2 {
+            let key = "\(event.process) \(event.fields[1])"
+            if event.kind == "S" { pullStarts[key] = event.time }
+            if event.kind == "E", event.fields.count >= 3, event.fields[2] == "ok", let start = pullStarts[key] { pulls.append((start, event.time)) }
+        }
+        let taskStarts = of("QB").map(\.time)
+        let dead = snapshot.deadLettered
+
+        var longest: [FaultKind: Int64] = [:]
+        var never: [String] = []
+        var cutShort = 0
+        for (index, fault) in faults.enumerated() {
+            var recovered: Int64?
+            if fault.kind.strikesWorker {
+                recovered = handedOn(fault, dead: dead)
+            } else {
+                let lock = accepted.first { $0.0 >= fault.end }.map { $0.1 - fault.end }
+                let pull = pulls.first { $0.0 >= fault.end }.map { $0.1 - fault.end }
+                let task = taskStarts.first { $0 >= fault.end }.map { $0 - fault.end } ?? 0
+                if let lock, let pull { recovered = max(lock, pull, task) }
+            }
+            guard let recovered else {
+                never.append("\(fault.kind.rawValue) at \(fault.start)")
+                continue
+            }
+            // A recovery still under way when the next fault struck measures both: left out.
+            let recoveredAt = (fault.kind.strikesWorker ? fault.start : fault.end) + recovered
+            if index + 1 < faults.count && recoveredAt > faults[index + 1].start {
+                cutShort += 1
+                continue
+            }
+            longest[fault.kind] = max(longest[fault.kind] ?? 0, recovered)
+        }
+        let figures = FaultKind.allCases.compactMap { kind in
+            longest[kind].map { "\(kind.rawValue) \(String(format: "%.2f", Double($0) / 1000)) s" }
+        }
+        report.add("all", "longest recovery after each fault kind", figures.joined(separator: ", ")
+                   + (cutShort > 0 ? " (\(cutShort) recoveries overlapped by the next fault left out)" : ""))
+        report.add("all", "faults never recovered from", never.isEmpty ? "0" : never.joined(separator: "; "), must: "= 0", never.isEmpty)
+    }
+
+    /// For a struck worker: how long until what it held was done elsewhere (0 if it held
+    /// nothing); `nil` if something it held was never done.
+    private func handedOn(_ fault: Fault, dead: Set<String>) -> Int64? {
+        var openTasks = Set<Substring>()
+        var openJobs = Set<Substring>()
+        var holding: Substring?
+        for event in events where event.process == fault.target && event.time <= fault.start && !event.fields.isEmpty {
+            switch event.kind {
+            case "QB": openTasks.insert(event.fields[0])
+            case "QE": openTasks.remove(event.fields[0])
+            case "JP" where event.fields.count >= 2: openJobs.insert(event.fields[1])
+            case "JF", "JA": if event.fields.count >= 2 { openJobs.remove(event.fields[1]) }
+            case "LA" where event.fields.count >= 2: holding = event.fields[1]
+            case "LD": holding = nil
+            default: break
+            }
+        }
+        var latest = fault.start
+        for task in openTasks where !dead.contains(String(task)) {
+            guard let done = events.first(where: { $0.kind == "QE" && $0.time > fault.start && $0.fields.first == task }) else { return nil }
+            latest = max(latest, done.time)
+        }
+        for job in openJobs {
+            guard let done = events.first(where: { ($0.kind == "JF" || $0.kind == "JA") && $0.time > fault.start
+                && $0.fields.count >= 2 && $0.fields[1] == job }) else {
+                // Fulfilled by the struck process itself just before the strike, unlogged: the notification shows it.
+                guard let notified = events.first(where: { $0.kind == "JN" && $0.time > fault.start && $0.fields.count >= 2 && $0.fields[1] == job })
+                else { return nil }
+                latest = max(latest, notified.time)
+                continue
+            }
+            latest = max(latest, done.time)
+        }
+        if holding != nil {
+            guard let next = events.first(where: { $0.kind == "LA" && $0.time > fault.start && $0.process != fault.target }) else { return nil }
+            latest = max(latest, next.time)
+        }
+        return latest - fault.start
+    }
+}
