@@ -84,12 +84,13 @@ public final actor CallbackQueue {
     }
 
     nonisolated func acquire(_ keys: [String], retries: Int) async throws -> [Lock] {
-        let token = UUID().uuidString
         let ttl = options.lock.timeout
         var attempt = 0
         var heldKey = keys[0]
         while true {
-            switch try await tryAcquire(keys, token: token, ttl: ttl) {
+            // A token per attempt: a background release left over from an earlier attempt
+            // (its reply was lost) can then never delete a lock taken by a later one.
+            switch try await tryAcquire(keys, token: UUID().uuidString, ttl: ttl) {
             case .success(let locks): return locks
             case .failure(let held): heldKey = held.key
             }
@@ -120,6 +121,7 @@ public final actor CallbackQueue {
                 reply = try await client.run(Scripts.acquire, keys: lockKeys + fenceKeys, arguments: [token, ttl.milliseconds])
             } catch {
                 for lock in taken { await lock.releaseSoon() }
+                abandon(lockKeys, token: token, ttl: ttl)
                 throw error
             }
             let values = try reply.decode([Int64].self)
@@ -155,6 +157,17 @@ public final actor CallbackQueue {
         }
         // Back in the order the keys were given.
         return .success(keys.map { key in taken.first { $0.key == key }! })
+    }
+
+    /// An attempt to take `redisKeys` under `token` failed without a reply: it may have run
+    /// (a timeout, a dropped connection), leaving locks nobody knows it holds, which would
+    /// block every contender for a whole lease. Releases them in the background; the token
+    /// is this attempt's own, so nothing else can be released.
+    nonisolated func abandon(_ redisKeys: [String], token: String, ttl: Duration) {
+        for redisKey in redisKeys {
+            let orphan = Lock(key: redisKey, redisKey: redisKey, token: token, fencingToken: 0, timeout: ttl, connection: client)
+            Task { await orphan.releaseSoon() }
+        }
     }
 
     /// Runs `body` under `lock` (with the watchdog when `autoExtend`), then releases it.
@@ -374,9 +387,15 @@ public final actor CallbackQueue {
     nonisolated func claimJob(_ id: String) async throws -> JobClaim {
         let redisKey = lockKey(id)
         let token = UUID().uuidString
-        let reply = try await client.run(
-            Scripts.acquireJob, keys: [redisKey, sameSlot(redisKey, ":fence"), outcomeKey(id)],
-            arguments: [token, options.lock.timeout.milliseconds])
+        let reply: RedisReply
+        do {
+            reply = try await client.run(
+                Scripts.acquireJob, keys: [redisKey, sameSlot(redisKey, ":fence"), outcomeKey(id)],
+                arguments: [token, options.lock.timeout.milliseconds])
+        } catch {
+            abandon([redisKey], token: token, ttl: options.lock.timeout)
+            throw error
+        }
         switch try reply.decode(Int64.self) {
         case -1:
             if let outcome = try await storedOutcome(id) { return .completed(outcome) }

@@ -33,7 +33,7 @@ extension Worker {
         var failure: (any Error)?
 
         await withGracefulShutdownHandler {
-            await withTaskGroup(of: Void.self) { group in
+            await withDiscardingTaskGroup { group in
                 group.addTask {
                     for await event in events {
                         switch event {

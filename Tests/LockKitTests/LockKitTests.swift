@@ -208,6 +208,25 @@ struct JobFailed: Error, CustomStringConvertible {
         }
     }
 
+    @Test(.enabled(if: TestRedis.ownsServers)) func acquisitionWhoseReplyTimedOutLeavesNoOrphanLock() async throws {
+        // The server is stopped, so the acquiring script times out on the client but runs
+        // when the server resumes: the lock it set must not block others for its 30 s lease.
+        let server = try await RedisServer.start()
+        let fleet = try await Fleet.start(1, lock: LockOptions(timeout: .seconds(30), retries: 0), redis: TestRedis(server)) {
+            $0.commandTimeout = .milliseconds(200)
+        }
+        let checker = try await server.connect()
+        try await fleet.queues[0].once("warm-up").release()   // the script is loaded: one EVALSHA
+        server.pause()
+        await #expect(throws: RedisError.self) { try await fleet.queues[0].once("orphan") }
+        server.resume()
+        try await eventually(timeout: .seconds(10), "the orphaned lock released") {
+            try await checker.send("EXISTS", fleet.prefix + "orphan") == .integer(0)
+        }
+        let lock = try await fleet.queues[0].once("orphan")
+        try await lock.release()
+    }
+
     @Test func bodyErrorReleasesTheLock() async throws {
         let fleet = try await Fleet.start(1)
         await #expect(throws: JobFailed.self) {
