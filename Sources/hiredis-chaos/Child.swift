@@ -106,7 +106,7 @@ struct Child {
                 group.addTask { await lockLoop(lane: lane, locks: locks, resource: resource) }
             }
             group.addTask { await fanoutLoop(locks: locks) }
-            group.addTask { await queueLoop(worker: worker) }
+            group.addTask { await queueLoop(queue: queue, first: worker) }
             group.addTask { await workLoop(store: redisJobs, backend: "redis") }
             group.addTask { await notifyLoop(store: redisJobs, backend: "redis") }
             group.addTask { await workLoop(store: fileJobs, backend: "file") }
@@ -116,7 +116,6 @@ struct Child {
             await group.next()
             group.cancelAll()
         }
-        try? await worker.failWorker()
         await locks.close()
         await subscriber.close()
         await client.close()
@@ -164,6 +163,7 @@ struct Child {
                     let id = "fan-\(round)"
                     for caller in 0..<Settings.fanoutCallers {
                         group.addTask {
+                            log.record("FS", id)
                             _ = try? await log.operation("fanout", Int(round % 1_000_000) * 100 + caller) {
                                 let value: String = try await locks.fanout(id, timeout: Settings.fanoutTimeout) {
                                     let run = "\(name)@\(nowMillis())"
@@ -183,20 +183,31 @@ struct Child {
     }
 
     // (c) The work queue: the handler's effect is the `QE` line.
-    func queueLoop(worker: Worker) async {
+    func queueLoop(queue: WorkQueue, first: Worker) async {
+        var worker = first
         while !isStopped && !Task.isCancelled {
             do {
                 try await worker.run(Settings.queueName, concurrency: Settings.queueConcurrency) { process in
                     log.record("QB", process.string, String(process.deliveries))
-                    try await Task.sleep(for: .milliseconds(Int.random(in: 5...30)))
+                    do {
+                        try await Task.sleep(for: .milliseconds(Int.random(in: 5...30)))
+                    } catch {
+                        log.record("QC", process.string, String(process.deliveries))   // cancelled: no effect
+                        throw error
+                    }
                     log.record("QE", process.string, String(process.deliveries))
                 }
             } catch {
                 if Task.isCancelled { return }
                 log.record("QX", sanitize("\(error)"))
                 try? await Task.sleep(for: .milliseconds(200))
+                if let error = error as? WorkQueueError, error.code == .workerFailed || error.code == .workerNotStarted,
+                   let fresh = try? await queue.startWorker() {
+                    worker = fresh
+                }
             }
         }
+        try? await worker.failWorker()
     }
 
     // (d) The job store: pull work, fulfil it with "done:<request>", release.
@@ -217,6 +228,8 @@ struct Child {
                     log.record("JF", backend, lease.id.rawValue)
                 } catch let error as JobStoreError where error.code == .alreadyFulfilled {
                     log.record("JA", backend, lease.id.rawValue)
+                } catch {
+                    log.record("JX", backend, lease.id.rawValue)   // may or may not have landed
                 }
                 try? await lease.release()
             } catch {

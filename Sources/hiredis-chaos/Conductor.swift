@@ -36,6 +36,22 @@ struct Conductor {
         let redisJobs = try RedisJobStore<String>(client: client, prefix: Settings.jobPrefix, leaseTimeout: Settings.jobLease)
         let fileJobs = try FileJobStore<String>(directory: directory.appendingPathComponent("jobs"), leaseTimeout: Settings.jobLease)
 
+        // Ctrl-C or `timeout`: no worker may be left stopped or running, nor the server.
+        let interrupted = DispatchSource.makeSignalSource(signal: SIGTERM)
+        let interruptedByUser = DispatchSource.makeSignalSource(signal: SIGINT)
+        for source in [interrupted, interruptedByUser] {
+            source.setEventHandler {
+                for process in fleet.processes { signalProcess(process.processIdentifier, SIGCONT); signalProcess(process.processIdentifier, SIGKILL) }
+                if let pid = server.pid { signalProcess(pid, SIGCONT); signalProcess(pid, SIGKILL) }
+                say("interrupted: worker processes and redis-server killed; logs in \(directory.path)")
+                exit(130)
+            }
+            source.resume()
+        }
+        signal(SIGTERM, SIG_IGN)
+        signal(SIGINT, SIG_IGN)
+        defer { interrupted.cancel(); interruptedByUser.cancel() }
+
         try fleet.startAll()
         let started = ContinuousClock.now
         let producing = SharedFlag(true)
@@ -48,11 +64,13 @@ struct Conductor {
         // Faults, one at a time, until the duration is over.
         var schedule = FaultSchedule(seed: seed, slots: workers)
         var injected = 0
+        var lastFault = ContinuousClock.now
         while true {
             let (pause, kind, slot) = schedule.next()
             try await Task.sleep(for: pause)
             if ContinuousClock.now - started >= duration { break }
             await inject(kind, slot: slot, server: server, control: control, fleet: fleet, log: log)
+            lastFault = ContinuousClock.now
             injected += 1
             if injected % 5 == 0 { say("   … \(injected) faults injected, \(Int((ContinuousClock.now - started).components.seconds)) s") }
         }
@@ -64,6 +82,9 @@ struct Conductor {
         say("   faults over after \(injected); draining (every queued task and job must be done)")
 
         let drained = await drain(queue: queue, logs: logs, limit: .seconds(60))
+        // Room for the last fault's recovery to show: leases and the worker timeout run out.
+        let settled = lastFault + Settings.lockLease + Settings.jobLease + Settings.workerTimeout + .seconds(1)
+        if ContinuousClock.now < settled { try await Task.sleep(until: settled) }
         let hungAtStop = await fleet.stopAll(grace: .seconds(15))
         log.record("Z")
 
@@ -92,7 +113,7 @@ struct Conductor {
         var target = "redis"
         switch kind {
         case .killWorker:
-            target = fleet.current(slot)?.name ?? "none"
+            target = fleet.current(slot)?.name ?? "none"   // "none": no process to strike; not counted
             await fleet.kill(slot)
             try? await Task.sleep(for: FaultTiming.restartDelay)
             try? fleet.spawn(slot)
@@ -105,16 +126,21 @@ struct Conductor {
             server.pause()
             try? await Task.sleep(for: FaultTiming.redisStop)
             server.resume()
-        case .clientKillNormal:
-            _ = try? await control.send("CLIENT", "KILL", "TYPE", "normal")
-        case .clientKillPubsub:
-            _ = try? await control.send("CLIENT", "KILL", "TYPE", "pubsub")
-        case .debugSleep:
-            _ = try? await control.send("DEBUG", "SLEEP", FaultTiming.debugSleepSeconds)
+        case .clientKillNormal, .clientKillPubsub, .debugSleep, .scriptFlush:
+            let command: [String] = switch kind {
+            case .clientKillNormal: ["CLIENT", "KILL", "TYPE", "normal"]
+            case .clientKillPubsub: ["CLIENT", "KILL", "TYPE", "pubsub"]
+            case .debugSleep: ["DEBUG", "SLEEP", FaultTiming.debugSleepSeconds]
+            default: ["SCRIPT", "FLUSH"]
+            }
+            do {
+                _ = try await control.send(RedisCommand(command[0], arguments: command.dropFirst()))
+            } catch {
+                target = "failed"   // not applied: not counted
+                say("   ! \(kind.rawValue) failed: \(error)")
+            }
         case .restartRedis:
-            do { try await server.restart() } catch { say("   ! redis-server did not restart: \(error)") }
-        case .scriptFlush:
-            _ = try? await control.send("SCRIPT", "FLUSH")
+            do { try await server.restart() } catch { say("   ! redis-server did not restart: \(error)"); target = "failed" }
         }
         let end = nowMillis()
         log.record("F", kind.tag, target, String(start), String(end), at: end)
@@ -125,15 +151,20 @@ struct Conductor {
     /// was notified (both backends); `false` when `limit` passed first.
     func drain(queue: WorkQueue, logs: URL, limit: Duration) async -> Bool {
         let deadline = ContinuousClock.now + limit
+        var cleanChecks = 0
         while ContinuousClock.now < deadline {
+            var clean = false
             if let queued = try? await queue.countQueue(Settings.queueName),
                let inFlight = try? await queue.getProcesses(Settings.queueName), queued == 0, inFlight.isEmpty,
                let events = try? readEvents(in: logs) {
                 var waiting = Set<String>()
                 for event in events where event.kind == "JQ" { waiting.insert("\(event.fields[0]) \(event.fields[1]) \(event.fields[2])") }
                 for event in events where event.kind == "JN" { waiting.remove("\(event.fields[0]) \(event.fields[1]) \(event.fields[2])") }
-                if waiting.isEmpty { return true }
+                clean = waiting.isEmpty
             }
+            // Twice in a row: a dead worker's tasks could move between the two reads.
+            cleanChecks = clean ? cleanChecks + 1 : 0
+            if cleanChecks >= 2 { return true }
             try? await Task.sleep(for: .seconds(1))
         }
         return false

@@ -64,17 +64,18 @@ struct Event {
 
 /// Reads every `*.log` in `directory`.
 func readEvents(in directory: URL) throws -> [Event] {
-    var events: [Event] = []
+    var events: [(event: Event, order: Int)] = []
     for name in try FileManager.default.contentsOfDirectory(atPath: directory.path) where name.hasSuffix(".log") {
         let text = try String(contentsOf: directory.appendingPathComponent(name), encoding: .utf8)
         let process = String(name.dropLast(4))
         for line in text.split(separator: "\n") {
             let parts = line.split(separator: "\t", omittingEmptySubsequences: false)
             guard parts.count >= 2, let time = Int64(parts[0]) else { continue }  // a torn last line
-            events.append(Event(time: time, kind: parts[1], fields: Array(parts.dropFirst(2)), process: process))
+            events.append((Event(time: time, kind: parts[1], fields: Array(parts.dropFirst(2)), process: process), events.count))
         }
     }
-    return events.sorted { $0.time < $1.time }
+    // By time; within a millisecond, in file order (a process's own events stay in order).
+    return events.sorted { ($0.event.time, $0.order) < ($1.event.time, $1.order) }.map(\.event)
 }
 
 func sanitize(_ text: String) -> String {

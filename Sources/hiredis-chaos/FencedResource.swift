@@ -24,7 +24,12 @@ struct ResourceState: Sendable {
         (staleRejected, self.overlaps, lostUpdates) = (stale, overlaps, lost)
     }
 
-    var text: String { "\(maxToken) \(holder) \(counter) \(accepted) \(staleRejected) \(overlaps) \(lostUpdates)" }
+    /// Padded to a fixed width, so that every write overwrites the whole record (a process
+    /// killed mid-write cannot leave the tail of a longer one behind).
+    var text: String {
+        let text = "\(maxToken) \(holder) \(counter) \(accepted) \(staleRejected) \(overlaps) \(lostUpdates)"
+        return text + String(repeating: " ", count: max(0, 256 - text.utf8.count))
+    }
 }
 
 /// A counter file shared by every chaos process. Each operation is atomic across processes
@@ -89,11 +94,12 @@ final class FencedResource: Sendable {
             var buffer = [UInt8](repeating: 0, count: 512)
             let count = pread(descriptor, &buffer, buffer.count, 0)
             guard count >= 0 else { throw ChaosError("resource read failed: errno \(errno)") }
-            let text = String(decoding: buffer[0..<count], as: UTF8.self)
-            var state = count == 0 ? ResourceState() : (ResourceState(text) ?? ResourceState())
+            let text = String(decoding: buffer[0..<count], as: UTF8.self).trimmingCharacters(in: .whitespaces)
+            guard count == 0 || ResourceState(text) != nil else { throw ChaosError("the resource file is corrupt: \(text)") }
+            var state = count == 0 ? ResourceState() : ResourceState(text)!
             let value = body(&state)
             let bytes = Array(state.text.utf8)
-            guard pwrite(descriptor, bytes, bytes.count, 0) == bytes.count, ftruncate(descriptor, off_t(bytes.count)) == 0 else {
+            guard pwrite(descriptor, bytes, bytes.count, 0) == bytes.count else {
                 throw ChaosError("resource write failed: errno \(errno)")
             }
             return .some(value)

@@ -39,7 +39,8 @@ struct Verifier {
     private var faults: [Fault] {
         events.compactMap { event in
             guard event.kind == "F", event.fields.count >= 4, let kind = FaultKind(tag: event.fields[0]),
-                  let start = Int64(event.fields[2]), let end = Int64(event.fields[3]) else { return nil }
+                  let start = Int64(event.fields[2]), let end = Int64(event.fields[3]),
+                  event.fields[1] != "none", event.fields[1] != "failed" else { return nil }
             return Fault(kind: kind, target: String(event.fields[1]), start: start, end: end)
         }
     }
@@ -112,9 +113,7 @@ struct Verifier {
             if event.kind == "JS" { runs[event.fields[0], default: []].append(event); involved[event.fields[0], default: []].insert(event.process) }
             if event.kind == "FC" { callers[event.fields[0], default: []].append(event); involved[event.fields[0], default: []].insert(event.process) }
         }
-        for event in of("S") where event.fields.first == "fanout" {
-            if let sequence = Int(event.fields[1]) { involved["fan-\(sequence / 100)", default: []].insert(event.process) }
-        }
+        for event in of("FS") { involved[event.fields[0], default: []].insert(event.process) }
         // A leader keeps its job through a dropped connection (it retries within its lease),
         // but not through being killed or stopped, nor a stalled or restarted server that
         // outlasts its extensions.
@@ -158,6 +157,7 @@ struct Verifier {
         for event in of("QU") { uncertain.formUnion(event.fields[0].split(separator: ",")) }
         var begun: [String: Int64] = [:]   // process task delivery → time
         var effects: [Substring: Int] = [:]
+        var exposedByTask: [Substring: Int] = [:]
         var exposed = 0
         var redelivered = 0
         let workerFaults = faults.filter { $0.kind.strikesWorker }
@@ -170,20 +170,25 @@ struct Verifier {
                 effects[event.fields[0], default: 0] += 1
                 let from = begun[key] ?? event.time
                 // Done, but its finish may not have landed when the process was struck.
-                if workerFaults.contains(where: { $0.target == event.process && $0.overlaps(from, event.time + 1000) }) { exposed += 1 }
+                if workerFaults.contains(where: { $0.target == event.process && $0.overlaps(from, event.time + 1000) }) {
+                    exposed += 1
+                    exposedByTask[event.fields[0], default: 0] += 1
+                }
             }
         }
         let dead = Set(snapshot.deadLettered.map { Substring($0) })
         let lost = enqueued.filter { effects[$0] == nil && !dead.contains($0) }
         let duplicated = effects.values.reduce(0) { $0 + max($1 - 1, 0) }
+        // Every extra run of a task must be matched by a run in a worker struck as it ran.
+        let unexcused = effects.reduce(0) { $0 + max(0, $1.value - 1 - (exposedByTask[$1.key] ?? 0)) }
         let finished = enqueued.filter { effects[$0] != nil }.count
         report.add("queue", "tasks enqueued / finished / dead-lettered", "\(enqueued.count) / \(finished) / \(dead.count)")
         report.add("queue", "tasks lost", lost.isEmpty ? "0" : "\(lost.count) (e.g. \(lost.prefix(5).joined(separator: ", ")))",
                    must: "= 0", lost.isEmpty)
         report.add("queue", "tasks left queued or in flight after the drain", "\(snapshot.queued) / \(snapshot.inFlight)",
                    must: "= 0", snapshot.queued == 0 && snapshot.inFlight == 0)
-        report.add("queue", "tasks done twice / done in a worker as it was struck", "\(duplicated) / \(exposed)",
-                   must: "twice ≤ struck", duplicated <= exposed)
+        report.add("queue", "tasks done twice / runs in a worker as it was struck", "\(duplicated) / \(exposed)")
+        report.add("queue", "tasks done twice without a run in a struck worker", "\(unexcused)", must: "= 0", unexcused == 0)
         report.add("queue", "redeliveries (delivery > 1)", "\(redelivered)")
         let uncertainDone = uncertain.filter { effects[$0] != nil }.count
         report.add("queue", "enqueues whose reply was lost (of them done)", "\(uncertain.count) (\(uncertainDone))")
@@ -242,13 +247,28 @@ struct Verifier {
                 if event.time - start > limit { hung.append("\(key) took \(event.time - start) ms") }
             }
         }
-        for (key, (event, _)) in started where exitedCleanly.contains(event.process) || hungAtStop.contains(event.process) {
-            hung.append("\(key) never returned")
+        var lastEvent: [String: Int64] = [:]
+        for event in events { lastEvent[event.process] = event.time }
+        for (key, (event, start)) in started {
+            if exitedCleanly.contains(event.process) || hungAtStop.contains(event.process) {
+                hung.append("\(key) never returned")
+            } else if let last = lastEvent[event.process] {
+                // Killed with the operation open: it must not have been open too long by then.
+                let limit = (event.fields[0] == "fanout" ? Settings.fanoutLimitMillis : Settings.operationLimitMillis)
+                    + stoppedMillis(event.process, start, last)
+                if last - start > limit { hung.append("\(key) open for \(last - start) ms when its process was killed") }
+            }
         }
         let detail = hung.isEmpty ? "0" : "\(hung.count): \(hung.prefix(5).joined(separator: "; "))"
         report.add("all", "waiters that hung past their timeout", detail, must: "= 0", hung.isEmpty)
         report.add("all", "processes that did not stop when asked", hungAtStop.isEmpty ? "0" : hungAtStop.joined(separator: ", "),
                    must: "= 0", hungAtStop.isEmpty)
+        // Every worker process ends by a kill -9 of the schedule or cleanly (its `X` line).
+        let killed = Set(faults.filter { $0.kind == .killWorker }.map(\.target))
+        let unclean = Set(events.filter { $0.kind == "P" }.map(\.process))
+            .subtracting(exitedCleanly).subtracting(killed).subtracting(hungAtStop).sorted()
+        report.add("all", "worker processes that ended without a clean stop", unclean.isEmpty ? "0" : unclean.joined(separator: ", "),
+                   must: "= 0", unclean.isEmpty)
     }
 
     // MARK: Recovery
@@ -304,37 +324,34 @@ struct Verifier {
         report.add("all", "faults never recovered from", never.isEmpty ? "0" : never.joined(separator: "; "), must: "= 0", never.isEmpty)
     }
 
-    /// For a struck worker: how long until what it held was done elsewhere (0 if it held
-    /// nothing); `nil` if something it held was never done.
+    /// For a struck worker: how long until what it held was done (0 if it held nothing);
+    /// `nil` if something it held was never done. An item it held is a task begun and not
+    /// ended, a job pulled and not settled, or the lock, as of the strike.
     private func handedOn(_ fault: Fault, dead: Set<String>) -> Int64? {
-        var openTasks = Set<Substring>()
-        var openJobs = Set<Substring>()
+        var openTasks: [Substring: Int64] = [:]
+        var openJobs: [Substring: Int64] = [:]
         var holding: Substring?
         for event in events where event.process == fault.target && event.time <= fault.start && !event.fields.isEmpty {
             switch event.kind {
-            case "QB": openTasks.insert(event.fields[0])
-            case "QE": openTasks.remove(event.fields[0])
-            case "JP" where event.fields.count >= 2: openJobs.insert(event.fields[1])
-            case "JF", "JA": if event.fields.count >= 2 { openJobs.remove(event.fields[1]) }
+            case "QB": openTasks[event.fields[0]] = event.time
+            case "QE", "QC": openTasks[event.fields[0]] = nil
+            case "JP" where event.fields.count >= 2: openJobs[event.fields[1]] = event.time
+            case "JF", "JA", "JX": if event.fields.count >= 2 { openJobs[event.fields[1]] = nil }
             case "LA" where event.fields.count >= 2: holding = event.fields[1]
             case "LD": holding = nil
             default: break
             }
         }
         var latest = fault.start
-        for task in openTasks where !dead.contains(String(task)) {
-            guard let done = events.first(where: { $0.kind == "QE" && $0.time > fault.start && $0.fields.first == task }) else { return nil }
+        // Done by anyone after it was taken (by the struck process itself after a stop, too).
+        for (task, since) in openTasks where !dead.contains(String(task)) {
+            guard let done = events.first(where: { $0.kind == "QE" && $0.time >= since && $0.fields.first == task }) else { return nil }
             latest = max(latest, done.time)
         }
-        for job in openJobs {
-            guard let done = events.first(where: { ($0.kind == "JF" || $0.kind == "JA") && $0.time > fault.start
-                && $0.fields.count >= 2 && $0.fields[1] == job }) else {
-                // Fulfilled by the struck process itself just before the strike, unlogged: the notification shows it.
-                guard let notified = events.first(where: { $0.kind == "JN" && $0.time > fault.start && $0.fields.count >= 2 && $0.fields[1] == job })
-                else { return nil }
-                latest = max(latest, notified.time)
-                continue
-            }
+        for (job, since) in openJobs {
+            // Fulfilled, found fulfilled, or (a fulfil that landed unlogged) notified.
+            guard let done = events.first(where: { ["JF", "JA", "JN"].contains($0.kind) && $0.time >= since
+                && $0.fields.count >= 2 && $0.fields[1] == job }) else { return nil }
             latest = max(latest, done.time)
         }
         if holding != nil {
