@@ -21,6 +21,7 @@ final class Outcomes: Sendable {
         let outcomes = Outcomes()
         let runs = Counter()
         let done = AsyncStream<Void>.makeStream()
+        let settled = Latch(count: ids.count)   // every other caller was refused (it waits)
         let refused = await withTaskGroup(of: Int.self) { group in
             for (index, id) in ids.enumerated() {
                 let queue = fleet.queues[index % fleet.queues.count]
@@ -31,9 +32,12 @@ final class Outcomes: Sendable {
                             done.continuation.yield()
                         }
                         runs.add(id)
+                        settled.arrive()
+                        await settled.wait()
                         await job(completion)
                         return 0
                     } catch is LockAcquisitionError {
+                        settled.arrive()
                         return 1
                     } catch {
                         Issue.record("unexpected \(error)")
@@ -54,7 +58,6 @@ final class Outcomes: Sendable {
     @Test func tenCallersOneJobTenCallbacks() async throws {
         let fleet = try await Fleet.start(10)
         let (outcomes, runs, refused) = await pushAll(fleet, ids: Array(repeating: "same", count: 10)) { completion in
-            try? await Task.sleep(for: .milliseconds(50))
             try? await completion.complete("the value")
         }
         #expect(runs.total == 1)
@@ -67,7 +70,6 @@ final class Outcomes: Sendable {
         let fleet = try await Fleet.start(10)
         let ids = (0..<10).map { "id-\($0 % 3)" }
         let (outcomes, runs, refused) = await pushAll(fleet, ids: ids) { completion in
-            try? await Task.sleep(for: .milliseconds(50))
             try? await completion.complete(completion.id)
         }
         #expect(runs.total == 3)
@@ -105,13 +107,16 @@ final class Outcomes: Sendable {
     private func fanoutAll(_ fleet: Fleet, ids: [String], timeout: Duration = .seconds(5),
                            job: @escaping @Sendable (String) async throws -> String) async -> ([String: [Result<String, RemoteJobError>]], Counter) {
         let runs = Counter()
+        let calling = Latch(count: ids.count)   // a job returns once every caller has called
         let results = await withTaskGroup(of: (String, Result<String, RemoteJobError>).self) { group in
             for (index, id) in ids.enumerated() {
                 let queue = fleet.queues[index % fleet.queues.count]
                 group.addTask {
+                    calling.arrive()
                     let result = await catching {
                         try await queue.fanout(id, timeout: timeout) {
                             runs.add(id)
+                            await calling.wait()
                             return try await job(id)
                         }
                     }
@@ -126,7 +131,6 @@ final class Outcomes: Sendable {
     @Test func tenCallersOneRun() async throws {
         let fleet = try await Fleet.start(10)
         let (results, runs) = await fanoutAll(fleet, ids: Array(repeating: "same", count: 10)) { _ in
-            try await Task.sleep(for: .milliseconds(100))
             return "done"
         }
         #expect(runs.total == 1)
@@ -138,7 +142,6 @@ final class Outcomes: Sendable {
         let fleet = try await Fleet.start(10)
         let ids = (0..<10).map { "arg-\($0 % 3)" }
         let (results, runs) = await fanoutAll(fleet, ids: ids) { id in
-            try await Task.sleep(for: .milliseconds(100))
             return "result for \(id)"
         }
         #expect(runs.total == 3)
@@ -150,7 +153,7 @@ final class Outcomes: Sendable {
         let fleet = try await Fleet.start(10)
         let ids = (0..<10).map { "slow-\($0 % 3)" }
         let (results, runs) = await fanoutAll(fleet, ids: ids, timeout: .milliseconds(700)) { _ in
-            try await Task.sleep(for: .seconds(60))
+            try await untilCancelled()
             return "never"
         }
         #expect(runs.total == 3)
@@ -162,7 +165,6 @@ final class Outcomes: Sendable {
     @Test func failingJobGivesEveryoneTheSameError() async throws {
         let fleet = try await Fleet.start(10)
         let (results, runs) = await fanoutAll(fleet, ids: Array(repeating: "broken", count: 10)) { _ in
-            try await Task.sleep(for: .milliseconds(50))
             throw JobFailed(detail: "bad input")
         }
         #expect(runs.total == 1)
@@ -205,7 +207,6 @@ final class Outcomes: Sendable {
             $0.reconnect = .exponentialBackoff(initialDelay: .milliseconds(20), maximumDelay: .milliseconds(100))
         }
         let (results, runs) = await fanoutAll(fleet, ids: ["restarting", "restarting"], timeout: .seconds(15)) { _ in
-            try await Task.sleep(for: .milliseconds(200))   // the second caller is waiting by now
             await server.kill()
             Task { try await Task.sleep(for: .seconds(1)); try await server.restart() }
             return "survived"

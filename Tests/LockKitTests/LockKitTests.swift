@@ -160,7 +160,7 @@ struct JobFailed: Error, CustomStringConvertible {
             try await fleet.queues[0].withLock("vanishing") { lock in
                 try await fleet.client.send("DEL", lock.redisKey)
                 do {
-                    try await Task.sleep(for: .seconds(30))
+                    try await untilCancelled()
                 } catch {
                     bodyCancelled.add()
                     throw error
@@ -181,7 +181,7 @@ struct JobFailed: Error, CustomStringConvertible {
             try await fleet.queues[0].withLock("paused") { _ in
                 server.pause()
                 started.add()
-                try await Task.sleep(for: .seconds(30))
+                try await untilCancelled()
             }
         }
         server.resume()

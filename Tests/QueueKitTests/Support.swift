@@ -44,19 +44,11 @@ struct QueueFixture {
 extension AsyncStream<WorkEvent> {
     /// The next event, or `nil` when the stream ended or `timeout` passed.
     func next(within timeout: Duration = .seconds(5)) async -> WorkEvent? {
-        await withTaskGroup(of: WorkEvent?.self) { group in
-            group.addTask {
-                var iterator = self.makeAsyncIterator()
-                return await iterator.next()
-            }
-            group.addTask {
-                try? await Task.sleep(for: timeout)
-                return nil
-            }
-            let first = await group.next()!
-            group.cancelAll()
-            return first
-        }
+        let stream = self
+        return try? await RedisTestSupport.within(timeout) {
+            var iterator = stream.makeAsyncIterator()
+            return await iterator.next()
+        } ?? nil
     }
 }
 

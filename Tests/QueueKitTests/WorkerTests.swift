@@ -17,24 +17,16 @@ final class Inbox<Value: Sendable>: Sendable {
     /// The next `count` values (fails the test when they do not arrive within `timeout`).
     func take(_ count: Int, within timeout: Duration = .seconds(10)) async throws -> [Value] {
         let stream = self.stream
-        return try await withThrowingTaskGroup(of: [Value]?.self) { group in
-            group.addTask {
-                var taken: [Value] = []
-                for await value in stream {
-                    taken.append(value)
-                    if taken.count == count { break }
-                }
-                return taken
+        let taken = try await within(timeout) {
+            var taken: [Value] = []
+            for await value in stream {
+                taken.append(value)
+                if taken.count == count { break }
             }
-            group.addTask {
-                try await Task.sleep(for: timeout)
-                return nil
-            }
-            let first = try await group.next()!
-            group.cancelAll()
-            guard let first else { throw TestSupportError("\(count) values did not arrive within \(timeout)") }
-            return first
+            return taken
         }
+        guard let taken, taken.count == count else { throw TestSupportError("\(count) values did not arrive within \(timeout)") }
+        return taken
     }
 }
 
@@ -225,7 +217,7 @@ struct Poison: Error, CustomStringConvertible {
             try await worker.run(name, concurrency: 2) { process in
                 started.put(process.string)
                 do {
-                    try await Task.sleep(for: .seconds(60))
+                    try await untilCancelled()
                 } catch {
                     cancelled.put(process.string)
                     throw error
@@ -256,7 +248,7 @@ struct Poison: Error, CustomStringConvertible {
         let id = await worker.id
         try await worker.handle(name, concurrency: 2) { process in
             started.put(process.string)
-            try await Task.sleep(for: .seconds(60))
+            try await untilCancelled()
         }
         try await testGracefulShutdown { trigger in
             let service = Task { try await worker.run() }

@@ -1,6 +1,7 @@
 import Foundation
 import Hiredis
 import QueueKit
+import RedisTestSupport
 import Synchronization
 
 /// Job-store commands of the test helper: `jobs-pull` and `jobs-hold`.
@@ -60,7 +61,7 @@ enum JobCommands {
             } else {
                 guard let lease = try await store.pullNotification() else { say("nothing"); return }
                 say("held \(lease.id) \(lease.waiting.sorted().joined(separator: ","))")
-                try await Task.sleep(for: .seconds(3600))
+                try await untilCancelled()   // held until the test kills this process
             }
         case "jobs-create":
             // Creates one job (a failpoint may kill the process on the way).

@@ -3,6 +3,7 @@ import Foundation
 import Hiredis
 import LockKit
 import QueueKit
+import RedisTestSupport
 
 @main
 struct TestHelper {
@@ -70,7 +71,7 @@ struct TestHelper {
                 lock: LockOptions(timeout: .milliseconds(Int64(arguments[6])!))))
             try await queue.semaphore(arguments[5]).withPermit { _ in
                 say("holding")
-                try await Task.sleep(for: .seconds(3600))
+                try await untilCancelled()   // held until the test kills this process
             }
         default:
             FileHandle.standardError.write(Data("unknown command \(arguments[1])\n".utf8))
