@@ -75,7 +75,10 @@ import Testing
             do {
                 try await connection.send("INCR", "failover:counter")
                 writes += 1
-                if firstFailure != nil, try await port(connection) == topology.replica.port {
+                // The old master is dead, so a write that succeeded on the replica's port
+                // landed on the promoted replica. (No command need fail first: one sent
+                // during the failover may wait for the reconnection and succeed.)
+                if try await port(connection) == topology.replica.port {
                     recovered = clock.now
                     break
                 }
