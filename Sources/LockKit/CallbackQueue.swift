@@ -90,7 +90,7 @@ public final actor CallbackQueue {
         while true {
             // A token per attempt: a background release left over from an earlier attempt
             // (its reply was lost) can then never delete a lock taken by a later one.
-            switch try await tryAcquire(keys, token: UUID().uuidString, ttl: ttl) {
+            switch try await tryAcquire(keys, token: OwnerToken.next(), ttl: ttl) {
             case .success(let locks): return locks
             case .failure(let held): heldKey = held.key
             }
@@ -386,7 +386,7 @@ public final actor CallbackQueue {
     /// stored (it just completed) or its lock is held.
     nonisolated func claimJob(_ id: String) async throws -> JobClaim {
         let redisKey = lockKey(id)
-        let token = UUID().uuidString
+        let token = OwnerToken.next()
         let reply: RedisReply
         do {
             reply = try await client.run(

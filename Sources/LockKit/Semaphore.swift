@@ -43,7 +43,7 @@ public final class Semaphore: Sendable {
     @discardableResult
     public func take(timeout: Duration? = nil) async throws -> SemaphorePermit {
         try await queue.ensureListening()
-        let token = UUID().uuidString
+        let token = OwnerToken.next()
         let ttl = queue.options.lock.timeout
         let clock = ContinuousClock()
         let deadline = timeout.map { clock.now + $0 }

@@ -55,7 +55,7 @@ public struct RedisJobStore<Target: Codable & Sendable>: JobStore {
     }
 
     public func pullWork() async throws -> JobLease? {
-        let token = UUID().uuidString
+        let token = OwnerToken.next()
         let reply = try await client.run(JobScripts.pullWork, keys: [tag + "pending", tag + "leased", tag + "fence"],
                                          arguments: [tag, token, ttl])
         guard case .array(let parts) = reply, parts.count == 4 else { return nil }
@@ -67,7 +67,7 @@ public struct RedisJobStore<Target: Codable & Sendable>: JobStore {
 
     public func fulfill(_ id: JobID, value: [UInt8]) async throws {
         try validateTask(value)
-        let token = UUID().uuidString
+        let token = OwnerToken.next()
         let reply = try await client.run(
             JobScripts.fulfill, keys: [job(id), tag + "pending", tag + "leased", tag + "outbox", tag + "notifying"],
             arguments: [tag, id.rawValue, value, token, ttl, respond == nil ? "0" : "1"])
@@ -111,7 +111,7 @@ public struct RedisJobStore<Target: Codable & Sendable>: JobStore {
     }
 
     public func pullNotification() async throws -> NotificationLease<Target>? {
-        let token = UUID().uuidString
+        let token = OwnerToken.next()
         let reply = try await client.run(JobScripts.pullNotification, keys: [tag + "outbox", tag + "notifying"],
                                          arguments: [tag, token, ttl])
         guard case .array(let parts) = reply, parts.count >= 2 else { return nil }
