@@ -6,4 +6,29 @@
 #include <hiredis/hiredis.h>
 #include <hiredis/async.h>
 
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <time.h>
+
+#if defined(__linux__)
+/* glibc declares ppoll only under _GNU_SOURCE, which Swift's Glibc module is not built
+ * with; the function itself is in every glibc and musl since 2006. */
+extern int ppoll(struct pollfd *fds, nfds_t nfds, const struct timespec *timeout, const sigset_t *sigmask);
+#endif
+
+/* Waits up to `nanoseconds` for `fd` to be readable (or closed, or in error).
+ * Returns 1 when it is, 0 when the time ran out, -1 on error (errno set). */
+static inline int hiredis_kit_wait_readable(int fd, long long nanoseconds) {
+    struct pollfd descriptor = { .fd = fd, .events = POLLIN, .revents = 0 };
+#if defined(__linux__)
+    struct timespec limit = { .tv_sec = (time_t)(nanoseconds / 1000000000LL),
+                              .tv_nsec = (long)(nanoseconds % 1000000000LL) };
+    return ppoll(&descriptor, 1, &limit, NULL);
+#else
+    /* No ppoll on Darwin: poll's milliseconds, rounded up. */
+    return poll(&descriptor, 1, (int)((nanoseconds + 999999LL) / 1000000LL));
+#endif
+}
+
 #endif

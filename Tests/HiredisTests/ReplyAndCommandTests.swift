@@ -80,6 +80,20 @@ struct TestFailure: Error { let message: String; init(_ m: String) { message = m
         #expect(command.count == 5)
     }
 
+    /// The bytes Redis receives: RESP with explicit lengths, so CR, LF, NUL, `%` and empty
+    /// words pass through untouched; a count of two digits is written whole.
+    @Test func encodesRESPWithExplicitLengths() {
+        let command = RedisCommand("SET", "%s%n", [UInt8]([0, 0x0D, 0x0A]), "")
+        #expect(command.withRESP { Array($0) } == Array("*4\r\n$3\r\nSET\r\n$4\r\n%s%n\r\n$3\r\n\0\r\n\r\n$0\r\n\r\n".utf8))
+        let twelve = RedisCommand("DEL", arguments: (0..<11).map { "k\($0)" })
+        let resp = twelve.withRESP { String(decoding: $0, as: UTF8.self) }
+        #expect(resp.hasPrefix("*12\r\n$3\r\nDEL\r\n$2\r\nk0\r\n"))
+        #expect(resp.hasSuffix("$3\r\nk10\r\n"))
+        let big = RedisCommand("SET", "k", [UInt8](repeating: 7, count: 123_456))
+        #expect(big.withRESP { Array($0.prefix(29)) } == Array("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$123456\r\n".utf8))
+        #expect(big.withRESP { $0.count } == 29 + 123_456 + 2)
+    }
+
     @Test func emptyNameIsRejected() {
         #expect { try RedisCommand("").validate() } throws: { ($0 as? RedisError)?.code == .invalidArgument }
     }
@@ -133,10 +147,25 @@ struct TestFailure: Error { let message: String; init(_ m: String) { message = m
         var spacedName = RedisConfiguration(); spacedName.clientName = "a b"; configurations.append(spacedName)
         var zeroTimeout = RedisConfiguration(); zeroTimeout.connectTimeout = .zero; configurations.append(zeroTimeout)
         var userWithoutPassword = RedisConfiguration(); userWithoutPassword.username = "u"; configurations.append(userWithoutPassword)
+        var negativeWait = RedisConfiguration(); negativeWait.inlineReplyWait = .microseconds(-1); configurations.append(negativeWait)
         for configuration in configurations {
             await #expect { _ = try await RedisConnection.connect(configuration) } throws: {
                 ($0 as? RedisError)?.code == .invalidArgument
             }
         }
+    }
+}
+
+@Suite struct OwnerTokenTests {
+    /// Tokens name an owner in Redis: no two calls may return the same one, also from
+    /// many tasks at once; and two processes differ by their random prefix.
+    @Test func tokensAreUniqueAcrossConcurrentCalls() async {
+        let tokens = await withTaskGroup(of: [String].self) { group in
+            for _ in 0..<8 { group.addTask { (0..<1_000).map { _ in OwnerToken.next() } } }
+            return await group.reduce(into: [String]()) { $0 += $1 }
+        }
+        #expect(Set(tokens).count == 8_000)
+        let prefix = tokens[0].split(separator: "-")[0]
+        #expect(prefix.count == 32 && prefix.allSatisfy(\.isHexDigit))
     }
 }

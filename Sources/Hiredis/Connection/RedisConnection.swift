@@ -63,6 +63,12 @@ public final actor RedisConnection {
     /// sentinels named last.
     private(set) var currentEndpoint: RedisConfiguration.Endpoint
     private var discoveries = 0
+    /// ``RedisConfiguration/inlineReplyWait`` in nanoseconds; 0 = off.
+    private let inlineBudget: UInt64
+    /// Alone commands left that suspend at once after an inline wait ran out.
+    private var inlineSkips = 0
+    /// Inline waits in a row that ran out.
+    private var inlineMisses = 0
 
     // Subscriber role: where pushes and lifecycle news go.
     var pushHandler: ((RedisReply) -> Void)?
@@ -95,6 +101,8 @@ public final actor RedisConnection {
         self.machine = ConnectionStateMachine(policy: configuration.reconnect)
         let watched = configuration.commandTimeout.map { min($0, configuration.connectTimeout) } ?? configuration.connectTimeout
         self.tickInterval = min(max(watched / 10, .milliseconds(2)), .milliseconds(250))
+        let (seconds, attoseconds) = configuration.inlineReplyWait.components
+        self.inlineBudget = UInt64(clamping: max(seconds, 0) * 1_000_000_000 + max(attoseconds, 0) / 1_000_000_000)
     }
 
     deinit {
@@ -148,12 +156,15 @@ public final actor RedisConnection {
         try Self.validate(timeout)
         let id = nextID.add(1, ordering: .relaxed).newValue
         let alone = callsInFlight.add(1, ordering: .relaxed).oldValue == 0
+        let inline = alone && !executor.isCurrent
         defer { callsInFlight.subtract(1, ordering: .relaxed) }
         return try await withTaskCancellationHandler {
             try Task.checkCancellation()
             return try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<RedisReply, any Error>) in
                 submit(alone: alone) {
-                    $0.enqueue(id: id, commands: CollectionOfOne(command), timeout: timeout, waiter: .command(continuation))
+                    if inline { $0.context?.readIfParked() }
+                    $0.enqueue(id: id, commands: CollectionOfOne(command), timeout: timeout, waiter: .command(continuation), inline: inline)
+                    if inline { $0.waitInline(for: id) }
                 }
             }
         } onCancel: {
@@ -172,6 +183,7 @@ public final actor RedisConnection {
         if commands.isEmpty { return [] }
         let id = nextID.add(1, ordering: .relaxed).newValue
         let alone = callsInFlight.add(1, ordering: .relaxed).oldValue == 0
+        let inline = alone && !executor.isCurrent
         defer { callsInFlight.subtract(1, ordering: .relaxed) }
         return try await withTaskCancellationHandler {
             try Task.checkCancellation()
@@ -179,7 +191,9 @@ public final actor RedisConnection {
                 (continuation: UnsafeContinuation<[Result<RedisReply, RedisError>], any Error>) in
                 submit(alone: alone) {
                     let batch = PipelineBatch(count: commands.count, continuation: continuation)
-                    $0.enqueue(id: id, commands: commands, timeout: timeout, waiter: .pipeline(batch, index: 0))
+                    if inline { $0.context?.readIfParked() }
+                    $0.enqueue(id: id, commands: commands, timeout: timeout, waiter: .pipeline(batch, index: 0), inline: inline)
+                    if inline { $0.waitInline(for: id) }
                 }
             }
         } onCancel: {
@@ -199,6 +213,29 @@ public final actor RedisConnection {
             executor.queue.async { self.assumeIsolated(body) }
         }
     }
+
+    /// A caller alone on the connection waits for its reply on its own thread (see
+    /// ``RedisConfiguration/inlineReplyWait``). When that wait runs out (the server is far,
+    /// or the command blocks), the next 8 commands suspend at once; 16 after the next
+    /// miss, and so on up to 1,024, until a wait succeeds again.
+    private func waitInline(for id: UInt64) {
+        guard inlineBudget > 0, role == .commands, let context, pending.last?.id == id else { return }
+        if inlineSkips > 0 {
+            inlineSkips -= 1
+            return
+        }
+        if context.readInline(budget: inlineBudget, idle: Self.parkedIdle, until: { pending.last?.id != id }) {
+            inlineMisses = 0
+        } else {
+            inlineMisses = min(inlineMisses + 1, 8)
+            inlineSkips = 4 << inlineMisses
+        }
+    }
+
+    /// How long the read source stays parked without inline reads (see
+    /// `HiredisContext.readInline`): a connection closed by the server while idle is
+    /// noticed within this time.
+    private static let parkedIdle: UInt64 = 20_000_000
 
     private static func validate(_ timeout: Duration?) throws {
         if let timeout, timeout <= .zero {
@@ -378,6 +415,7 @@ public final actor RedisConnection {
             }
             pending.append(PendingReply(id: 0, deadline: 0, waiter: .handshake(step, last: index == steps.count - 1)))
         }
+        context.flush(now: true)
     }
 
     private func scheduleReconnect(attempt: Int) {
@@ -421,7 +459,7 @@ public final actor RedisConnection {
 
     // MARK: Commands and replies
 
-    private func enqueue(id: UInt64, commands: some Collection<RedisCommand>, timeout: Duration?, waiter: Waiter) {
+    private func enqueue(id: UInt64, commands: some Collection<RedisCommand>, timeout: Duration?, waiter: Waiter, inline: Bool) {
         highestEnqueuedID = max(highestEnqueuedID, id)
         if earlyCancels.remove(id) != nil {
             waiter.fail(CancellationError())
@@ -429,7 +467,7 @@ public final actor RedisConnection {
         }
         switch machine.state {
         case .ready:
-            write(id: id, commands: commands, timeout: timeout, waiter: waiter)
+            write(id: id, commands: commands, timeout: timeout, waiter: waiter, inline: inline)
         case .closing, .closed:
             waiter.fail(RedisError.closed())
         case .idle, .connecting, .handshaking, .waitingToReconnect:
@@ -440,11 +478,14 @@ public final actor RedisConnection {
         }
     }
 
-    private func write(id: UInt64, commands: some Collection<RedisCommand>, timeout: Duration?, waiter: Waiter) {
+    /// Appends the commands and writes them. Unless the caller will read the replies
+    /// inline, the read source must watch for them.
+    private func write(id: UInt64, commands: some Collection<RedisCommand>, timeout: Duration?, waiter: Waiter, inline: Bool = false) {
         guard let context else {
             waiter.fail(RedisError.closed())
             return
         }
+        if !inline { context.unpark() }
         let deadline = (timeout ?? configuration.commandTimeout).map { self.deadline(after: $0) } ?? 0
         var index = 0
         for command in commands {
@@ -461,7 +502,7 @@ public final actor RedisConnection {
         }
         // Nothing else in flight, or a whole batch: write now instead of on the next turn
         // of the queue (which lets concurrent single commands share one write).
-        if pending.count == index || index > 1 { context.flushNow() }
+        context.flush(now: pending.count == index || index > 1)
         if deadline != 0 { armTicker() }
     }
 
@@ -603,8 +644,9 @@ public final actor RedisConnection {
     /// Sends a (P)SUBSCRIBE/(P)UNSUBSCRIBE; returns `false` when not connected (the
     /// subscriber re-subscribes everything once `readyHandler` reports a reconnect).
     func sendSubscription(_ command: RedisCommand) -> Bool {
-        guard machine.isReady, let context else { return false }
-        return context.sendSubscription(command)
+        guard machine.isReady, let context, context.sendSubscription(command) else { return false }
+        context.flush(now: true)
+        return true
     }
 }
 

@@ -45,14 +45,29 @@ protocol HiredisContextDelegate: AnyObject, Sendable {
 /// owning actor's executor), and the Dispatch sources and deferred blocks run on it.
 final class HiredisContext: @unchecked Sendable {
     let queue: DispatchQueue
-    weak var delegate: (any HiredisContextDelegate)?
+    /// Weak: the connection owns its context, and a context being freed on its queue
+    /// after the connection was dropped must find nobody to call.
+    weak var delegate: RedisConnection?
+    /// The delegate, held strongly by ``handleRead(_:)`` while hiredis delivers the replies
+    /// of one read: one weak load per read rather than one per reply (a weakly referenced
+    /// object's reference counting goes through its side table, which costs).
+    private var reader: Unmanaged<RedisConnection>?
 
     private var context: UnsafeMutablePointer<redisAsyncContext>?
     private var readSource: (any DispatchSourceRead)?
     private var writeSource: (any DispatchSourceWrite)?
+    /// hiredis wants to read (`addRead`/`delRead`).
     private var reading = false
+    /// The read source is parked: a caller reads inline (see ``readInline(budget:until:)``).
+    private var parked = false
+    /// The read source's real state (resumed), which is `reading && !parked`.
+    private var readSourceActive = false
+    private var parkTimer: DispatchWorkItem?
+    private var lastInlineRead: UInt64 = 0
     private var writing = false
     private var connected = false
+    /// Commands were appended and not written yet (see ``flush(now:)``).
+    private var writePending = false
     private var flushScheduled = false
     private var inHandleWrite = false
     private var isTCP = false
@@ -98,7 +113,7 @@ final class HiredisContext: @unchecked Sendable {
         let read = DispatchSource.makeReadSource(fileDescriptor: readFD, queue: queue)
         read.setEventHandler { [self] in
             guard let ac = context else { return }
-            redisAsyncHandleRead(ac)
+            handleRead(ac)
         }
         read.setCancelHandler { close(readFD) }
         let write = DispatchSource.makeWriteSource(fileDescriptor: writeFD, queue: queue)
@@ -138,27 +153,14 @@ final class HiredisContext: @unchecked Sendable {
 
     private func append(_ command: RedisCommand, subscription: Bool) -> Bool {
         guard let ac = context else { return false }
-        let ends = command.ends
-        let argc = ends.count
-        return command.bytes.withUnsafeBufferPointer { bytes -> Bool in
-            // A valid command has a non-empty name, so `bytes` has a base address.
-            guard let base = bytes.baseAddress else { return false }
-            return withUnsafeTemporaryAllocation(of: UnsafePointer<CChar>?.self, capacity: argc) { argv in
-                withUnsafeTemporaryAllocation(of: Int.self, capacity: argc) { lengths in
-                    var start = 0
-                    for i in 0..<argc {
-                        let end = ends[i]
-                        argv[i] = UnsafeRawPointer(base + start).assumingMemoryBound(to: CChar.self)
-                        lengths[i] = end - start
-                        start = end
-                    }
-                    // hiredis copies the arguments into its output buffer before returning.
-                    let status = subscription
-                        ? redisAsyncCommandArgv(ac, hiredisPushCallback, nil, Int32(argc), argv.baseAddress, lengths.baseAddress)
-                        : redisAsyncCommandArgv(ac, hiredisReplyCallback, nil, Int32(argc), argv.baseAddress, lengths.baseAddress)
-                    return status == REDIS_OK
-                }
-            }
+        // The command is encoded in RESP by `RedisCommand`, with explicit lengths (never
+        // a format string); hiredis copies the bytes into its output buffer.
+        return command.withRESP { resp -> Bool in
+            let bytes = resp.baseAddress!.assumingMemoryBound(to: CChar.self)
+            let status = subscription
+                ? redisAsyncFormattedCommand(ac, hiredisPushCallback, nil, bytes, resp.count)
+                : redisAsyncFormattedCommand(ac, hiredisReplyCallback, nil, bytes, resp.count)
+            return status == REDIS_OK
         }
     }
 
@@ -193,20 +195,26 @@ final class HiredisContext: @unchecked Sendable {
     }
 
     private func addRead() {
-        guard !reading, let readSource else { return }
         reading = true
-        readSource.resume()
+        updateReadSource()
     }
 
     private func delRead() {
-        guard reading, let readSource else { return }
         reading = false
-        readSource.suspend()
+        updateReadSource()
+    }
+
+    private func updateReadSource() {
+        let active = reading && !parked
+        guard active != readSourceActive, let readSource else { return }
+        readSourceActive = active
+        if active { readSource.resume() } else { readSource.suspend() }
     }
 
     private func addWrite() {
         if connected && !inHandleWrite {
-            scheduleFlush()
+            // A command was appended: the owner says when to write (`flush(now:)`).
+            writePending = true
         } else {
             // Waiting for the connect to finish, or the socket buffer is full: wait for
             // the kernel to say the socket is writable.
@@ -226,29 +234,121 @@ final class HiredisContext: @unchecked Sendable {
         writeSource.resume()
     }
 
+    /// Writes the commands appended so far: `now` on this thread, or on a later turn of
+    /// the queue, so that commands submitted meanwhile share one `write(2)`. Inside a
+    /// hiredis callback (hiredis 1.x asserts on a write there, and 0.14 is not reentrant
+    /// either) it is always later; while the kernel buffer is full the write source does it.
+    func flush(now: Bool) {
+        guard writePending, !inHandleWrite, !writing, let ac = context else { return }
+        if now && Int(ac.pointee.c.flags) & Int(REDIS_IN_CALLBACK) == 0 {
+            flushScheduled = false
+            handleWrite()
+        } else {
+            scheduleFlush()
+        }
+    }
+
     private func scheduleFlush() {
         guard !flushScheduled, !writing else { return }
         flushScheduled = true
         queue.async { [self] in
-            guard flushScheduled else { return }  // flushed already by flushNow()
+            guard flushScheduled else { return }  // flushed already by flush(now: true)
             flushScheduled = false
-            guard !writing else { return }  // the write source took over
+            guard !writing, writePending else { return }  // the write source took over
             handleWrite()
         }
     }
 
-    /// Writes what is buffered now rather than on the scheduled turn of the queue.
-    /// Not from inside a hiredis callback (hiredis 1.x asserts on it, and 0.14 is not
-    /// reentrant there either): then the scheduled turn writes.
-    func flushNow() {
-        guard flushScheduled, !writing, let ac = context else { return }
-        if Int(ac.pointee.c.flags) & Int(REDIS_IN_CALLBACK) != 0 { return }
-        flushScheduled = false
-        handleWrite()
+    // MARK: Reading on the caller's thread
+
+    /// Reads replies on the calling thread, which is running the queue (through `sync`),
+    /// until `satisfied()` or `budget` nanoseconds have passed: the socket is waited on
+    /// with `ppoll(2)`, so the kernel wakes this very thread when the reply arrives.
+    ///
+    /// The read source is parked meanwhile, and stays parked while such reads follow one
+    /// another; otherwise every reply would also wake Dispatch's event thread and then a
+    /// worker for the queue, only to find nothing left to read. It is unparked when the
+    /// budget runs out (the reply is then read the usual way), when ``unpark()`` is
+    /// called, and after `idle` nanoseconds without an inline read, so that a connection
+    /// closed by the server while idle is still noticed. Returns `false` when the budget
+    /// ran out first. Not from inside a hiredis callback.
+    func readInline(budget: UInt64, idle: UInt64, until satisfied: () -> Bool) -> Bool {
+        guard connected, reading, let ac = context, Int(ac.pointee.c.flags) & Int(REDIS_IN_CALLBACK) == 0 else { return false }
+        if !parked {
+            parked = true
+            updateReadSource()
+            armParkTimer(after: idle)
+        }
+        let start = DispatchTime.now().uptimeNanoseconds
+        while true {
+            let elapsed = DispatchTime.now().uptimeNanoseconds &- start
+            guard let ac = context else { return satisfied() }
+            guard elapsed < budget else {
+                unpark()
+                return false
+            }
+            let ready = hiredis_kit_wait_readable(ac.pointee.c.fd, Int64(budget - elapsed))
+            if ready < 0 && errno == EINTR { continue }
+            guard ready > 0 else {
+                unpark()
+                return false
+            }
+            handleRead(ac)
+            if satisfied() {
+                lastInlineRead = DispatchTime.now().uptimeNanoseconds
+                return true
+            }
+        }
+    }
+
+    /// While the read source is parked, reads what the socket has before a command is
+    /// appended: a server that closed the connection while it was idle is noticed now,
+    /// and the command waits for the reconnection instead of being written to a dead
+    /// socket.
+    func readIfParked() {
+        guard parked, let ac = context else { return }
+        if hiredis_kit_wait_readable(ac.pointee.c.fd, 0) > 0 {
+            handleRead(ac)
+        }
+    }
+
+    /// Hands reading back to the read source (a command is about to be read the usual way).
+    func unpark() {
+        guard parked else { return }
+        parked = false
+        parkTimer?.cancel()
+        parkTimer = nil
+        updateReadSource()
+    }
+
+    private func armParkTimer(after idle: UInt64) {
+        // A strong capture: a weak reference would move this object's reference counts
+        // to a side table, which costs on every callback. The item is cancelled and
+        // dropped by `unpark()` or `cleanup()`, or runs within `idle`.
+        let item = DispatchWorkItem { [self] in
+            guard parked else { return }
+            let quiet = DispatchTime.now().uptimeNanoseconds &- lastInlineRead
+            if quiet >= idle { unpark() } else { armParkTimer(after: idle - quiet) }
+        }
+        parkTimer = item
+        queue.asyncAfter(deadline: .now() + .nanoseconds(Int(clamping: idle)), execute: item)
+    }
+
+    private func handleRead(_ ac: UnsafeMutablePointer<redisAsyncContext>) {
+        guard let delegate else {
+            redisAsyncHandleRead(ac)
+            return
+        }
+        withExtendedLifetime(delegate) {
+            reader = Unmanaged.passUnretained(delegate)
+            redisAsyncHandleRead(ac)
+            reader = nil
+        }
     }
 
     private func handleWrite() {
         guard let ac = context else { return }
+        writePending = false
         inHandleWrite = true
         redisAsyncHandleWrite(ac)
         inHandleWrite = false
@@ -256,8 +356,10 @@ final class HiredisContext: @unchecked Sendable {
 
     private func cleanup() {
         // hiredis is about to free the context (it closes its own fd in redisFree).
+        parkTimer?.cancel()
+        parkTimer = nil
         if let readSource {
-            if !reading { readSource.resume() }
+            if !readSourceActive { readSource.resume() }
             readSource.cancel()
         }
         if let writeSource {
@@ -267,6 +369,9 @@ final class HiredisContext: @unchecked Sendable {
         readSource = nil
         writeSource = nil
         reading = false
+        parked = false
+        readSourceActive = false
+        writePending = false
         writing = false
         context = nil
     }
@@ -306,7 +411,11 @@ final class HiredisContext: @unchecked Sendable {
     fileprivate static func didReply(_ ac: UnsafeMutablePointer<redisAsyncContext>, reply: UnsafeMutableRawPointer?) {
         let me = from(ac.pointee.data)
         let value = reply.map { RedisReply(copying: $0.assumingMemoryBound(to: redisReply.self)) }
-        me.delegate?.hiredisContext(me, didReceive: value)
+        if let reader = me.reader {
+            reader._withUnsafeGuaranteedRef { $0.hiredisContext(me, didReceive: value) }
+        } else {
+            me.delegate?.hiredisContext(me, didReceive: value)
+        }
     }
 
     fileprivate static func didPush(_ ac: UnsafeMutablePointer<redisAsyncContext>, reply: UnsafeMutableRawPointer?) {

@@ -103,6 +103,63 @@ public struct RedisCommand: Sendable, Hashable {
         }
     }
 
+    /// Calls `body` with the command encoded in RESP (`*N` then `$len` and the bytes of each
+    /// word): the exact bytes Redis receives. Every length is explicit, so the bytes of a
+    /// word are never interpreted.
+    func withRESP<Result>(_ body: (UnsafeRawBufferPointer) -> Result) -> Result {
+        var size = 3 + Self.digits(ends.count)
+        var start = 0
+        for end in ends {
+            size += 5 + Self.digits(end - start) + (end - start)
+            start = end
+        }
+        return bytes.withUnsafeBytes { words in
+            withUnsafeTemporaryAllocation(byteCount: size, alignment: 1) { buffer in
+                var position = 0
+                func put(_ byte: UInt8) {
+                    buffer[position] = byte
+                    position += 1
+                }
+                func put(_ prefix: UInt8, _ number: Int) {
+                    put(prefix)
+                    let count = Self.digits(number)
+                    var rest = number
+                    for index in stride(from: position + count - 1, through: position, by: -1) {
+                        buffer[index] = UInt8(truncatingIfNeeded: 0x30 + rest % 10)
+                        rest /= 10
+                    }
+                    position += count
+                    put(0x0D)
+                    put(0x0A)
+                }
+                put(0x2A, ends.count)  // *
+                var start = 0
+                for end in ends {
+                    put(0x24, end - start)  // $
+                    if end > start {
+                        UnsafeMutableRawBufferPointer(rebasing: buffer[position..<(position + end - start)])
+                            .copyMemory(from: UnsafeRawBufferPointer(rebasing: words[start..<end]))
+                        position += end - start
+                    }
+                    put(0x0D)
+                    put(0x0A)
+                    start = end
+                }
+                return body(UnsafeRawBufferPointer(buffer))
+            }
+        }
+    }
+
+    private static func digits(_ number: Int) -> Int {
+        var count = 1
+        var rest = number
+        while rest >= 10 {
+            rest /= 10
+            count += 1
+        }
+        return count
+    }
+
     /// `true` when the name (case-insensitively) equals `other`, an upper-case ASCII name.
     func nameEquals(_ upper: StaticString) -> Bool {
         let end = ends.first ?? 0
