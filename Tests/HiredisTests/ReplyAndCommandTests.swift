@@ -92,6 +92,8 @@ struct TestFailure: Error { let message: String; init(_ m: String) { message = m
         let big = RedisCommand("SET", "k", [UInt8](repeating: 7, count: 123_456))
         #expect(big.withRESP { Array($0.prefix(29)) } == Array("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$123456\r\n".utf8))
         #expect(big.withRESP { $0.count } == 29 + 123_456 + 2)
+        // hiredis reads a formatted command up to a NUL.
+        #expect(RedisCommand("PING").withRESP { $0.baseAddress!.load(fromByteOffset: $0.count, as: UInt8.self) } == 0)
     }
 
     @Test func emptyNameIsRejected() {
@@ -148,6 +150,7 @@ struct TestFailure: Error { let message: String; init(_ m: String) { message = m
         var zeroTimeout = RedisConfiguration(); zeroTimeout.connectTimeout = .zero; configurations.append(zeroTimeout)
         var userWithoutPassword = RedisConfiguration(); userWithoutPassword.username = "u"; configurations.append(userWithoutPassword)
         var negativeWait = RedisConfiguration(); negativeWait.inlineReplyWait = .microseconds(-1); configurations.append(negativeWait)
+        var longWait = RedisConfiguration(); longWait.inlineReplyWait = .milliseconds(11); configurations.append(longWait)
         for configuration in configurations {
             await #expect { _ = try await RedisConnection.connect(configuration) } throws: {
                 ($0 as? RedisError)?.code == .invalidArgument

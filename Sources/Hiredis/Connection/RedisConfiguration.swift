@@ -51,10 +51,14 @@ public struct RedisConfiguration: Sendable {
     /// thread hands the socket to the connection's queue, which resumes the task on the
     /// cooperative pool); waiting on its own thread, it is woken by the kernel directly,
     /// as a blocking client is. Worth it when replies come back in microseconds (loopback,
-    /// same rack). The thread is blocked meanwhile, so keep it short; after a wait that
-    /// ran out (a far server, a blocking command), the next 64 commands suspend at once.
-    /// `.zero` turns it off.
+    /// same rack). The thread is blocked meanwhile, so keep it short: at most
+    /// ``maximumInlineReplyWait``. After a wait that ran out (a far server, a blocking
+    /// command), the next 8 commands suspend at once; twice as many after each further
+    /// miss, up to 1,024, until a wait succeeds again. `.zero` turns it off. (On Darwin,
+    /// which has no `ppoll`, a wait is rounded up to whole milliseconds.)
     public var inlineReplyWait: Duration = .microseconds(200)
+    /// The largest ``inlineReplyWait`` accepted: 10 ms.
+    public static let maximumInlineReplyWait: Duration = .milliseconds(10)
     /// What to do after an established connection is lost.
     public var reconnect: ReconnectPolicy = .exponentialBackoff()
     /// Where the connection logs (connects, reconnects, failures at `info`/`warning`,
@@ -177,7 +181,9 @@ public struct RedisConfiguration: Sendable {
         if let commandTimeout, commandTimeout <= .zero {
             throw RedisError.invalidArgument("commandTimeout must be positive (or nil for none)")
         }
-        guard inlineReplyWait >= .zero else { throw RedisError.invalidArgument("inlineReplyWait must not be negative") }
+        guard inlineReplyWait >= .zero, inlineReplyWait <= Self.maximumInlineReplyWait else {
+            throw RedisError.invalidArgument("inlineReplyWait must be within 0...\(Self.maximumInlineReplyWait)")
+        }
         if username != nil && password == nil {
             throw RedisError.invalidArgument("a username needs a password")
         }

@@ -101,6 +101,7 @@ public final actor RedisConnection {
         self.machine = ConnectionStateMachine(policy: configuration.reconnect)
         let watched = configuration.commandTimeout.map { min($0, configuration.connectTimeout) } ?? configuration.connectTimeout
         self.tickInterval = min(max(watched / 10, .milliseconds(2)), .milliseconds(250))
+        // validate() keeps it within 0...maximumInlineReplyWait.
         let (seconds, attoseconds) = configuration.inlineReplyWait.components
         self.inlineBudget = UInt64(clamping: max(seconds, 0) * 1_000_000_000 + max(attoseconds, 0) / 1_000_000_000)
     }
@@ -162,7 +163,7 @@ public final actor RedisConnection {
             try Task.checkCancellation()
             return try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<RedisReply, any Error>) in
                 submit(alone: alone) {
-                    if inline { $0.context?.readIfParked() }
+                    if inline { $0.context?.readPending() }
                     $0.enqueue(id: id, commands: CollectionOfOne(command), timeout: timeout, waiter: .command(continuation), inline: inline)
                     if inline { $0.waitInline(for: id) }
                 }
@@ -191,7 +192,7 @@ public final actor RedisConnection {
                 (continuation: UnsafeContinuation<[Result<RedisReply, RedisError>], any Error>) in
                 submit(alone: alone) {
                     let batch = PipelineBatch(count: commands.count, continuation: continuation)
-                    if inline { $0.context?.readIfParked() }
+                    if inline { $0.context?.readPending() }
                     $0.enqueue(id: id, commands: commands, timeout: timeout, waiter: .pipeline(batch, index: 0), inline: inline)
                     if inline { $0.waitInline(for: id) }
                 }
@@ -203,8 +204,10 @@ public final actor RedisConnection {
 
     /// Runs `body` on the connection's queue. A caller alone on the connection (the
     /// sequential case) enqueues on its own thread, through `sync`, which libdispatch runs
-    /// on the calling thread when the queue is idle: no thread hop before the write. With
-    /// others in flight it goes through `async`, so the queue batches their writes and no
+    /// on the calling thread when the queue is idle: no thread hop before the write. It
+    /// then also waits for its reply there, for up to ``RedisConfiguration/inlineReplyWait``
+    /// (holding its thread and the queue meanwhile; see `waitInline`). With others in
+    /// flight it goes through `async`, so the queue batches their writes and no
     /// cooperative thread ever waits for a busy queue.
     private nonisolated func submit(alone: Bool, _ body: @escaping @Sendable (isolated RedisConnection) -> Void) {
         if alone || executor.isCurrent {
@@ -502,7 +505,9 @@ public final actor RedisConnection {
         }
         // Nothing else in flight, or a whole batch: write now instead of on the next turn
         // of the queue (which lets concurrent single commands share one write).
-        context.flush(now: pending.count == index || index > 1)
+        // An inline caller must write now: its wait holds the queue, so a write scheduled
+        // on the queue would only run after it.
+        context.flush(now: inline || pending.count == index || index > 1)
         if deadline != 0 { armTicker() }
     }
 

@@ -18,9 +18,10 @@ final class DispatchQueueExecutor: SerialExecutor {
     /// Whether the current thread is running this queue.
     var isCurrent: Bool { DispatchQueue.getSpecific(key: Self.marker) == ObjectIdentifier(self) }
 
-    /// Runs a short, non-blocking `body` on the queue now: directly when already on it,
-    /// else with `sync`, which libdispatch runs on the calling thread when the queue is
-    /// idle. Saves the thread hop of `async` on the path of every command.
+    /// Runs a short `body` on the queue now: directly when already on it, else with
+    /// `sync`, which libdispatch runs on the calling thread when the queue is idle. Saves
+    /// the thread hop of `async` on the path of every command. `body` blocks at most for
+    /// an inline reply wait (``RedisConfiguration/inlineReplyWait``, a few hundred µs).
     func runNow(_ body: () -> Void) {
         if isCurrent { body() } else { queue.sync(execute: body) }
     }

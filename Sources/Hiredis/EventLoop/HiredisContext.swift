@@ -34,9 +34,12 @@ protocol HiredisContextDelegate: AnyObject, Sendable {
 ///   and libdispatch on Linux misbehaves when a watched fd number is reused.
 /// - The sources are created once, then `resume()`d/`suspend()`ed; a suspended source is
 ///   resumed before it is cancelled.
-/// - Writes are coalesced: while connected, `addWrite` schedules one flush on the queue
-///   (after the jobs already queued, so concurrent commands share one `write(2)`), and the
-///   write source is armed only when the kernel buffer is full.
+/// - Writes are coalesced: while connected, `addWrite` only notes that something is to be
+///   written, and the owner says when with ``flush(now:)``: at once, or on a later turn of
+///   the queue (so concurrent commands share one `write(2)`). The write source is armed
+///   only when the kernel buffer is full.
+/// - A caller alone on the connection reads its reply on its own thread, with the read
+///   source parked (``readInline(budget:idle:until:)``).
 /// - A context is used for one connection attempt. It is never freed inside a hiredis
 ///   callback: ``freeSoon(reason:)`` defers to the queue.
 ///
@@ -58,7 +61,7 @@ final class HiredisContext: @unchecked Sendable {
     private var writeSource: (any DispatchSourceWrite)?
     /// hiredis wants to read (`addRead`/`delRead`).
     private var reading = false
-    /// The read source is parked: a caller reads inline (see ``readInline(budget:until:)``).
+    /// The read source is parked: a caller reads inline (see ``readInline(budget:idle:until:)``).
     private var parked = false
     /// The read source's real state (resumed), which is `reading && !parked`.
     private var readSourceActive = false
@@ -273,7 +276,13 @@ final class HiredisContext: @unchecked Sendable {
     /// closed by the server while idle is still noticed. Returns `false` when the budget
     /// ran out first. Not from inside a hiredis callback.
     func readInline(budget: UInt64, idle: UInt64, until satisfied: () -> Bool) -> Bool {
-        guard connected, reading, let ac = context, Int(ac.pointee.c.flags) & Int(REDIS_IN_CALLBACK) == 0 else { return false }
+        // Not while a write is left to the write source or the queue: the reply cannot
+        // come before it is written, and neither can run while this holds the queue.
+        guard connected, reading, !writing, !writePending, let ac = context,
+              Int(ac.pointee.c.flags) & Int(REDIS_IN_CALLBACK) == 0 else {
+            unpark()  // the reply is read the usual way
+            return false
+        }
         if !parked {
             parked = true
             updateReadSource()
@@ -301,12 +310,13 @@ final class HiredisContext: @unchecked Sendable {
         }
     }
 
-    /// While the read source is parked, reads what the socket has before a command is
-    /// appended: a server that closed the connection while it was idle is noticed now,
-    /// and the command waits for the reconnection instead of being written to a dead
-    /// socket.
-    func readIfParked() {
-        guard parked, let ac = context else { return }
+    /// Reads what the socket has now, before a caller on its own thread appends a command:
+    /// a close by the server while the connection was idle is noticed before the command
+    /// is written (the command then waits for the reconnection instead of being written
+    /// to a dead socket). The read source would notice it too, but it is parked, or
+    /// cannot run before this caller lets go of the queue.
+    func readPending() {
+        guard connected, let ac = context, Int(ac.pointee.c.flags) & Int(REDIS_IN_CALLBACK) == 0 else { return }
         if hiredis_kit_wait_readable(ac.pointee.c.fd, 0) > 0 {
             handleRead(ac)
         }

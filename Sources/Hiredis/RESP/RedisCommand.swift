@@ -105,7 +105,8 @@ public struct RedisCommand: Sendable, Hashable {
 
     /// Calls `body` with the command encoded in RESP (`*N` then `$len` and the bytes of each
     /// word): the exact bytes Redis receives. Every length is explicit, so the bytes of a
-    /// word are never interpreted.
+    /// word are never interpreted. A NUL follows the buffer (not counted in it): hiredis
+    /// scans a formatted command with `strchr` to find its words.
     func withRESP<Result>(_ body: (UnsafeRawBufferPointer) -> Result) -> Result {
         var size = 3 + Self.digits(ends.count)
         var start = 0
@@ -114,7 +115,7 @@ public struct RedisCommand: Sendable, Hashable {
             start = end
         }
         return bytes.withUnsafeBytes { words in
-            withUnsafeTemporaryAllocation(byteCount: size, alignment: 1) { buffer in
+            withUnsafeTemporaryAllocation(byteCount: size + 1, alignment: 1) { buffer in
                 var position = 0
                 func put(_ byte: UInt8) {
                     buffer[position] = byte
@@ -145,7 +146,8 @@ public struct RedisCommand: Sendable, Hashable {
                     put(0x0A)
                     start = end
                 }
-                return body(UnsafeRawBufferPointer(buffer))
+                buffer[size] = 0
+                return body(UnsafeRawBufferPointer(rebasing: buffer[0..<size]))
             }
         }
     }
