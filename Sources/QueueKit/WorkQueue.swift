@@ -75,7 +75,8 @@ public struct WorkQueue: Sendable {
     /// The byte form of ``enqueue(_:_:unique:minReplicas:)-([String])``.
     ///
     /// With `minReplicas` > 0 the call returns only once that many replicas have the
-    /// tasks (`WAIT`, up to 1 s); else it throws ``WorkQueueError/Code/notReplicated``
+    /// tasks (`WAIT`, up to ``WorkQueueOptions/replicationTimeout``); else it throws
+    /// ``WorkQueueError/Code/notReplicated``
     /// (the tasks are enqueued on the master all the same, but a failover now could lose them).
     @discardableResult
     public func enqueue(_ queue: String, _ tasks: [[UInt8]], unique: Bool = false, minReplicas: Int = 0) async throws -> Int {
@@ -95,7 +96,8 @@ public struct WorkQueue: Sendable {
         metrics.enqueued(queue, tasks.count)
         logger.trace("enqueued", metadata: ["queue": "\(queue)", "count": "\(tasks.count)"])
         if minReplicas > 0 {
-            let acknowledged = try await client.send("WAIT", minReplicas, 1000).decode(Int.self)
+            let acknowledged = try await client.send("WAIT", minReplicas, max(options.replicationTimeout.milliseconds, 1))
+                .decode(Int.self)
             guard acknowledged >= minReplicas else {
                 throw WorkQueueError(.notReplicated, "only \(acknowledged) of \(minReplicas) replicas acknowledged the enqueue to \(queue)")
             }

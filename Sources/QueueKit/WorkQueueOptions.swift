@@ -26,6 +26,9 @@ public struct WorkQueueOptions: Sendable {
     /// On graceful shutdown, how long in-flight handlers may run before they are
     /// cancelled and their tasks returned to the queue (default 30 s).
     public var shutdownGracePeriod: Duration = .seconds(30)
+    /// How long `enqueue(…, minReplicas:)` waits for the replicas to acknowledge the tasks
+    /// (`WAIT`; default 1 s) before it throws ``WorkQueueError/Code/notReplicated``.
+    public var replicationTimeout: Duration = .seconds(1)
     /// When a worker learns that its peers declared it dead, register again under a new
     /// id and carry on (default `false`: the worker stops).
     public var reregisterAfterFailure: Bool = false
@@ -56,7 +59,8 @@ public struct WorkQueueOptions: Sendable {
         try validateName(prefix, what: "key prefix")
         if let workerID { try validateName(workerID, what: "worker id") }
         for (name, value) in [("heartbeatInterval", heartbeatInterval), ("workerTimeout", workerTimeout),
-                              ("cleanupInterval", cleanupInterval), ("pollInterval", pollInterval)] where value <= .zero {
+                              ("cleanupInterval", cleanupInterval), ("pollInterval", pollInterval),
+                              ("replicationTimeout", replicationTimeout)] where value <= .zero {
             throw RedisError.invalidArgument("\(name) must be positive")
         }
         guard shutdownGracePeriod >= .zero else { throw RedisError.invalidArgument("shutdownGracePeriod must not be negative") }

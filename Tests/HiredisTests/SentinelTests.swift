@@ -124,8 +124,24 @@ import Testing
         let connection = try await RedisConnection.connect(configuration)
         #expect(try await port(connection) == topology.master.port)
         let sentinel = try await topology.sentinels[0].connect()
-        try await sentinel.send("SENTINEL", "FAILOVER", topology.masterName)
-        try await eventually(timeout: .seconds(30), "writes to land on the promoted replica") {
+        // NOGOODSLAVE until the sentinel has its first INFO from the replica.
+        try await eventually(timeout: .seconds(30), "the sentinel to start a failover") {
+            do {
+                try await sentinel.send("SENTINEL", "FAILOVER", topology.masterName)
+                return true
+            } catch let error as RedisError where error.code == .server {
+                return error.message.contains("INPROG")
+            }
+        }
+        try await eventually(timeout: .seconds(30), "the sentinels to name the replica") {
+            try await sentinel.send("SENTINEL", "get-master-addr-by-name", topology.masterName)
+                .decode([String].self).last == "\(topology.replica.port)"
+        }
+        // Demote the old master now, not at the sentinels' next look at it (about 10 s on):
+        // the connection, still open to it, gets READONLY on its next write.
+        let oldMaster = try await topology.master.connect()
+        try await oldMaster.send("REPLICAOF", topology.replica.host, topology.replica.port)
+        try await eventually(timeout: .seconds(60), "writes to land on the promoted replica") {
             do {
                 try await connection.send("SET", "readonly:key", "x")
                 return try await port(connection) == topology.replica.port

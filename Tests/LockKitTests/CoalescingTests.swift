@@ -200,10 +200,13 @@ final class Outcomes: Sendable {
         // The job's server dies (AOF keeps the job's lock) and comes back a second later,
         // after the leader's publish timed out: the leader retries within its lease, so the other process's caller gets
         // the value instead of waiting out a 30 s lease and running the job again.
-        let server = try await RedisServer.start(["--appendonly", "yes", "--appendfsync", "always"])
+        // appendfsync no: Redis writes the AOF before it replies, so the lock survives kill -9.
+        // Timeouts shorter than the 1 s outage (the publish must fail and be retried), long
+        // enough for the setup on a loaded machine.
+        let server = try await RedisServer.start(["--appendonly", "yes", "--appendfsync", "no"])
         let fleet = try await Fleet.start(2, lock: LockOptions(timeout: .seconds(30)), redis: TestRedis(server)) {
-            $0.commandTimeout = .milliseconds(300)
-            $0.connectTimeout = .milliseconds(300)
+            $0.commandTimeout = .milliseconds(500)
+            $0.connectTimeout = .milliseconds(500)
             $0.reconnect = .exponentialBackoff(initialDelay: .milliseconds(20), maximumDelay: .milliseconds(100))
         }
         let (results, runs) = await fanoutAll(fleet, ids: ["restarting", "restarting"], timeout: .seconds(15)) { _ in
@@ -255,7 +258,8 @@ final class Outcomes: Sendable {
         let id = uniqueKey("job")
         let runs = uniqueKey("runs")
         let helpers = try (0..<3).map { _ in
-            try HelperProcess(["fanout", "\(server.port)", channel, id, runs, "5", "500"])
+            // A 3 s job: the last helper to start (on a loaded machine) still finds it running.
+            try HelperProcess(["fanout", "\(server.port)", channel, id, runs, "5", "3000"])
         }
         for helper in helpers {
             let lines = await helper.lines.collect()

@@ -6,10 +6,10 @@ import Testing
 
 /// Locks on a Sentinel-managed master (real redis-sentinel processes).
 @Suite(.enabled(if: TestRedis.ownsServers)) struct LockHighAvailabilityTests {
-    func queue(_ topology: SentinelTopology, minReplicas: Int, replicationTimeout: Duration = .seconds(1)) async throws -> CallbackQueue {
+    func queue(_ topology: SentinelTopology, minReplicas: Int, replicationTimeout: Duration = .seconds(5)) async throws -> CallbackQueue {
         var configuration = topology.configuration
         configuration.connectTimeout = .seconds(2)
-        configuration.commandTimeout = .seconds(2)
+        configuration.commandTimeout = .seconds(2) + replicationTimeout   // WAIT runs that long
         configuration.reconnect = .exponentialBackoff(initialDelay: .milliseconds(50), maximumDelay: .milliseconds(300))
         var lock = LockOptions(timeout: .seconds(10), retries: 0)
         lock.minReplicas = minReplicas
@@ -42,7 +42,7 @@ import Testing
     /// until one is attached, while locks without it work at once.
     @Test func locksWorkAfterAFailoverAndFencingTokensKeepIncreasing() async throws {
         let topology = try await SentinelTopology.start()
-        let replicated = try await queue(topology, minReplicas: 1)
+        let replicated = try await queue(topology, minReplicas: 1, replicationTimeout: .seconds(1))
         let plain = try await queue(topology, minReplicas: 0)
         let before = try await replicated.once("resource")
         try await before.release()

@@ -18,6 +18,7 @@ import Testing
                                        workerTimeout: .seconds(5), cleanupInterval: .seconds(1))
         options.pollInterval = .milliseconds(250)
         options.reregisterAfterFailure = true
+        options.replicationTimeout = .seconds(5)   // a loaded machine's replica may lag
         func makeQueue() async throws -> WorkQueue {
             try WorkQueue(client: try await RedisConnection.connect(configuration),
                           subscriber: try await RedisSubscriber.connect(configuration), options: options)

@@ -57,7 +57,8 @@ public final class HelperProcess: Sendable {
     }
 
     deinit {
-        signalProcess(pid, SIGKILL)
+        // Not once it was reaped: the pid may belong to another process by now.
+        if process.withLock({ $0.isRunning }) { signalProcess(pid, SIGKILL) }
     }
 
     /// Sends a signal (`SIGKILL` for `kill -9`, `SIGSTOP`, `SIGCONT`).

@@ -387,7 +387,8 @@ public struct SentinelTopology: Sendable {
     public let sentinels: [RedisServer]
 
     public static func start(masterName: String = "mymaster") async throws -> SentinelTopology {
-        let master = try await RedisServer.start()
+        // No 5 s wait for more replicas before a diskless full sync.
+        let master = try await RedisServer.start(["--repl-diskless-sync-delay", "0"])
         let replica = try await RedisServer.start(["--replicaof", master.host, "\(master.port)"])
         let probe = try await replica.connect()
         try await eventually(timeout: .seconds(15), "the replica to sync") {

@@ -18,8 +18,8 @@ enum QueueCommands {
             let concurrency = Int(arguments[2])!
             let logKey = arguments[3], doneKey = arguments[4]
             let total = Int(arguments[5])!, handlerTime = Int(arguments[6])!
-            var options = WorkQueueOptions(prefix: arguments[0], heartbeatInterval: .milliseconds(200),
-                                           workerTimeout: .milliseconds(2500), cleanupInterval: .milliseconds(500))
+            var options = WorkQueueOptions(prefix: arguments[0], heartbeatInterval: .milliseconds(250),
+                                           workerTimeout: .seconds(5), cleanupInterval: .milliseconds(500))
             options.pollInterval = .milliseconds(500)
             let queue = try WorkQueue(client: client, subscriber: subscriber, options: options)
             let worker = try await queue.startWorker()
