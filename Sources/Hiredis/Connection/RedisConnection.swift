@@ -525,7 +525,9 @@ public final actor RedisConnection {
         defer {
             // A demoted master answers writes with READONLY: find the new one.
             // (Before Redis 7 a write inside a script reports it as "ERR Error running script … -READONLY …".)
-            if configuration.sentinel != nil, case .error(let message)? = reply, message.contains("READONLY You can't write"),
+            // The reply's kind first: reading `configuration.sentinel` copies the struct,
+            // which is not worth doing for every reply.
+            if case .error(let message)? = reply, configuration.sentinel != nil, message.contains("READONLY You can't write"),
                let context {
                 contextFailed(context, RedisError(.connectionClosed, "\(currentEndpoint) is no longer the master (READONLY)"))
             }
