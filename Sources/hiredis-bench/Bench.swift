@@ -39,7 +39,8 @@ struct Measure: AsyncParsableCommand {
             configuration = server!.configuration
         }
         guard case .tcp(let host, let port) = configuration.endpoint else { throw BenchError("the bench needs a TCP endpoint") }
-        let context = Context(configuration: configuration, host: host, port: port, quick: quick,
+        let context = Context(configuration: configuration, url: environmentURL ?? "redis://\(host):\(port)",
+                              host: host, port: port, quick: quick,
                               executable: URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().path)
         print(machineDescription(server: server, host: host, port: port))
         print("")
@@ -180,13 +181,14 @@ func table(_ all: [Figures]) -> String {
 /// each caller's return time (wall clock, seconds).
 struct FanoutChild: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "fanout-child", shouldDisplay: false)
-    @Option var port: Int
+    @Option(help: "The server, as REDIS_URL gives it (password and database included).")
+    var url: String
     @Option var channel: String
     @Option var id: String
     @Option var callers: Int
 
     func run() async throws {
-        let configuration = RedisConfiguration(host: "127.0.0.1", port: port)
+        let configuration = try RedisConfiguration(url: url)
         let client = try await RedisConnection.connect(configuration)
         let queue = try CallbackQueue(client: client, pubsub: try await RedisSubscriber.connect(configuration),
                                       options: CallbackQueueOptions(channel: channel))

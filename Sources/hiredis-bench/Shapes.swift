@@ -8,6 +8,8 @@ import Synchronization
 /// What every shape needs: the server and how big a run is.
 struct Context: Sendable {
     let configuration: RedisConfiguration
+    /// The server's URL, for child processes.
+    let url: String
     let host: String
     let port: Int
     let quick: Bool
@@ -220,7 +222,7 @@ func fanout(_ context: Context) async throws -> (Run, String) {
     let children = try (0..<2).map { _ in
         let process = Process()
         process.executableURL = URL(fileURLWithPath: context.executable)
-        process.arguments = ["fanout-child", "--port", "\(context.port)", "--channel", channel, "--id", id, "--callers", "50"]
+        process.arguments = ["fanout-child", "--url", context.url, "--channel", channel, "--id", id, "--callers", "50"]
         let output = Pipe()
         process.standardOutput = output
         try process.run()

@@ -127,12 +127,21 @@ final class Fleet: Sendable {
             try? handle.close()
             self?.exited(slot: slot, process: finished)
         }
+        // Into the slot before it runs (its exit handler looks for it there), out again
+        // if it never started: such a Process has pid 0, which names our process group.
         slots.withLock { slots in
             slots[slot].process = process
             slots[slot].name = name
             slots[slot].expectingExit = false
         }
-        try process.run()
+        do {
+            try process.run()
+        } catch {
+            slots.withLock { slots in
+                if slots[slot].process === process { slots[slot].process = nil }
+            }
+            throw error
+        }
     }
 
     private func exited(slot: Int, process: Process) {

@@ -344,6 +344,9 @@ public func findExecutable(_ name: String) -> String {
 
 /// `kill(2)`, named apart from `RedisServer.kill()`.
 public func signalProcess(_ pid: Int32, _ signal: Int32) {
+    // 0 and negative pids name process groups (0: our own; -1: every process we may
+    // signal): a Process that never started reports 0.
+    guard pid > 0 else { return }
     _ = kill(pid, signal)
 }
 
