@@ -12,7 +12,14 @@ import Synchronization
 final class QueueMetrics: Sendable {
     private let dimensions: [(String, String)]
     private let factory: any MetricsFactory
-    private let counters = Mutex<[String: Counter]>([:])
+    /// Made once per (name, queue) and per (queue, worker): every task touches them.
+    private let counters = Mutex<[MetricKey: Counter]>([:])
+    private let gauges = Mutex<[MetricKey: Gauge]>([:])
+
+    private struct MetricKey: Hashable {
+        let name: String
+        let queue: String
+    }
 
     init(dimensions: [(String, String)], factory: (any MetricsFactory)?) {
         self.dimensions = dimensions
@@ -20,8 +27,8 @@ final class QueueMetrics: Sendable {
     }
 
     private func counter(_ name: String, _ queue: String) -> Counter {
-        let key = name + "\u{0}" + queue
-        return counters.withLock { cache in
+        counters.withLock { cache in
+            let key = MetricKey(name: name, queue: queue)
             if let counter = cache[key] { return counter }
             let counter = Counter(label: name, dimensions: dimensions + [("queue", queue)], factory: factory)
             cache[key] = counter
@@ -40,6 +47,13 @@ final class QueueMetrics: Sendable {
     func deadLettered(_ queue: String) { counter("queuekit_dead_lettered_total", queue).increment() }
 
     func inFlight(_ queue: String, worker: String, _ value: Int) {
-        Gauge(label: "queuekit_in_flight", dimensions: dimensions + [("queue", queue), ("worker", worker)], factory: factory).record(value)
+        let gauge = gauges.withLock { cache in
+            let key = MetricKey(name: worker, queue: queue)
+            if let gauge = cache[key] { return gauge }
+            let gauge = Gauge(label: "queuekit_in_flight", dimensions: dimensions + [("queue", queue), ("worker", worker)], factory: factory)
+            cache[key] = gauge
+            return gauge
+        }
+        gauge.record(value)
     }
 }

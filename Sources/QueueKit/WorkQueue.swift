@@ -205,6 +205,12 @@ public struct WorkQueue: Sendable {
         return all
     }
 
+    /// The numbers of the processes the server lists for `worker` in `queue`: one `HKEYS`,
+    /// no task bytes (for a worker checking its own idea of what it holds).
+    func processNumbers(_ queue: String, worker: String) async throws -> [Int64] {
+        try await client.send("HKEYS", try keys(queue).working(worker)).decode([String].self).compactMap { Int64($0) }
+    }
+
     private func processes(_ queue: String, matching task: [UInt8]?) async throws -> [WorkProcess] {
         let keys = try keys(queue)
         let reply = try await client.run(

@@ -184,6 +184,9 @@ public final actor Worker: Service {
         guard state == .running, worker == id else { return }
         let oldID = id
         state = .failed
+        // What the old id held is given back below (or by its peers); a new id starts
+        // with nothing, whatever `retire` manages.
+        held = [:]
         logger.error("worker was declared dead", metadata: ["worker": "\(oldID)", "reason": "\(why)"])
         broadcast(.failed(worker: oldID))
         if options.reregisterAfterFailure {
@@ -467,7 +470,7 @@ public final actor Worker: Service {
         let worker = id
         for attempt in 0..<10 {
             do {
-                let onServer = try await workQueue.getProcesses(queue).filter { $0.worker == worker }.map(\.number)
+                let onServer = try await workQueue.processNumbers(queue, worker: worker)
                 let mine = held[queue] ?? []
                 let ghosts = onServer.filter { number in
                     !mine.contains(number) && !dequeuing.contains { $0.contains(number) }
