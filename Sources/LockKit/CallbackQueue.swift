@@ -107,13 +107,8 @@ public final actor CallbackQueue {
         _ keys: [String], token: String, ttl: Duration
     ) async throws -> Result<[Lock], LockAcquisitionError> {
         let redisKeys = keys.map { options.lockPrefix + $0 }
-        var byGroup: [String: [Int]] = [:]
-        for (index, redisKey) in redisKeys.enumerated() {
-            byGroup[slotGroup(redisKey), default: []].append(index)
-        }
         var taken: [Lock] = []
-        for group in byGroup.keys.sorted() {
-            let indices = byGroup[group]!
+        for indices in groupBySlot(Array(redisKeys.indices), redisKey: { redisKeys[$0] }) {
             let lockKeys = indices.map { redisKeys[$0] }
             let fenceKeys = lockKeys.map { sameSlot($0, ":fence") }
             let reply: RedisReply
@@ -156,7 +151,9 @@ public final actor CallbackQueue {
             }
         }
         // Back in the order the keys were given.
-        return .success(keys.map { key in taken.first { $0.key == key }! })
+        if taken.count == 1 { return .success(taken) }
+        let position = Dictionary(uniqueKeysWithValues: keys.enumerated().map { ($1, $0) })
+        return .success(taken.sorted { position[$0.key]! < position[$1.key]! })
     }
 
     /// An attempt to take `redisKeys` under `token` failed without a reply: it may have run

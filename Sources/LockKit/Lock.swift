@@ -156,9 +156,16 @@ func slotGroup(_ redisKey: String) -> String {
 /// Locks grouped so that each group's keys share a cluster slot (same hash tag), in a
 /// fixed order.
 func groupBySlot(_ locks: [Lock]) -> [[Lock]] {
-    var groups: [String: [Lock]] = [:]
-    for lock in locks {
-        groups[slotGroup(lock.redisKey), default: []].append(lock)
+    groupBySlot(locks) { $0.redisKey }
+}
+
+/// Items grouped by the cluster slot of their Redis key, groups in a fixed order. One
+/// item (the usual single-key lock) is one group, without a dictionary or a sort.
+func groupBySlot<Item>(_ items: [Item], redisKey: (Item) -> String) -> [[Item]] {
+    if items.count == 1 { return [items] }
+    var groups: [String: [Item]] = [:]
+    for item in items {
+        groups[slotGroup(redisKey(item)), default: []].append(item)
     }
     return groups.keys.sorted().map { groups[$0]! }
 }
