@@ -20,7 +20,9 @@ struct QueueFixture {
     static func start(redis given: TestRedis? = nil, _ configure: (inout WorkQueueOptions) -> Void = { _ in }) async throws -> QueueFixture {
         let redis: TestRedis
         if let given { redis = given } else { redis = try await TestRedis.start() }
-        var options = WorkQueueOptions(prefix: uniqueName("p"))
+        // A roomy worker timeout unless a test sets its own: a loaded test process stalls
+        // for a second or two, and a live worker must not look dead meanwhile.
+        var options = WorkQueueOptions(prefix: uniqueName("p"), heartbeatInterval: .milliseconds(500), workerTimeout: .seconds(10))
         configure(&options)
         let queue = try WorkQueue(client: try await redis.connect(), subscriber: try await redis.subscriber(), options: options)
         return QueueFixture(redis: redis, prefix: options.prefix, options: options, queue: queue)

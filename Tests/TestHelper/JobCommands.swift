@@ -17,10 +17,6 @@ enum JobCommands {
     }
 
     static func run(_ command: String, _ arguments: [String]) async throws {
-        if command == "jobs-bench" {
-            try await bench(arguments)
-            return
-        }
         let store = try await store(arguments)
         switch command {
         case "jobs-pull":
@@ -71,36 +67,4 @@ enum JobCommands {
             exit(2)
         }
     }
-
-    /// jobs-bench <backend> <location> <prefix> <leaseMs> <count>: create → queue a target →
-    /// pull → fulfil (the respond handler notifies) → release, one job at a time; prints jobs/s.
-    static func bench(_ arguments: [String]) async throws {
-        let count = Int(arguments[4])!
-        let notified = Counter()
-        let respond: JobResponder<String> = { _, _, _ in notified.add(); return true }
-        let lease = Duration.milliseconds(Int64(arguments[3])!)
-        let store: any JobStore<String>
-        if arguments[0] == "file" {
-            store = try FileJobStore<String>(directory: URL(fileURLWithPath: arguments[1]), leaseTimeout: lease, respond: respond)
-        } else {
-            let client = try await RedisConnection.connect(try RedisConfiguration(url: arguments[1]))
-            store = try RedisJobStore<String>(client: client, prefix: arguments[2], leaseTimeout: lease, respond: respond)
-        }
-        let start = ContinuousClock.now
-        for index in 0..<count {
-            let id = try await store.create(request: "job-\(index)")
-            try await store.queue(id, target: "target-\(index)")
-            guard let work = try await store.pullWork() else { throw JobStoreError(.unknownJob, "nothing to pull") }
-            try await store.fulfill(work.id, value: "value-\(index)")
-            try await work.release()
-        }
-        let seconds = (ContinuousClock.now - start) / .seconds(1)
-        say("\(arguments[0]): \(count) jobs create→queue→pull→fulfil→notify in \(seconds) s = \(Int(Double(count) / seconds)) jobs/s, notified \(notified.value)")
-    }
-}
-
-final class Counter: Sendable {
-    private let count = Mutex(0)
-    func add() { count.withLock { $0 += 1 } }
-    var value: Int { count.withLock { $0 } }
 }

@@ -12,8 +12,6 @@ enum QueueCommands {
             // queue-worker <redis> <prefix> <queue> <concurrency> <logKey> <doneKey> <total> <handlerMs>
             // Works until <total> distinct tasks are done; logs "start|worker|task|delivery|ms"
             // to <logKey> when a handler starts and counts completions in the hash <doneKey>.
-            // With <handlerMs> < 0 the handler does nothing and the worker stops once the
-            // queue is empty and nothing is in flight (for throughput figures).
             let queueName = arguments[1]
             let concurrency = Int(arguments[2])!
             let logKey = arguments[3], doneKey = arguments[4]
@@ -26,39 +24,19 @@ enum QueueCommands {
             say("worker \(await worker.id)")
             let work = Task {
                 try await worker.run(queueName, concurrency: concurrency) { process in
-                    if handlerTime < 0 { return }
                     let now = Int64(Date().timeIntervalSince1970 * 1000)
                     try await client.send("RPUSH", logKey, "start|\(process.worker)|\(process.string)|\(process.deliveries)|\(now)")
                     if handlerTime > 0 { try await Task.sleep(for: .milliseconds(handlerTime)) }
                     try await client.send("HINCRBY", doneKey, process.task, 1)
                 }
             }
-            if handlerTime < 0 {
-                while true {
-                    let waiting = try await queue.countQueue(queueName)
-                    let running = try await queue.getProcesses(queueName).count
-                    if waiting == 0 && running == 0 { break }
-                    try await Task.sleep(for: .milliseconds(20))
-                }
-            } else {
-                while try await client.send("HLEN", doneKey).decode(Int.self) < total {
-                    try await Task.sleep(for: .milliseconds(100))
-                }
+            while try await client.send("HLEN", doneKey).decode(Int.self) < total {
+                try await Task.sleep(for: .milliseconds(100))
             }
             work.cancel()
             _ = await work.result
             try await worker.failWorker()
             say("done")
-        case "queue-produce":
-            // queue-produce <redis> <prefix> <queue> <count> <batch>: enqueues task-0…, prints the rate.
-            let queue = try WorkQueue(client: client, subscriber: subscriber, options: WorkQueueOptions(prefix: arguments[0]))
-            let count = Int(arguments[2])!, batch = Int(arguments[3])!
-            let start = ContinuousClock.now
-            for first in stride(from: 0, to: count, by: batch) {
-                try await queue.enqueue(arguments[1], (first..<min(first + batch, count)).map { "task-\($0)" })
-            }
-            let seconds = (ContinuousClock.now - start) / .seconds(1)
-            say("enqueued \(count) in \(seconds) s")
         case "queue-hold":
             // queue-hold <redis> <prefix> <queue> <count>: dequeues <count> tasks, holds them
             // until this worker learns it was declared dead, then tries to finish them.
