@@ -291,7 +291,9 @@ struct Poison: Error, CustomStringConvertible {
     /// still gets the work done.
     @Test(.enabled(if: TestRedis.ownsServers)) func lostWorkMessagesAreCoveredByThePollTimer() async throws {
         let redis = try await TestRedis.start()
-        var options = WorkQueueOptions(prefix: uniqueName("p"))
+        // A roomy worker timeout, as the fixture's: a stalled test process must not make
+        // this live worker look dead.
+        var options = WorkQueueOptions(prefix: uniqueName("p"), heartbeatInterval: .milliseconds(500), workerTimeout: .seconds(10))
         options.pollInterval = .milliseconds(200)
         let subscriber = try await redis.subscriber { $0.reconnect = .never }
         let queue = try WorkQueue(client: try await redis.connect(), subscriber: subscriber, options: options)
