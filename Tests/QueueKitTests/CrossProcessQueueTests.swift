@@ -84,16 +84,19 @@ struct Start {
         let name = uniqueName()
         let log = uniqueKey("log"), done = uniqueKey("done")
         let total = 2000
-        try await fixture.queue.enqueue(name, (0..<total).map { "task-\($0)" })
+        // The workers first: with the tasks already queued, the first ones up could do
+        // them all while a loaded machine starts the others, and hold nothing at the kill.
         var workers: [WorkerProcess] = []
         for _ in 0..<4 {
             workers.append(try await WorkerProcess.spawn(fixture.redis, prefix: fixture.prefix, queue: name, concurrency: 4,
                                                          log: log, done: done, total: total, handlerMilliseconds: 20))
         }
-        try await eventually(timeout: .seconds(30), "work to be under way") {
-            try await fixture.client.send("LLEN", log).decode(Int.self) >= 300
-        }
+        try await fixture.queue.enqueue(name, (0..<total).map { "task-\($0)" })
         let killed = Array(workers.prefix(2))
+        try await eventually(timeout: .seconds(30), "work to be under way in the workers to be killed") {
+            let starts = try await fixture.client.send("LRANGE", log, 0, -1).decode([String].self).map(Start.init)
+            return starts.count >= 300 && killed.allSatisfy { worker in starts.contains { $0.worker == worker.id } }
+        }
         let killTime = Int64(Date().timeIntervalSince1970 * 1000)
         for worker in killed { worker.helper.signal(SIGKILL) }
         for worker in killed { _ = await worker.helper.exitStatus() }
