@@ -92,8 +92,27 @@ struct TestFailure: Error { let message: String; init(_ m: String) { message = m
         let big = RedisCommand("SET", "k", [UInt8](repeating: 7, count: 123_456))
         #expect(big.withRESP { Array($0.prefix(29)) } == Array("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$123456\r\n".utf8))
         #expect(big.withRESP { $0.count } == 29 + 123_456 + 2)
+        // The count grows a digit at 10 and at 100 words: the header is rewritten whole.
+        let many = RedisCommand("DEL", arguments: (0..<150).map { "k\($0)" })
+        #expect(many.withRESP { String(decoding: $0, as: UTF8.self) }.hasPrefix("*151\r\n$3\r\nDEL\r\n$2\r\nk0\r\n"))
+        #expect(many.count == 151 && many.words.last == Array("k149".utf8) && many.name == "DEL")
         // hiredis reads a formatted command up to a NUL.
         #expect(RedisCommand("PING").withRESP { $0.baseAddress!.load(fromByteOffset: $0.count, as: UInt8.self) } == 0)
+    }
+
+    /// Integers are written as Redis reads them; an argument that does not know its size
+    /// (or miscounts it) is measured after its bytes are written.
+    @Test func lengthsAreRightWhateverTheArgumentSays() {
+        struct Miscounted: RedisArgument {
+            func appendRedisBytes(to buffer: inout [UInt8]) { buffer.append(contentsOf: "abc".utf8) }
+            var redisByteCount: Int? { 7 }
+        }
+        let command = RedisCommand("X", -42, Int64.min, UInt64.max, 0, 1.5, Miscounted(), "é")
+        #expect(command.words.map { String(decoding: $0, as: UTF8.self) }
+                == ["X", "-42", "-9223372036854775808", "18446744073709551615", "0", "1.5", "abc", "é"])
+        #expect(command.withRESP { String(decoding: $0, as: UTF8.self) }
+                == "*8\r\n$1\r\nX\r\n$3\r\n-42\r\n$20\r\n-9223372036854775808\r\n$20\r\n18446744073709551615\r\n"
+                + "$1\r\n0\r\n$3\r\n1.5\r\n$3\r\nabc\r\n$2\r\né\r\n")
     }
 
     @Test func emptyNameIsRejected() {

@@ -1,47 +1,92 @@
 import struct Foundation.Data
 
 /// A value that can be sent as one argument of a command. Arguments are binary-safe:
-/// they are passed to hiredis as (pointer, length) pairs, never through a format string.
+/// their length is sent before their bytes, which are never interpreted.
 public protocol RedisArgument: Sendable {
     /// Appends this argument's bytes to `buffer`.
     func appendRedisBytes(to buffer: inout [UInt8])
+    /// How many bytes ``appendRedisBytes(to:)`` appends, when that is known without
+    /// appending them (the command then writes the length first and moves nothing);
+    /// `nil` by default.
+    var redisByteCount: Int? { get }
+}
+
+extension RedisArgument {
+    @inlinable public var redisByteCount: Int? { nil }
 }
 
 extension String: RedisArgument {
     @inlinable public func appendRedisBytes(to buffer: inout [UInt8]) { buffer.append(contentsOf: utf8) }
+    @inlinable public var redisByteCount: Int? { utf8.count }
 }
 extension Substring: RedisArgument {
     @inlinable public func appendRedisBytes(to buffer: inout [UInt8]) { buffer.append(contentsOf: utf8) }
+    @inlinable public var redisByteCount: Int? { utf8.count }
 }
 extension Array: RedisArgument where Element == UInt8 {
     @inlinable public func appendRedisBytes(to buffer: inout [UInt8]) { buffer.append(contentsOf: self) }
+    @inlinable public var redisByteCount: Int? { count }
 }
 extension ArraySlice: RedisArgument where Element == UInt8 {
     @inlinable public func appendRedisBytes(to buffer: inout [UInt8]) { buffer.append(contentsOf: self) }
+    @inlinable public var redisByteCount: Int? { count }
 }
 extension Data: RedisArgument {
     @inlinable public func appendRedisBytes(to buffer: inout [UInt8]) { buffer.append(contentsOf: self) }
+    @inlinable public var redisByteCount: Int? { count }
 }
 extension Int: RedisArgument {
-    @inlinable public func appendRedisBytes(to buffer: inout [UInt8]) { buffer.append(contentsOf: String(self).utf8) }
+    @inlinable public func appendRedisBytes(to buffer: inout [UInt8]) { appendDecimal(Int64(self), to: &buffer) }
+    @inlinable public var redisByteCount: Int? { decimalCount(Int64(self)) }
 }
 extension Int64: RedisArgument {
-    @inlinable public func appendRedisBytes(to buffer: inout [UInt8]) { buffer.append(contentsOf: String(self).utf8) }
+    @inlinable public func appendRedisBytes(to buffer: inout [UInt8]) { appendDecimal(self, to: &buffer) }
+    @inlinable public var redisByteCount: Int? { decimalCount(self) }
 }
 extension Int32: RedisArgument {
-    @inlinable public func appendRedisBytes(to buffer: inout [UInt8]) { buffer.append(contentsOf: String(self).utf8) }
+    @inlinable public func appendRedisBytes(to buffer: inout [UInt8]) { appendDecimal(Int64(self), to: &buffer) }
+    @inlinable public var redisByteCount: Int? { decimalCount(Int64(self)) }
 }
 extension UInt64: RedisArgument {
-    @inlinable public func appendRedisBytes(to buffer: inout [UInt8]) { buffer.append(contentsOf: String(self).utf8) }
+    @inlinable public func appendRedisBytes(to buffer: inout [UInt8]) { appendDecimal(magnitude: self, negative: false, to: &buffer) }
+    @inlinable public var redisByteCount: Int? { RedisCommand.digits(self) }
 }
 extension UInt32: RedisArgument {
-    @inlinable public func appendRedisBytes(to buffer: inout [UInt8]) { buffer.append(contentsOf: String(self).utf8) }
+    @inlinable public func appendRedisBytes(to buffer: inout [UInt8]) { appendDecimal(Int64(self), to: &buffer) }
+    @inlinable public var redisByteCount: Int? { decimalCount(Int64(self)) }
 }
 extension Double: RedisArgument {
     @inlinable public func appendRedisBytes(to buffer: inout [UInt8]) { buffer.append(contentsOf: "\(self)".utf8) }
 }
 
-/// One command: its name and arguments, encoded once into a single byte buffer.
+/// Appends `value` in decimal ASCII, as Redis reads integers.
+@inlinable
+func appendDecimal(_ value: Int64, to buffer: inout [UInt8]) {
+    appendDecimal(magnitude: value.magnitude, negative: value < 0, to: &buffer)
+}
+
+@inlinable
+func appendDecimal(magnitude: UInt64, negative: Bool, to buffer: inout [UInt8]) {
+    if negative { buffer.append(0x2D) }  // -
+    let start = buffer.count
+    let count = RedisCommand.digits(magnitude)
+    buffer.append(contentsOf: repeatElement(0x30, count: count))
+    var rest = magnitude
+    var index = start + count - 1
+    while rest > 0 {
+        buffer[index] = UInt8(truncatingIfNeeded: 0x30 &+ rest % 10)
+        rest /= 10
+        index -= 1
+    }
+}
+
+@inlinable
+func decimalCount(_ value: Int64) -> Int {
+    RedisCommand.digits(value.magnitude) + (value < 0 ? 1 : 0)
+}
+
+/// One command: its name and arguments, encoded once, when built, into the bytes Redis
+/// receives (RESP: `*N`, then `$len` and the bytes of each word; every length explicit).
 ///
 /// ```swift
 /// let set = RedisCommand("SET", "greeting", "hello", "PX", 5000)
@@ -52,16 +97,23 @@ public struct RedisCommand: Sendable, Hashable {
     /// The largest argument Redis accepts (its default `proto-max-bulk-len`).
     public static let maximumArgumentSize = 512 * 1024 * 1024
 
-    @usableFromInline var bytes: [UInt8]
-    /// End offset of each argument in `bytes`.
-    @usableFromInline var ends: [Int]
+    /// The RESP encoding, then a NUL that is not part of it (hiredis scans a formatted
+    /// command with `strchr`).
+    @usableFromInline var resp: [UInt8]
+    /// The number of words, the command name included.
+    public var count: Int { wordCount }
+    @usableFromInline var wordCount: Int
+    /// The size of the largest word, for `validate`.
+    @usableFromInline var largestWord: Int
 
     /// A command named `name` with the given arguments.
     @inlinable
     public init<each Argument: RedisArgument>(_ name: String, _ arguments: repeat each Argument) {
-        bytes = []
-        ends = []
-        bytes.reserveCapacity(64)
+        resp = []
+        resp.reserveCapacity(64)
+        resp.append(contentsOf: [0x2A, 0x30, 0x0D, 0x0A, 0])  // "*0\r\n", NUL
+        wordCount = 0
+        largestWord = 0
         append(name)
         for argument in repeat each arguments {
             append(argument)
@@ -77,8 +129,7 @@ public struct RedisCommand: Sendable, Hashable {
     /// Appends one argument.
     @inlinable
     public mutating func append(_ argument: some RedisArgument) {
-        argument.appendRedisBytes(to: &bytes)
-        ends.append(bytes.count)
+        appendWord(length: argument.redisByteCount) { argument.appendRedisBytes(to: &$0) }
     }
 
     /// Appends several arguments.
@@ -86,73 +137,72 @@ public struct RedisCommand: Sendable, Hashable {
         for argument in arguments { append(argument) }
     }
 
-    /// The number of words, the command name included.
-    public var count: Int { ends.count }
-
-    /// The command name as sent (first word).
-    public var name: String {
-        String(decoding: bytes[0..<(ends.first ?? 0)], as: UTF8.self)
+    /// Appends one word, which `write` appends to the buffer, with its `$len` before it.
+    /// `length` is what the argument says it will write, if it knows.
+    @usableFromInline
+    mutating func appendWord(length expected: Int?, _ write: (inout [UInt8]) -> Void) {
+        resp.removeLast()  // the NUL
+        let prefixStart = resp.count
+        if let expected { appendLengthPrefix(expected) }
+        let start = resp.count
+        write(&resp)
+        let length = resp.count - start
+        if length != expected {
+            // Measured after the fact (or the argument miscounted): the short "$len\r\n"
+            // goes in front of the bytes, which moves them once.
+            resp.removeSubrange(prefixStart..<start)
+            resp.insert(contentsOf: [0x24] + Array(String(length).utf8) + [0x0D, 0x0A], at: prefixStart)
+        }
+        resp.append(0x0D)
+        resp.append(0x0A)
+        resp.append(0)
+        largestWord = Swift.max(largestWord, length)
+        setCount(wordCount + 1)
     }
 
-    /// The words of the command: name first, then the arguments.
-    public var words: [[UInt8]] {
-        var start = 0
-        return ends.map { end in
-            defer { start = end }
-            return Array(bytes[start..<end])
-        }
+    /// Appends `$length\r\n`.
+    @usableFromInline
+    mutating func appendLengthPrefix(_ length: Int) {
+        resp.append(0x24)  // $
+        appendDecimal(Int64(length), to: &resp)
+        resp.append(0x0D)
+        resp.append(0x0A)
     }
 
-    /// Calls `body` with the command encoded in RESP (`*N` then `$len` and the bytes of each
-    /// word): the exact bytes Redis receives. Every length is explicit, so the bytes of a
-    /// word are never interpreted. A NUL follows the buffer (not counted in it): hiredis
-    /// scans a formatted command with `strchr` to find its words.
-    func withRESP<Result>(_ body: (UnsafeRawBufferPointer) -> Result) -> Result {
-        var size = 3 + Self.digits(ends.count)
-        var start = 0
-        for end in ends {
-            size += 5 + Self.digits(end - start) + (end - start)
-            start = end
+    /// Rewrites the `*N` header for `newCount` words.
+    @usableFromInline
+    mutating func setCount(_ newCount: Int) {
+        let oldDigits = Self.digits(wordCount)
+        let newDigits = Self.digits(newCount)
+        if newDigits > oldDigits {
+            resp.insert(contentsOf: repeatElement(0x30, count: newDigits - oldDigits), at: 1)
         }
-        return bytes.withUnsafeBytes { words in
-            withUnsafeTemporaryAllocation(byteCount: size + 1, alignment: 1) { buffer in
-                var position = 0
-                func put(_ byte: UInt8) {
-                    buffer[position] = byte
-                    position += 1
-                }
-                func put(_ prefix: UInt8, _ number: Int) {
-                    put(prefix)
-                    let count = Self.digits(number)
-                    var rest = number
-                    for index in stride(from: position + count - 1, through: position, by: -1) {
-                        buffer[index] = UInt8(truncatingIfNeeded: 0x30 + rest % 10)
-                        rest /= 10
-                    }
-                    position += count
-                    put(0x0D)
-                    put(0x0A)
-                }
-                put(0x2A, ends.count)  // *
-                var start = 0
-                for end in ends {
-                    put(0x24, end - start)  // $
-                    if end > start {
-                        UnsafeMutableRawBufferPointer(rebasing: buffer[position..<(position + end - start)])
-                            .copyMemory(from: UnsafeRawBufferPointer(rebasing: words[start..<end]))
-                        position += end - start
-                    }
-                    put(0x0D)
-                    put(0x0A)
-                    start = end
-                }
-                buffer[size] = 0
-                return body(UnsafeRawBufferPointer(rebasing: buffer[0..<size]))
-            }
-        }
+        wordCount = newCount
+        resp.withUnsafeMutableBufferPointer { _ = Self.putDecimal(newCount, into: $0, at: 1) }
     }
 
-    private static func digits(_ number: Int) -> Int {
+    /// Writes `number` in decimal at `position`; returns the position after it.
+    @usableFromInline
+    static func putDecimal(_ number: Int, into buffer: UnsafeMutableBufferPointer<UInt8>, at position: Int) -> Int {
+        let end = position + digits(number)
+        var rest = number
+        var index = end - 1
+        repeat {
+            buffer[index] = UInt8(truncatingIfNeeded: 0x30 + rest % 10)
+            rest /= 10
+            index -= 1
+        } while index >= position
+        return end
+    }
+
+    @usableFromInline
+    static func digits(_ number: Int) -> Int {
+        digits(UInt64(number))
+    }
+
+    /// Decimal digits of `number` (1 for 0).
+    @inlinable
+    static func digits(_ number: UInt64) -> Int {
         var count = 1
         var rest = number
         while rest >= 10 {
@@ -162,13 +212,70 @@ public struct RedisCommand: Sendable, Hashable {
         return count
     }
 
+    /// The command name as sent (first word).
+    public var name: String {
+        let (start, length) = firstWord
+        return String(decoding: resp[start..<(start + length)], as: UTF8.self)
+    }
+
+    /// Where the first word's bytes start in `resp`, and how many there are.
+    private var firstWord: (start: Int, length: Int) {
+        guard count > 0 else { return (0, 0) }
+        var position = Self.headerLength(count) + 1  // after "$"
+        var length = 0
+        while resp[position] != 0x0D {
+            length = length * 10 + Int(resp[position] &- 0x30)
+            position += 1
+        }
+        return (position + 2, length)
+    }
+
+    /// The words of the command: name first, then the arguments.
+    public var words: [[UInt8]] {
+        (0..<count).map { Array(word($0)) }
+    }
+
+    /// The bytes of word `index`, found by walking the `$len` prefixes.
+    private func word(_ index: Int) -> ArraySlice<UInt8> {
+        guard index < count else { return [] }
+        var position = Self.headerLength(count)
+        var current = 0
+        while true {
+            // "$" digits "\r\n" bytes "\r\n"
+            var length = 0
+            position += 1
+            while resp[position] != 0x0D {
+                length = length * 10 + Int(resp[position] - 0x30)
+                position += 1
+            }
+            position += 2
+            if current == index { return resp[position..<(position + length)] }
+            position += length + 2
+            current += 1
+        }
+    }
+
+    private static func headerLength(_ count: Int) -> Int { 3 + digits(count) }
+
+    /// Calls `body` with the command encoded in RESP: the exact bytes Redis receives. A NUL
+    /// follows the buffer (not counted in it): hiredis scans a formatted command with
+    /// `strchr` to find its words.
+    func withRESP<Result>(_ body: (UnsafeRawBufferPointer) -> Result) -> Result {
+        resp.withUnsafeBytes { body(UnsafeRawBufferPointer(rebasing: $0.dropLast())) }
+    }
+
     /// `true` when the name (case-insensitively) equals `other`, an upper-case ASCII name.
     func nameEquals(_ upper: StaticString) -> Bool {
-        let end = ends.first ?? 0
-        guard end == upper.utf8CodeUnitCount else { return false }
-        return upper.withUTF8Buffer { expected in
-            for i in 0..<end where bytes[i] & 0xDF != expected[i] { return false }
-            return true
+        nameEquals(upper, firstWord)
+    }
+
+    private func nameEquals(_ upper: StaticString, _ name: (start: Int, length: Int)) -> Bool {
+        guard name.length == upper.utf8CodeUnitCount else { return false }
+        return resp.withUnsafeBufferPointer { bytes in
+            upper.withUTF8Buffer { expected in
+                for i in 0..<name.length where bytes[name.start + i] & 0xDF != expected[i] { return false }
+                return true
+            }
         }
     }
 
@@ -179,19 +286,17 @@ public struct RedisCommand: Sendable, Hashable {
 
     /// Checks what can be checked before anything is sent. (`limit` is there for tests.)
     func validate(forSubscriber: Bool = false, limit: Int = RedisCommand.maximumArgumentSize) throws {
-        guard let first = ends.first, first > 0 else {
+        let first = firstWord
+        guard first.length > 0 else {
             throw RedisError.invalidArgument("the command name is empty")
         }
-        var start = 0
-        for (index, end) in ends.enumerated() {
-            if end - start > limit {
-                throw RedisError.invalidArgument(
-                    "argument \(index) of \(name) is \(end - start) bytes, more than Redis accepts (\(limit))")
-            }
-            start = end
+        if largestWord > limit {
+            let index = (0..<count).first { word($0).count > limit } ?? 0
+            throw RedisError.invalidArgument(
+                "argument \(index) of \(name) is \(word(index).count) bytes, more than Redis accepts (\(limit))")
         }
         if !forSubscriber {
-            for pubsub in Self.modeChangingCommands where nameEquals(pubsub) {
+            for pubsub in Self.modeChangingCommands where nameEquals(pubsub, first) {
                 throw RedisError.invalidArgument(
                     "\(name) changes the connection's mode; use RedisSubscriber for pub/sub")
             }
