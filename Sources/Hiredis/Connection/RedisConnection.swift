@@ -193,7 +193,7 @@ public final actor RedisConnection {
                 submit(alone: alone) {
                     let batch = PipelineBatch(count: commands.count, continuation: continuation)
                     if inline { $0.context?.readPending() }
-                    $0.enqueue(id: id, commands: commands, timeout: timeout, waiter: .pipeline(batch, index: 0), inline: inline)
+                    $0.enqueue(id: id, commands: commands, timeout: timeout, waiter: .pipeline(batch), inline: inline)
                     if inline { $0.waitInline(for: id) }
                 }
             }
@@ -416,7 +416,7 @@ public final actor RedisConnection {
                 contextFailed(context, RedisError(.connectionClosed, "the connection closed during the handshake"))
                 return
             }
-            pending.append(PendingReply(id: 0, deadline: 0, waiter: .handshake(step, last: index == steps.count - 1)))
+            pending.append(PendingReply(id: 0, deadline: 0, waiter: .handshake(step, last: index == steps.count - 1), remaining: 1))
         }
         context.flush(now: true)
     }
@@ -464,7 +464,7 @@ public final actor RedisConnection {
 
     private func enqueue(id: UInt64, commands: some Collection<RedisCommand>, timeout: Duration?, waiter: Waiter, inline: Bool) {
         highestEnqueuedID = max(highestEnqueuedID, id)
-        if earlyCancels.remove(id) != nil {
+        if !earlyCancels.isEmpty, earlyCancels.remove(id) != nil {
             waiter.fail(CancellationError())
             return
         }
@@ -490,24 +490,28 @@ public final actor RedisConnection {
         }
         if !inline { context.unpark() }
         let deadline = (timeout ?? configuration.commandTimeout).map { self.deadline(after: $0) } ?? 0
-        var index = 0
+        let tracing = logger.logLevel <= .trace
+        var appended = 0
         for command in commands {
-            guard context.send(command) else {
-                // The context is going away; what was already appended fails with it.
-                if index == 0 { waiter.fail(RedisError(.connectionClosed, "the connection is closing")) }
-                return
-            }
-            if logger.logLevel <= .trace {
+            guard context.send(command) else { break }  // the context is going away
+            if tracing {
                 logger.trace("send", metadata: ["redis.command": "\(command.name)"])
             }
-            pending.append(PendingReply(id: id, deadline: deadline, waiter: waiter.entry(index)))
-            index += 1
+            appended += 1
         }
+        guard appended > 0 else {
+            waiter.fail(RedisError(.connectionClosed, "the connection is closing"))
+            return
+        }
+        // One entry for the whole call (what was appended fails with the context when it
+        // could not all be).
+        let alone = pending.isEmpty
+        pending.append(PendingReply(id: id, deadline: deadline, waiter: waiter, remaining: appended))
         // Nothing else in flight, or a whole batch: write now instead of on the next turn
         // of the queue (which lets concurrent single commands share one write).
         // An inline caller must write now: its wait holds the queue, so a write scheduled
         // on the queue would only run after it.
-        context.flush(now: inline || pending.count == index || index > 1)
+        context.flush(now: inline || alone || appended > 1)
         if deadline != 0 { armTicker() }
     }
 
@@ -518,10 +522,12 @@ public final actor RedisConnection {
     }
 
     private func received(_ reply: RedisReply?) {
-        guard let entry = pending.popFirst() else {
+        guard let first = pending.indices.first else {
             logger.warning("reply without a command", metadata: ["reply": "\(reply.map { $0.kindDescription } ?? "NULL")"])
             return
         }
+        pending[first].remaining -= 1
+        let entry = pending[first].remaining == 0 ? pending.removeFirst() : pending[first]
         defer {
             // A demoted master answers writes with READONLY: find the new one.
             // (Before Redis 7 a write inside a script reports it as "ERR Error running script … -READONLY …".)
@@ -539,10 +545,10 @@ public final actor RedisConnection {
             case let reply?: continuation.resume(returning: reply)
             case nil: continuation.resume(throwing: RedisError(.connectionClosed, "the connection was lost before the reply arrived"))
             }
-        case .pipeline(let batch, let index):
+        case .pipeline(let batch):
             switch reply {
-            case .error(let message)?: batch.set(index, .failure(RedisError(.server, message)))
-            case let reply?: batch.set(index, .success(reply))
+            case .error(let message)?: batch.append(.failure(RedisError(.server, message)))
+            case let reply?: batch.append(.success(reply))
             case nil: batch.fail(RedisError(.connectionClosed, "the connection was lost before the reply arrived"))
             }
         case .handshake(let step, let last):
@@ -659,41 +665,34 @@ public final actor RedisConnection {
 
 // MARK: - hiredis events
 
-extension RedisConnection: HiredisContextDelegate {
-    nonisolated func hiredisContextDidConnect(_ context: HiredisContext, error: RedisError?) {
-        assumeIsolated { connection in
-            guard context === connection.context else { return }
+extension RedisConnection {
+    /// What `context` reported, in hiredis's order (see `HiredisContext.deliver()`).
+    func handle(_ event: HiredisEvent, from context: HiredisContext) {
+        switch event {
+        case .reply(let reply):
+            received(reply)
+        case .push(let reply):
+            pushHandler?(reply)
+        case .connected(let error):
+            guard context === self.context else { return }
             if let error {
                 // hiredis frees a context whose connect failed by itself.
-                connection.context = nil
-                connection.connectTimer?.cancel()
-                connection.connectTimer = nil
-                connection.perform(connection.machine.connectFailed(
-                    RedisError(.connectionFailed, "\(connection.configuration.endpoint): \(error.message)")))
+                self.context = nil
+                connectTimer?.cancel()
+                connectTimer = nil
+                perform(machine.connectFailed(RedisError(.connectionFailed, "\(configuration.endpoint): \(error.message)")))
             } else {
-                connection.perform(connection.machine.connected())
+                perform(machine.connected())
             }
-        }
-    }
-
-    nonisolated func hiredisContext(_ context: HiredisContext, didReceive reply: RedisReply?) {
-        assumeIsolated { $0.received(reply) }
-    }
-
-    nonisolated func hiredisContext(_ context: HiredisContext, didReceivePush reply: RedisReply) {
-        assumeIsolated { $0.pushHandler?(reply) }
-    }
-
-    nonisolated func hiredisContextDidDisconnect(_ context: HiredisContext, error: RedisError?) {
-        assumeIsolated { connection in
-            guard context === connection.context else { return }
-            connection.context = nil
-            connection.connectTimer?.cancel()
-            connection.connectTimer = nil
+        case .disconnected(let error):
+            guard context === self.context else { return }
+            self.context = nil
+            connectTimer?.cancel()
+            connectTimer = nil
             if let error {
-                connection.perform(connection.machine.connectionLost(error))
+                perform(machine.connectionLost(error))
             } else {
-                connection.perform(connection.machine.disconnected())
+                perform(machine.disconnected())
             }
         }
     }
@@ -703,40 +702,37 @@ extension RedisConnection: HiredisContextDelegate {
 
 enum HandshakeStep: Sendable { case auth, select, setName, role }
 
-/// Who waits for one reply.
+/// Who waits for the replies of one call.
 enum Waiter {
     case command(UnsafeContinuation<RedisReply, any Error>)
-    case pipeline(PipelineBatch, index: Int)
+    case pipeline(PipelineBatch)
     case handshake(HandshakeStep, last: Bool)
     /// Timed out or cancelled: the reply is read and dropped.
     case discarded
 
     var isDiscarded: Bool {
         if case .discarded = self { return true }
-        if case .pipeline(let batch, _) = self { return batch.isFinished }
+        if case .pipeline(let batch) = self { return batch.isFinished }
         return false
-    }
-
-    /// The waiter for the `index`-th command of a batch.
-    func entry(_ index: Int) -> Waiter {
-        if case .pipeline(let batch, _) = self { return .pipeline(batch, index: index) }
-        return self
     }
 
     func fail(_ error: any Error) {
         switch self {
         case .command(let continuation): continuation.resume(throwing: error)
-        case .pipeline(let batch, _): batch.fail(error)
+        case .pipeline(let batch): batch.fail(error)
         case .handshake, .discarded: break
         }
     }
 }
 
+/// The replies still due to one call (one `send`, one `pipeline`, one handshake step).
 struct PendingReply {
     var id: UInt64
     /// `DispatchTime` uptime in nanoseconds; 0 = no timeout.
     var deadline: UInt64
     var waiter: Waiter
+    /// Replies still to come: hiredis has one callback outstanding for each.
+    var remaining: Int
 }
 
 struct QueuedCommand {
@@ -747,27 +743,28 @@ struct QueuedCommand {
     var waiter: Waiter
 }
 
-/// Collects the replies of one `pipeline` call; lives on the connection's queue.
+/// Collects the replies of one `pipeline` call, which arrive in order; lives on the
+/// connection's queue.
 final class PipelineBatch {
-    private var results: [Result<RedisReply, RedisError>?]
-    private var remaining: Int
+    private let count: Int
+    private var results: [Result<RedisReply, RedisError>] = []
     private var continuation: UnsafeContinuation<[Result<RedisReply, RedisError>], any Error>?
 
     init(count: Int, continuation: UnsafeContinuation<[Result<RedisReply, RedisError>], any Error>) {
-        results = Array(repeating: nil, count: count)
-        remaining = count
+        self.count = count
+        results.reserveCapacity(count)
         self.continuation = continuation
     }
 
     var isFinished: Bool { continuation == nil }
 
-    func set(_ index: Int, _ result: Result<RedisReply, RedisError>) {
+    func append(_ result: Result<RedisReply, RedisError>) {
         guard let continuation else { return }
-        results[index] = result
-        remaining -= 1
-        if remaining == 0 {
+        results.append(result)
+        if results.count == count {
             self.continuation = nil
-            continuation.resume(returning: results.map { $0! })
+            continuation.resume(returning: results)
+            results = []
         }
     }
 

@@ -9,17 +9,17 @@ import Musl
 import Darwin
 #endif
 
-/// What a ``HiredisContext`` reports. Every method is called on the context's queue.
-protocol HiredisContextDelegate: AnyObject, Sendable {
-    /// The non-blocking connect finished (`error == nil`) or failed.
-    func hiredisContextDidConnect(_ context: HiredisContext, error: RedisError?)
+/// What a ``HiredisContext`` reports to its connection, in the order hiredis reported it.
+enum HiredisEvent {
+    /// The non-blocking connect finished (`nil`) or failed.
+    case connected(RedisError?)
     /// The reply to the oldest outstanding command; `nil` when the connection went away
     /// before it arrived (hiredis calls every pending callback with NULL on teardown).
-    func hiredisContext(_ context: HiredisContext, didReceive reply: RedisReply?)
+    case reply(RedisReply?)
     /// A pub/sub reply (subscribe confirmation or message) on a subscribed connection.
-    func hiredisContext(_ context: HiredisContext, didReceivePush reply: RedisReply)
-    /// An established connection closed: `error == nil` after a graceful disconnect.
-    func hiredisContextDidDisconnect(_ context: HiredisContext, error: RedisError?)
+    case push(RedisReply)
+    /// An established connection closed: `nil` after a graceful disconnect.
+    case disconnected(RedisError?)
 }
 
 /// One `redisAsyncContext` and the Dispatch sources that drive it: the hiredis event-loop
@@ -40,6 +40,8 @@ protocol HiredisContextDelegate: AnyObject, Sendable {
 ///   only when the kernel buffer is full.
 /// - A caller alone on the connection reads its reply on its own thread, with the read
 ///   source parked (``readInline(budget:idle:until:)``).
+/// - What hiredis reports is queued as ``HiredisEvent``s and handed to the connection in
+///   order, all the replies of one read under one isolation check (see `deliver()`).
 /// - A context is used for one connection attempt. It is never freed inside a hiredis
 ///   callback: ``freeSoon(reason:)`` defers to the queue.
 ///
@@ -51,10 +53,12 @@ final class HiredisContext: @unchecked Sendable {
     /// Weak: the connection owns its context, and a context being freed on its queue
     /// after the connection was dropped must find nobody to call.
     weak var delegate: RedisConnection?
-    /// The delegate, held strongly by ``handleRead(_:)`` while hiredis delivers the replies
-    /// of one read: one weak load per read rather than one per reply (a weakly referenced
-    /// object's reference counting goes through its side table, which costs).
-    private var reader: Unmanaged<RedisConnection>?
+    /// Reported by hiredis and not yet handed to the delegate (see `deliver()`).
+    private var events: [HiredisEvent] = []
+    /// `deliver()` is running: events reported meanwhile join its loop.
+    private var delivering = false
+    /// Inside `redisAsyncHandleRead`: its replies are delivered once it returns.
+    private var inRead = false
 
     private var context: UnsafeMutablePointer<redisAsyncContext>?
     private var readSource: (any DispatchSourceRead)?
@@ -66,7 +70,8 @@ final class HiredisContext: @unchecked Sendable {
     /// The read source's real state (resumed), which is `reading && !parked`.
     private var readSourceActive = false
     private var parkTimer: DispatchWorkItem?
-    private var lastInlineRead: UInt64 = 0
+    /// Inline reads so far: the park timer compares it with what it saw last time.
+    private var inlineReads: UInt64 = 0
     private var writing = false
     private var connected = false
     /// Commands were appended and not written yet (see ``flush(now:)``).
@@ -128,11 +133,11 @@ final class HiredisContext: @unchecked Sendable {
         let me = Unmanaged.passUnretained(self).toOpaque()
         ac.pointee.data = me
         ac.pointee.ev.data = me
-        ac.pointee.ev.addRead = { HiredisContext.from($0).addRead() }
-        ac.pointee.ev.delRead = { HiredisContext.from($0).delRead() }
-        ac.pointee.ev.addWrite = { HiredisContext.from($0).addWrite() }
-        ac.pointee.ev.delWrite = { HiredisContext.from($0).delWrite() }
-        ac.pointee.ev.cleanup = { HiredisContext.from($0).cleanup() }
+        ac.pointee.ev.addRead = { HiredisContext.with($0) { $0.addRead() } }
+        ac.pointee.ev.delRead = { HiredisContext.with($0) { $0.delRead() } }
+        ac.pointee.ev.addWrite = { HiredisContext.with($0) { $0.addWrite() } }
+        ac.pointee.ev.delWrite = { HiredisContext.with($0) { $0.delWrite() } }
+        ac.pointee.ev.cleanup = { HiredisContext.with($0) { $0.cleanup() } }
         // Setting the connect callback arms the write hook: the first writable event
         // completes the non-blocking connect.
         redisAsyncSetConnectCallback(ac, hiredisConnectCallback)
@@ -193,8 +198,11 @@ final class HiredisContext: @unchecked Sendable {
 
     // MARK: Event-loop hooks (called by hiredis on the queue)
 
-    private static func from(_ pointer: UnsafeMutableRawPointer?) -> HiredisContext {
-        Unmanaged<HiredisContext>.fromOpaque(pointer!).takeUnretainedValue()
+    /// Runs `body` on the context that `pointer` (`ac->data` or `ac->ev.data`) names,
+    /// without retaining it: hiredis calls only while the context is alive, since
+    /// `cleanup()` runs before hiredis frees its context.
+    private static func with<R>(_ pointer: UnsafeRawPointer?, _ body: (HiredisContext) -> R) -> R {
+        Unmanaged<HiredisContext>.fromOpaque(pointer!)._withUnsafeGuaranteedRef(body)
     }
 
     private func addRead() {
@@ -272,9 +280,9 @@ final class HiredisContext: @unchecked Sendable {
     /// another; otherwise every reply would also wake Dispatch's event thread and then a
     /// worker for the queue, only to find nothing left to read. It is unparked when the
     /// budget runs out (the reply is then read the usual way), when ``unpark()`` is
-    /// called, and after `idle` nanoseconds without an inline read, so that a connection
-    /// closed by the server while idle is still noticed. Returns `false` when the budget
-    /// ran out first. Not from inside a hiredis callback.
+    /// called, and after `idle` to 2 × `idle` nanoseconds without an inline read, so that a
+    /// connection closed by the server while idle is still noticed. Returns `false` when
+    /// the budget ran out first. Not from inside a hiredis callback.
     func readInline(budget: UInt64, idle: UInt64, until satisfied: () -> Bool) -> Bool {
         // Not while a write is left to the write source or the queue: the reply cannot
         // come before it is written, and neither can run while this holds the queue.
@@ -289,24 +297,28 @@ final class HiredisContext: @unchecked Sendable {
             armParkTimer(after: idle)
         }
         let start = DispatchTime.now().uptimeNanoseconds
+        var elapsed: UInt64 = 0  // the clock is read again only if the first wait is not enough
         while true {
-            let elapsed = DispatchTime.now().uptimeNanoseconds &- start
             guard let ac = context else { return satisfied() }
             guard elapsed < budget else {
                 unpark()
                 return false
             }
             let ready = hiredis_kit_wait_readable(ac.pointee.c.fd, Int64(budget - elapsed))
-            if ready < 0 && errno == EINTR { continue }
+            if ready < 0 && errno == EINTR {
+                elapsed = DispatchTime.now().uptimeNanoseconds &- start
+                continue
+            }
             guard ready > 0 else {
                 unpark()
                 return false
             }
             handleRead(ac)
             if satisfied() {
-                lastInlineRead = DispatchTime.now().uptimeNanoseconds
+                inlineReads &+= 1
                 return true
             }
+            elapsed = DispatchTime.now().uptimeNanoseconds &- start
         }
     }
 
@@ -335,25 +347,49 @@ final class HiredisContext: @unchecked Sendable {
         // A strong capture: a weak reference would move this object's reference counts
         // to a side table, which costs on every callback. The item is cancelled and
         // dropped by `unpark()` or `cleanup()`, or runs within `idle`.
+        let seen = inlineReads
         let item = DispatchWorkItem { [self] in
             guard parked else { return }
-            let quiet = DispatchTime.now().uptimeNanoseconds &- lastInlineRead
-            if quiet >= idle { unpark() } else { armParkTimer(after: idle - quiet) }
+            if inlineReads == seen { unpark() } else { armParkTimer(after: idle) }
         }
         parkTimer = item
         queue.asyncAfter(deadline: .now() + .nanoseconds(Int(clamping: idle)), execute: item)
     }
 
     private func handleRead(_ ac: UnsafeMutablePointer<redisAsyncContext>) {
+        inRead = true
+        redisAsyncHandleRead(ac)  // may free `ac` (the server closed): not touched after
+        inRead = false
+        deliver()
+    }
+
+    /// Queues what hiredis reported; delivers it at once unless a read is under way (its
+    /// replies go together when it returns) or a delivery is (the event joins its loop).
+    private func report(_ event: HiredisEvent) {
+        events.append(event)
+        if !inRead { deliver() }
+    }
+
+    /// Hands the queued events to the delegate, oldest first, under one isolation check.
+    /// The delegate may call back into this context meanwhile (to write, or to free it,
+    /// which reports more events): those join the loop, so the order is always hiredis's.
+    private func deliver() {
+        guard !delivering, !events.isEmpty else { return }
         guard let delegate else {
-            redisAsyncHandleRead(ac)
+            events.removeAll()
             return
         }
-        withExtendedLifetime(delegate) {
-            reader = Unmanaged.passUnretained(delegate)
-            redisAsyncHandleRead(ac)
-            reader = nil
+        delivering = true
+        delegate.assumeIsolated { connection in
+            var index = 0
+            while index < events.count {
+                let event = events[index]
+                index += 1
+                connection.handle(event, from: self)
+            }
         }
+        events.removeAll(keepingCapacity: events.capacity <= 1024)
+        delivering = false
     }
 
     private func handleWrite() {
@@ -390,49 +426,48 @@ final class HiredisContext: @unchecked Sendable {
     // context through `ac->data`)
 
     fileprivate static func didConnect(_ ac: UnsafePointer<redisAsyncContext>, status: Int32) {
-        let me = from(ac.pointee.data)
+        with(ac.pointee.data) { $0.didConnect(ac, status: status) }
+    }
+
+    private func didConnect(_ ac: UnsafePointer<redisAsyncContext>, status: Int32) {
         if status == REDIS_OK {
-            me.connected = true
-            if me.isTCP {
+            connected = true
+            if isTCP {
                 // Notices a peer that vanished without a FIN (hiredis: 15 s idle). Not for
                 // unix sockets: setting TCP options there fails and poisons the context.
                 // `c` is the first member of redisAsyncContext.
                 redisEnableKeepAlive(UnsafeMutableRawPointer(mutating: ac).assumingMemoryBound(to: redisContext.self))
             }
-            me.delegate?.hiredisContextDidConnect(me, error: nil)
+            report(.connected(nil))
         } else {
             let message = ac.pointee.errstr.map { String(cString: $0) } ?? "connect failed"
-            me.delegate?.hiredisContextDidConnect(me, error: RedisError(.connectionFailed, message))
+            report(.connected(RedisError(.connectionFailed, message)))
         }
     }
 
     fileprivate static func didDisconnect(_ ac: UnsafePointer<redisAsyncContext>, status: Int32) {
-        let me = from(ac.pointee.data)
-        me.connected = false
-        var error = me.abortReason
-        if status != REDIS_OK {
-            let message = ac.pointee.errstr.map { String(cString: $0) } ?? "connection lost"
-            // REDIS_ERR_PROTOCOL: the server sent bytes hiredis could not parse.
-            error = RedisError(ac.pointee.err == REDIS_ERR_PROTOCOL ? .protocolError : .connectionClosed, message)
+        with(ac.pointee.data) { me in
+            me.connected = false
+            var error = me.abortReason
+            if status != REDIS_OK {
+                let message = ac.pointee.errstr.map { String(cString: $0) } ?? "connection lost"
+                // REDIS_ERR_PROTOCOL: the server sent bytes hiredis could not parse.
+                error = RedisError(ac.pointee.err == REDIS_ERR_PROTOCOL ? .protocolError : .connectionClosed, message)
+            }
+            me.report(.disconnected(error))
         }
-        me.delegate?.hiredisContextDidDisconnect(me, error: error)
     }
 
     fileprivate static func didReply(_ ac: UnsafeMutablePointer<redisAsyncContext>, reply: UnsafeMutableRawPointer?) {
-        let me = from(ac.pointee.data)
         let value = reply.map { RedisReply(copying: $0.assumingMemoryBound(to: redisReply.self)) }
-        if let reader = me.reader {
-            reader._withUnsafeGuaranteedRef { $0.hiredisContext(me, didReceive: value) }
-        } else {
-            me.delegate?.hiredisContext(me, didReceive: value)
-        }
+        with(ac.pointee.data) { $0.report(.reply(value)) }
     }
 
     fileprivate static func didPush(_ ac: UnsafeMutablePointer<redisAsyncContext>, reply: UnsafeMutableRawPointer?) {
         // NULL: the context is being freed; the disconnect callback follows.
         guard let reply else { return }
-        let me = from(ac.pointee.data)
-        me.delegate?.hiredisContext(me, didReceivePush: RedisReply(copying: reply.assumingMemoryBound(to: redisReply.self)))
+        let value = RedisReply(copying: reply.assumingMemoryBound(to: redisReply.self))
+        with(ac.pointee.data) { $0.report(.push(value)) }
     }
 }
 
