@@ -113,7 +113,8 @@ public final actor CallbackQueue {
             let fenceKeys = lockKeys.map { sameSlot($0, ":fence") }
             let reply: RedisReply
             do {
-                reply = try await client.run(Scripts.acquire, keys: lockKeys + fenceKeys, arguments: [token, ttl.milliseconds])
+                reply = try await client.run(lockKeys.count == 1 ? Scripts.acquireOne : Scripts.acquire,
+                                             keys: lockKeys + fenceKeys, arguments: [token, ttl.milliseconds])
             } catch {
                 for lock in taken { await lock.releaseSoon() }
                 abandon(lockKeys, token: token, ttl: ttl)

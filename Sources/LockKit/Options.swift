@@ -140,8 +140,10 @@ func sameSlot(_ base: String, _ suffix: String) -> String {
 /// The hash tag of a key, as Redis Cluster computes it (the text between the first `{`
 /// and the next `}`, if not empty).
 func hashTag(_ key: String) -> Substring? {
-    guard let open = key.firstIndex(of: "{") else { return nil }
-    let rest = key[key.index(after: open)...]
-    guard let close = rest.firstIndex(of: "}"), close > rest.startIndex else { return nil }
-    return rest[..<close]
+    // By bytes, as Redis does (and without the cost of walking characters).
+    let utf8 = key.utf8
+    guard let open = utf8.firstIndex(of: UInt8(ascii: "{")) else { return nil }
+    let start = utf8.index(after: open)
+    guard let close = utf8[start...].firstIndex(of: UInt8(ascii: "}")), close > start else { return nil }
+    return key[start..<close]
 }

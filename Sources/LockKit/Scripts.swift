@@ -1,8 +1,9 @@
 import Hiredis
 
 /// The Lua scripts of LockKit. Every check of an owner and every multi-key change runs
-/// inside one script, on the server's clock.
-enum Scripts {
+/// inside one script, on the server's clock. (Package access: the bench runs them with
+/// redis-benchmark too.)
+package enum Scripts {
     /// KEYS: lock₁…lockₙ, fence₁…fenceₙ. ARGV: token, ttl ms.
     /// All free → set all, return their new fencing tokens; else return {0, index} of the
     /// first key that is held.
@@ -17,6 +18,14 @@ enum Scripts {
           fences[i] = redis.call('INCR', KEYS[n + i])
         end
         return fences
+        """)
+
+    /// ``acquire`` for one key, in one `SET NX` (the usual lock): the same replies.
+    package static let acquireOne = RedisScript("""
+        if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+          return {redis.call('INCR', KEYS[2])}
+        end
+        return {0, 1}
         """)
 
     /// KEYS: job lock, fence, outcome. ARGV: token, ttl ms.
@@ -40,7 +49,7 @@ enum Scripts {
         """)
 
     /// KEYS: lock. ARGV: token. Compare-and-delete.
-    static let release = RedisScript("""
+    package static let release = RedisScript("""
         if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
         return 0
         """)
