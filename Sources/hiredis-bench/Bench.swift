@@ -39,8 +39,12 @@ struct Measure: AsyncParsableCommand {
             configuration = server!.configuration
         }
         guard case .tcp(let host, let port) = configuration.endpoint else { throw BenchError("the bench needs a TCP endpoint") }
+        let loader = try await RedisConnection.connect(configuration)
+        let lockScripts = (acquire: try await loader.send("SCRIPT", "LOAD", Scripts.acquireOne.source).decode(String.self),
+                           release: try await loader.send("SCRIPT", "LOAD", Scripts.release.source).decode(String.self))
+        await loader.close()
         let context = Context(configuration: configuration, url: environmentURL ?? "redis://\(host):\(port)",
-                              host: host, port: port, quick: quick,
+                              lockScripts: lockScripts, host: host, port: port, quick: quick,
                               executable: URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().path)
         print(machineDescription(server: server, host: host, port: port))
         print("")
@@ -48,13 +52,24 @@ struct Measure: AsyncParsableCommand {
         for shape in shapes(context) where only.map({ shape.name.contains($0) }) ?? true {
             var ours: [Run] = []
             var references: [Run] = []
+            var best: [Double] = []
             for _ in 0..<max(1, rounds) {
                 ours.append(try await shape.ours(context, shape.count))
                 if let reference = shape.reference {
                     references.append(try reference.run(host: host, port: port, count: shape.count))
                 }
+                if !shape.steps.isEmpty {
+                    // One operation takes the sum of its steps' times.
+                    let seconds = try shape.steps.map { 1 / (try $0.run(host: host, port: port, count: shape.count).perSecond) }
+                    best.append(1 / seconds.reduce(0, +))
+                }
             }
-            let figures = summarize(shape, ours, references)
+            var figures = summarize(shape, ours, references)
+            if !best.isEmpty {
+                figures.bestLabel = shape.bestLabel
+                figures.bestMedian = median(best)
+                figures.ratioToBest = figures.median / median(best)
+            }
             all.append(figures)
             print(row(figures))
             fflush(nil)
@@ -90,6 +105,7 @@ struct Measure: AsyncParsableCommand {
                               maximum: rates.max() ?? 0, p50Milliseconds: middle.percentile(0.5),
                               p99Milliseconds: middle.percentile(0.99), target: shape.target, floor: shape.floor,
                               note: shape.note?())
+        (figures.cpuMicroseconds, figures.cpuUserMicroseconds) = (middle.cpuMicroseconds?.total, middle.cpuMicroseconds?.user)
         if let reference = shape.reference, !references.isEmpty {
             let referenceRates = references.map(\.perSecond)
             let referenceMiddle = references.sorted { $0.perSecond < $1.perSecond }[references.count / 2]
@@ -98,6 +114,8 @@ struct Measure: AsyncParsableCommand {
             figures.referenceP50Milliseconds = referenceMiddle.referenceP50
             figures.referenceP99Milliseconds = referenceMiddle.referenceP99
             figures.ratio = figures.median / median(referenceRates)
+            (figures.referenceCPUMicroseconds, figures.referenceCPUUserMicroseconds) =
+                (referenceMiddle.cpuMicroseconds?.total, referenceMiddle.cpuMicroseconds?.user)
         }
         return figures
     }
@@ -158,21 +176,31 @@ func row(_ figures: Figures) -> String {
         text += "; \(reference): \(format(figures.referenceMedian)) ops/s; ratio \(String(format: "%.2f", figures.ratio ?? 0))"
         if let target = figures.target { text += " (target ≥ \(target): \(figures.met == true ? "met" : "NOT met"))" }
     }
+    if let cpu = figures.cpuMicroseconds {
+        text += "; client CPU \(format(cpu)) µs/op (user \(format(figures.cpuUserMicroseconds)))"
+        if let reference = figures.referenceCPUMicroseconds {
+            text += ", redis-benchmark \(format(reference)) (user \(format(figures.referenceCPUUserMicroseconds)))"
+        }
+    }
+    if let label = figures.bestLabel, let best = figures.bestMedian, let ratio = figures.ratioToBest {
+        text += "; \(label): \(format(best)) \(figures.unit), ours \(String(format: "%.2f", ratio)) of it"
+    }
     if let floor = figures.floor { text += " (target ≥ \(format(floor)) \(figures.unit): \(figures.met == true ? "met" : "NOT met"))" }
     if let note = figures.note, !note.isEmpty { text += "; \(note)" }
     return text
 }
 
 func table(_ all: [Figures]) -> String {
-    var lines = ["| shape | ours (median) | min–max | p50 ms | p99 ms | reference (median) | ref p50/p99 ms | ratio | target |",
-                 "|---|---|---|---|---|---|---|---|---|"]
+    var lines = ["| shape | ours (median) | min–max | p50 ms | p99 ms | reference (median) | ref p50/p99 ms | ratio | target | client CPU µs/op (ours / ref) |",
+                 "|---|---|---|---|---|---|---|---|---|---|"]
     for f in all {
         let reference = f.reference.map { "\($0): \(format(f.referenceMedian))" } ?? "—"
         let referenceLatency = f.reference == nil ? "—" : "\(format(f.referenceP50Milliseconds)) / \(format(f.referenceP99Milliseconds))"
         let ratio = f.ratio.map { String(format: "%.2f", $0) } ?? "—"
         let target = f.target.map { "≥ \($0) \(f.met == true ? "met" : "not met")" }
             ?? f.floor.map { "≥ \(format($0)) \(f.unit) \(f.met == true ? "met" : "not met")" } ?? "report"
-        lines.append("| \(f.shape) | \(format(f.median)) \(f.unit) | \(format(f.minimum))–\(format(f.maximum)) | \(format(f.p50Milliseconds)) | \(format(f.p99Milliseconds)) | \(reference) | \(referenceLatency) | \(ratio) | \(target) |")
+        let cpu = "\(format(f.cpuMicroseconds)) / \(format(f.referenceCPUMicroseconds))"
+        lines.append("| \(f.shape) | \(format(f.median)) \(f.unit) | \(format(f.minimum))–\(format(f.maximum)) | \(format(f.p50Milliseconds)) | \(format(f.p99Milliseconds)) | \(reference) | \(referenceLatency) | \(ratio) | \(target) | \(cpu) |")
     }
     return lines.joined(separator: "\n")
 }

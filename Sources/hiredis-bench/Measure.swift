@@ -8,8 +8,15 @@ struct Run: Sendable {
     var latencies: [UInt64] = []   // nanoseconds, one per operation (sampled for batches)
     var referenceP50: Double?
     var referenceP99: Double?
+    /// CPU time (user + system) the client spent: this process for ours, redis-benchmark
+    /// for the reference (the server's is in neither).
+    var cpu: CPUTime?
 
     var perSecond: Double { Double(operations) / seconds }
+    /// Client CPU microseconds per operation: user + system, and user alone.
+    var cpuMicroseconds: (total: Double, user: Double)? {
+        cpu.map { (($0.user + $0.system) * 1e6 / Double(operations), $0.user * 1e6 / Double(operations)) }
+    }
 
     func percentile(_ p: Double) -> Double? {
         if let referenceP50 { return p < 0.9 ? referenceP50 : (referenceP99 ?? referenceP50) }
@@ -34,6 +41,16 @@ struct Figures: Codable, Sendable {
     var referenceP50Milliseconds: Double?
     var referenceP99Milliseconds: Double?
     var ratio: Double?
+    /// Client CPU microseconds per operation (median round), ours and redis-benchmark's:
+    /// user + system, and user alone.
+    var cpuMicroseconds: Double?
+    var cpuUserMicroseconds: Double?
+    var referenceCPUMicroseconds: Double?
+    var referenceCPUUserMicroseconds: Double?
+    /// The best a client could do, from redis-benchmark runs of the operation's steps.
+    var bestLabel: String?
+    var bestMedian: Double?
+    var ratioToBest: Double?
     var target: Double?
     var floor: Double?
     var note: String?
@@ -54,10 +71,35 @@ func median(_ values: [Double]) -> Double {
 /// Times `body` and records one latency per call of the `tick` it is given.
 func timed(_ operations: Int, _ body: (_ tick: @escaping @Sendable (UInt64) -> Void) async throws -> Void) async rethrows -> Run {
     let collector = LatencyCollector()
+    let cpuBefore = CPUTime(RUSAGE_SELF)
     let start = DispatchTime.now().uptimeNanoseconds
     try await body { collector.add($0) }
     let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-    return Run(operations: operations, seconds: seconds, latencies: collector.all)
+    return Run(operations: operations, seconds: seconds, latencies: collector.all, cpu: CPUTime(RUSAGE_SELF) - cpuBefore)
+}
+
+/// CPU seconds, user and system, of this process (`RUSAGE_SELF`) or of its children that
+/// were waited for (`RUSAGE_CHILDREN`).
+struct CPUTime: Sendable {
+    var user: Double
+    var system: Double
+
+    init(_ who: __rusage_who) {
+        var usage = rusage()
+        getrusage(__rusage_who_t(who.rawValue), &usage)
+        func seconds(_ time: timeval) -> Double { Double(time.tv_sec) + Double(time.tv_usec) / 1e6 }
+        user = seconds(usage.ru_utime)
+        system = seconds(usage.ru_stime)
+    }
+
+    private init(user: Double, system: Double) {
+        self.user = user
+        self.system = system
+    }
+
+    static func - (after: CPUTime, before: CPUTime) -> CPUTime {
+        CPUTime(user: after.user - before.user, system: after.system - before.system)
+    }
 }
 
 final class LatencyCollector: Sendable {
