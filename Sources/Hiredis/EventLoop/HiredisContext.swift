@@ -505,7 +505,11 @@ extension RedisReply {
         case 4:  // NIL
             self = .null
         case 5:  // STATUS
-            self = .status(r.str.map { String(decoding: UnsafeRawBufferPointer(start: $0, count: Int(r.len)), as: UTF8.self) } ?? "")
+            if r.len == 2, let str = r.str, str[0] == 0x4F, str[1] == 0x4B {
+                self = .status("OK")  // the usual one: no bytes to copy or validate
+            } else {
+                self = .status(r.str.map { String(decoding: UnsafeRawBufferPointer(start: $0, count: Int(r.len)), as: UTF8.self) } ?? "")
+            }
         case 6:  // ERROR
             self = .error(r.str.map { String(decoding: UnsafeRawBufferPointer(start: $0, count: Int(r.len)), as: UTF8.self) } ?? "")
         case 8:  // BOOL
