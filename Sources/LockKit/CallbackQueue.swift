@@ -162,9 +162,13 @@ public final actor CallbackQueue {
     /// block every contender for a whole lease. Releases them in the background; the token
     /// is this attempt's own, so nothing else can be released.
     nonisolated func abandon(_ redisKeys: [String], token: String, ttl: Duration) {
+        let deadline = ContinuousClock.now + ttl
         for redisKey in redisKeys {
-            let orphan = Lock(key: redisKey, redisKey: redisKey, token: token, fencingToken: 0, timeout: ttl, connection: client)
-            Task { await orphan.releaseSoon() }
+            Task {
+                await giveBack(until: { deadline }) {
+                    try await self.client.run(Scripts.release, keys: [redisKey], arguments: [token])
+                }
+            }
         }
     }
 

@@ -47,6 +47,11 @@ public final class Lock: Sendable, CustomStringConvertible {
             locked.withLock { $0 = false }
             throw LockExtendError(key: key)
         }
+        extended(since: sent, by: lease)
+    }
+
+    /// Redis extended the lease by `lease`, counted from `sent` (when the request left).
+    func extended(since sent: ContinuousClock.Instant, by lease: Duration) {
         leaseEnd.withLock { $0 = sent + lease }
     }
 
@@ -74,25 +79,8 @@ public final class Lock: Sendable, CustomStringConvertible {
     /// cancelled task — it keeps trying in the background until the lease would have run
     /// out anyway, rather than leaving the key taken for the rest of its lease.
     func releaseSoon() async {
-        do { try await release(); return } catch is LockReleaseError { return } catch {
-            // Only where Redis could not be asked (a cancelled task never asked it either).
-            guard error is CancellationError || (error as? RedisError)?.isTransient == true else { return }
-        }
-        let deadline = leaseDeadline
-        Task { [self] in
-            var delay: Duration = .milliseconds(25)
-            while ContinuousClock.now < deadline && isLocked {
-                try? await Task.sleep(for: delay)
-                do {
-                    try await release()
-                    return
-                } catch let error as RedisError where error.isTransient {
-                    delay = min(delay * 2, .milliseconds(500))
-                } catch {
-                    return
-                }
-            }
-            markLost()
+        await giveBack(until: { self.leaseDeadline }, while: { self.isLocked }, expired: { self.markLost() }) {
+            try await self.release()
         }
     }
 
@@ -117,12 +105,15 @@ public final class MultiLock: Sendable {
         var errors: [String: any Error] = [:]
         for group in groupBySlot(locks) {
             let lease = duration ?? group[0].timeout
+            let sent = ContinuousClock.now
             let reply = try await group[0].connection.run(
                 Scripts.extend, keys: group.map(\.redisKey), arguments: [group[0].token, lease.milliseconds])
             let result = try reply.decode([Int].self)
             if result.first != 1 {
                 let failed = group[max(0, (result.count > 1 ? result[1] : 1) - 1)]
                 errors[failed.key] = LockExtendError(key: failed.key)
+            } else {
+                for lock in group { lock.extended(since: sent, by: lease) }
             }
         }
         if !errors.isEmpty {

@@ -49,11 +49,19 @@ public final class Semaphore: Sendable {
         let deadline = timeout.map { clock.now + $0 }
         while true {
             try Task.checkCancellation()
-            let reply = try await queue.client.run(
-                Scripts.take, keys: [redisKey], arguments: [token, permits, ttl.milliseconds])
+            let reply: RedisReply
+            do {
+                reply = try await queue.client.run(
+                    Scripts.take, keys: [redisKey], arguments: [token, permits, ttl.milliseconds])
+            } catch {
+                // The script may have run and taken a permit that nobody knows it holds,
+                // which would keep it from every process for a whole lease: give it back.
+                abandon(token, ttl: ttl)
+                throw error
+            }
             if try reply.decode(Int.self) == 1 {
-                let permit = SemaphorePermit(semaphore: self, token: token)
-                held.withLock { $0.append(permit) }
+                let permit = SemaphorePermit(semaphore: self, token: token, lease: ttl)
+                remember(permit)
                 return permit
             }
             var wait = queue.recheckInterval * Double.random(in: 0.8...1.2)
@@ -83,15 +91,36 @@ public final class Semaphore: Sendable {
             let value = try await CallbackQueue.runGuarded(
                 key: key, lease: queue.options.lock.timeout, logger: queue.logger,
                 extend: { try await permit.extend() }, body: { try await body(permit) })
-            try? await permit.leave()
+            await permit.leaveSoon()
             return value
         } catch {
-            try? await permit.leave()
+            if error is LockLostError { permit.markLost() }
+            await permit.leaveSoon()
             throw error
         }
     }
 
     var wakeSignal: String { "semaphore:" + key }
+
+    /// The `leave` script's arguments for `token`: it removes the permit and wakes waiters.
+    func leaveArguments(_ token: String) throws -> [any RedisArgument] {
+        let message = try JSONEncoder().encode(WireMessage(kind: .wake, key: wakeSignal, outcome: nil))
+        return [token, queue.options.channel, Array(message)]
+    }
+
+    /// Removes the permit `token` may hold, in the background if Redis cannot be asked now.
+    func abandon(_ token: String, ttl: Duration) {
+        let deadline = ContinuousClock.now + ttl
+        Task {
+            await giveBack(until: { deadline }) {
+                try await self.queue.client.run(Scripts.leave, keys: [self.redisKey], arguments: try self.leaveArguments(token))
+            }
+        }
+    }
+
+    func remember(_ permit: SemaphorePermit) {
+        held.withLock { $0.append(permit) }
+    }
 
     func forget(_ permit: SemaphorePermit) {
         held.withLock { $0.removeAll { $0 === permit } }
@@ -103,34 +132,64 @@ public final class SemaphorePermit: Sendable {
     public let token: String
     let semaphore: Semaphore
     private let holding = Mutex(true)
+    /// When the lease runs out if nobody extends it (as this process sees it).
+    private let leaseEnd: Mutex<ContinuousClock.Instant>
 
-    init(semaphore: Semaphore, token: String) {
+    init(semaphore: Semaphore, token: String, lease: Duration) {
         self.semaphore = semaphore
         self.token = token
+        leaseEnd = Mutex(.now + lease)
     }
+
+    /// `false` once returned, or once an extend or a return found it lost.
+    public var isHeld: Bool { holding.withLock { $0 } }
 
     /// Extends the permit's lease to the lock timeout from now.
     /// - Throws: ``LockExtendError`` when it had expired.
     public func extend() async throws {
         let queue = semaphore.queue
+        let lease = queue.options.lock.timeout
+        let sent = ContinuousClock.now
         let reply = try await queue.client.run(
-            Scripts.extendPermit, keys: [semaphore.redisKey], arguments: [token, queue.options.lock.timeout.milliseconds])
+            Scripts.extendPermit, keys: [semaphore.redisKey], arguments: [token, lease.milliseconds])
         if try reply.decode(Int.self) != 1 {
-            holding.withLock { $0 = false }
+            markLost()
             throw LockExtendError(key: semaphore.key)
         }
+        leaseEnd.withLock { $0 = sent + lease }
     }
 
     /// Returns the permit and wakes waiters in every process.
-    /// - Throws: ``LockReleaseError`` when it had expired or was returned already.
+    /// - Throws: ``LockReleaseError`` when it had expired or was returned already;
+    ///   `RedisError` when Redis could not be asked (the permit then still counts as held,
+    ///   and `leave()` can be called again, here or on the semaphore).
     public func leave() async throws {
         semaphore.forget(self)
         guard holding.withLock({ was in defer { was = false }; return was }) else { throw LockReleaseError(key: semaphore.key) }
         let queue = semaphore.queue
-        let message = try JSONEncoder().encode(WireMessage(kind: .wake, key: semaphore.wakeSignal, outcome: nil))
-        let reply = try await queue.client.run(
-            Scripts.leave, keys: [semaphore.redisKey], arguments: [token, queue.options.channel, Array(message)])
+        let reply: RedisReply
+        do {
+            reply = try await queue.client.run(
+                Scripts.leave, keys: [semaphore.redisKey], arguments: try semaphore.leaveArguments(token))
+        } catch {
+            holding.withLock { $0 = true }
+            semaphore.remember(self)
+            throw error
+        }
         await queue.signal(semaphore.wakeSignal)
         if try reply.decode(Int.self) != 1 { throw LockReleaseError(key: semaphore.key) }
+    }
+
+    /// Returns the permit on the caller's behalf (`withPermit`), in the background until
+    /// its lease would have run out when Redis cannot be asked now.
+    func leaveSoon() async {
+        await giveBack(until: { self.leaseEnd.withLock { $0 } }, while: { self.isHeld }, expired: { self.markLost() }) {
+            try await self.leave()
+        }
+    }
+
+    func markLost() {
+        holding.withLock { $0 = false }
+        semaphore.forget(self)
     }
 }

@@ -1,6 +1,6 @@
 import Foundation
 import Hiredis
-import LockKit
+@testable import LockKit
 import RedisTestSupport
 import Synchronization
 import Testing
@@ -248,6 +248,11 @@ struct JobFailed: Error, CustomStringConvertible {
         try await multi.extend(by: .seconds(30))
         for lock in multi.locks {
             #expect(try await fleet.client.send("PTTL", lock.redisKey).decode(Int.self) > 20_000)
+            // What a background release counts on to keep trying for the whole lease.
+            // (Read first: a failed #expect reflects its operands, and a Mutex inside a
+            // Lock does not survive reflection.)
+            let deadline = lock.leaseDeadline
+            #expect(deadline > .now + .seconds(20))
         }
         let results = await multi.release()
         #expect(results.values.allSatisfy { (try? $0.get()) != nil })
@@ -364,6 +369,52 @@ struct JobFailed: Error, CustomStringConvertible {
         }
         holder.signal(SIGKILL)
         let permit = try await fleet.queues[0].semaphore("shared").take(timeout: .seconds(15))
+        try await permit.leave()
+    }
+
+    /// The return is sent, held back by the server (`CLIENT PAUSE WRITE`), and dropped with
+    /// its connection (`CLIENT KILL`): it never ran, so the permit is still held, in Redis
+    /// and here, and returning it again works.
+    @Test func aReturnThatNeverRanLeavesThePermitHeldAndCanBeRetried() async throws {
+        guard TestRedis.ownsServers else { return }  // pauses its server
+        let fleet = try await Fleet.start(1, lock: LockOptions(timeout: .seconds(60)))
+        let control = try await fleet.redis.connect()
+        let semaphore = try fleet.queues[0].semaphore("retry")
+        let permit = try await semaphore.take()
+        let (key, token) = (semaphore.redisKey, permit.token)
+        let clientID = try await fleet.client.send("CLIENT", "ID").decode(Int.self)
+        try await control.send("CLIENT", "PAUSE", 60_000, "WRITE")
+        let leaving = Task { try await permit.leave() }
+        try await eventually("the return held back by the pause") { try await control.info("blocked_clients") == "1" }
+        try await control.send("CLIENT", "KILL", "ID", clientID)
+        await #expect(throws: RedisError.self) { try await leaving.value }
+        try await control.send("CLIENT", "UNPAUSE")
+        let held = permit.isHeld
+        #expect(held)
+        let score = try await control.send("ZSCORE", key, token)
+        #expect(score != .null)
+        try await semaphore.leave()  // the semaphore still knows its permit
+        let after = try await control.send("ZSCORE", key, token)
+        #expect(after == .null)
+    }
+
+    /// A take times out while the server holds it back; the server then runs it, taking a
+    /// permit under a token nobody knows. It is given back at once, not after its lease.
+    @Test func aTakeWhoseReplyIsLostGivesItsPermitBack() async throws {
+        guard TestRedis.ownsServers else { return }  // pauses its server
+        let redis = try await TestRedis.start()
+        let fleet = try await Fleet.start(1, lock: LockOptions(timeout: .seconds(60)), redis: redis) {
+            $0.commandTimeout = .milliseconds(500)
+        }
+        let other = try await Fleet.start(1, lock: LockOptions(timeout: .seconds(60)), redis: redis)
+        let control = try await redis.connect()
+        try await control.send("CLIENT", "PAUSE", 60_000, "WRITE")
+        await #expect { try await fleet.queues[0].semaphore("lost").take() } throws: { ($0 as? RedisError)?.code == .timeout }
+        try await control.send("CLIENT", "UNPAUSE")
+        // Same prefix and channel as the first fleet: the same semaphore.
+        let options = CallbackQueueOptions(channel: fleet.channel, lockPrefix: fleet.prefix, lock: LockOptions(timeout: .seconds(60)))
+        let queue = try CallbackQueue(client: other.client, pubsub: other.queues[0].pubsub, options: options)
+        let permit = try await queue.semaphore("lost").take(timeout: .seconds(20))
         try await permit.leave()
     }
 
