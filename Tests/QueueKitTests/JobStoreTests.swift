@@ -378,3 +378,55 @@ func liveLeases(_ directory: URL) throws -> [String] {
         #expect(try liveLeases(directory).isEmpty, "no live lease left")
     }
 }
+
+/// A target whose encoding fails once its name is in `poisoned`: a removal that fails
+/// before it reaches the store.
+struct FlakyTarget: Codable, Sendable, Equatable {
+    static let poisoned = Mutex<Set<String>>([])
+    let name: String
+
+    init(_ name: String) { self.name = name }
+
+    init(from decoder: any Decoder) throws {
+        name = try decoder.singleValueContainer().decode(String.self)
+    }
+
+    func encode(to encoder: any Encoder) throws {
+        if Self.poisoned.withLock({ $0.contains(name) }) { throw JobStoreTestError("\(name) cannot be encoded") }
+        var container = encoder.singleValueContainer()
+        try container.encode(name)
+    }
+}
+
+struct JobStoreTestError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+@Suite struct NotificationLeaseTests {
+    /// Removing the notified targets fails: the lease is released all the same (here a 60 s
+    /// lease would otherwise keep the job from the next pull), and the targets stay.
+    @Test(arguments: Backend.allCases)
+    func doneReleasesTheLeaseEvenWhenRemovingFails(_ backend: Backend) async throws {
+        let location = try await StoreLocation.make(backend)
+        defer { location.keepAlive() }
+        let store: any JobStore<FlakyTarget> = switch backend {
+        case .file: try FileJobStore<FlakyTarget>(directory: location.directory, leaseTimeout: .seconds(60))
+        case .redis: try RedisJobStore<FlakyTarget>(client: try await location.redis!.connect(), prefix: location.prefix,
+                                                    leaseTimeout: .seconds(60))
+        }
+        let target = FlakyTarget("target-\(UUID().uuidString)")
+        let id = try await store.create(request: Array("r".utf8))
+        try await store.queue(id, target: target)
+        try await store.fulfill(id, value: Array("v".utf8))
+        let lease = try #require(try await store.pullNotification())
+        FlakyTarget.poisoned.withLock { _ = $0.insert(target.name) }
+        defer { FlakyTarget.poisoned.withLock { _ = $0.remove(target.name) } }
+        await #expect(throws: JobStoreTestError.self) { try await lease.done(removing: [target]) }
+        let again = try #require(try await store.pullNotification(), "the lease was released")
+        #expect(again.waiting == [target])
+        FlakyTarget.poisoned.withLock { _ = $0.remove(target.name) }
+        try await again.done(removing: [target])
+        #expect(try await store.pullNotification() == nil)
+    }
+}

@@ -306,10 +306,20 @@ public final class NotificationLease<Target: Codable & Sendable>: Sendable {
     /// (and any queued meanwhile) stay for the next ``JobStore/pullNotification()``.
     ///
     /// - Throws: ``JobStoreError/Code/leaseCompromised`` when the lease had been lost (the
-    ///   targets are removed all the same: they were notified).
+    ///   targets are removed all the same: they were notified). When removing fails, the
+    ///   lease is released all the same and the removal's error is thrown: the targets stay
+    ///   and the next pull notifies them again (at least once), rather than after the lease.
     public func done(removing notified: [Target]) async throws {
-        if !notified.isEmpty { try await remove(notified) }
-        try await keeper.release()
+        var removalError: (any Error)?
+        if !notified.isEmpty {
+            do { try await remove(notified) } catch { removalError = error }
+        }
+        do {
+            try await keeper.release()
+        } catch {
+            throw removalError ?? error  // the first failure is the one to report
+        }
+        if let removalError { throw removalError }
     }
 }
 
