@@ -114,7 +114,7 @@ public final actor CallbackQueue {
             let reply: RedisReply
             do {
                 reply = try await client.run(lockKeys.count == 1 ? Scripts.acquireOne : Scripts.acquire,
-                                             keys: lockKeys + fenceKeys, arguments: [token, ttl.milliseconds])
+                                             keys: lockKeys + fenceKeys, arguments: [token, ttl.redisMilliseconds])
             } catch {
                 for lock in taken { await lock.releaseSoon() }
                 abandon(lockKeys, token: token, ttl: ttl)
@@ -139,7 +139,7 @@ public final actor CallbackQueue {
             // relies on them, or they are given back.
             let acknowledged: Int
             do {
-                acknowledged = try await client.send("WAIT", options.lock.minReplicas, options.lock.replicationTimeout.milliseconds)
+                acknowledged = try await client.send("WAIT", options.lock.minReplicas, options.lock.replicationTimeout.redisMilliseconds)
                     .decode(Int.self)
             } catch {
                 for lock in taken { await lock.releaseSoon() }
@@ -393,7 +393,7 @@ public final actor CallbackQueue {
         do {
             reply = try await client.run(
                 Scripts.acquireJob, keys: [redisKey, sameSlot(redisKey, ":fence"), outcomeKey(id)],
-                arguments: [token, options.lock.timeout.milliseconds])
+                arguments: [token, options.lock.timeout.redisMilliseconds])
         } catch {
             abandon([redisKey], token: token, ttl: options.lock.timeout)
             throw error
@@ -417,7 +417,7 @@ public final actor CallbackQueue {
         let message = try JSONEncoder().encode(WireMessage(kind: .outcome, key: id, outcome: outcome))
         let reply = try await client.run(
             Scripts.complete, keys: [lock.redisKey, outcomeKey(id)],
-            arguments: [lock.token, outcomeTTL.milliseconds, options.channel, Array(message), Array(stored)])
+            arguments: [lock.token, outcomeTTL.redisMilliseconds, options.channel, Array(message), Array(stored)])
         lock.markLost()  // released by the script (or lost)
         return try reply.decode(Int.self) == 1
     }

@@ -42,7 +42,7 @@ public final class Lock: Sendable, CustomStringConvertible {
         guard lease >= .milliseconds(1) else { throw RedisError.invalidArgument("a lock extension must be at least 1 ms") }
         guard isLocked else { throw LockExtendError(key: key) }
         let sent = ContinuousClock.now
-        let reply = try await connection.run(Scripts.extend, keys: [redisKey], arguments: [token, lease.milliseconds])
+        let reply = try await connection.run(Scripts.extend, keys: [redisKey], arguments: [token, lease.redisMilliseconds])
         if try reply.decode([Int].self).first != 1 {
             locked.withLock { $0 = false }
             throw LockExtendError(key: key)
@@ -107,7 +107,7 @@ public final class MultiLock: Sendable {
             let lease = duration ?? group[0].timeout
             let sent = ContinuousClock.now
             let reply = try await group[0].connection.run(
-                Scripts.extend, keys: group.map(\.redisKey), arguments: [group[0].token, lease.milliseconds])
+                Scripts.extend, keys: group.map(\.redisKey), arguments: [group[0].token, lease.redisMilliseconds])
             let result = try reply.decode([Int].self)
             if result.first != 1 {
                 let failed = group[max(0, (result.count > 1 ? result[1] : 1) - 1)]

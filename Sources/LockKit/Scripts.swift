@@ -102,10 +102,3 @@ package enum Scripts {
         """)
 }
 
-extension Duration {
-    /// Whole milliseconds, at least 1.
-    var milliseconds: Int64 {
-        let (seconds, attoseconds) = components
-        return max(1, seconds * 1000 + attoseconds / 1_000_000_000_000_000)
-    }
-}

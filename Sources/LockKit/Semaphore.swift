@@ -52,7 +52,7 @@ public final class Semaphore: Sendable {
             let reply: RedisReply
             do {
                 reply = try await queue.client.run(
-                    Scripts.take, keys: [redisKey], arguments: [token, permits, ttl.milliseconds])
+                    Scripts.take, keys: [redisKey], arguments: [token, permits, ttl.redisMilliseconds])
             } catch {
                 // The script may have run and taken a permit that nobody knows it holds,
                 // which would keep it from every process for a whole lease: give it back.
@@ -151,7 +151,7 @@ public final class SemaphorePermit: Sendable {
         let lease = queue.options.lock.timeout
         let sent = ContinuousClock.now
         let reply = try await queue.client.run(
-            Scripts.extendPermit, keys: [semaphore.redisKey], arguments: [token, lease.milliseconds])
+            Scripts.extendPermit, keys: [semaphore.redisKey], arguments: [token, lease.redisMilliseconds])
         if try reply.decode(Int.self) != 1 {
             markLost()
             throw LockExtendError(key: semaphore.key)

@@ -96,7 +96,7 @@ public struct WorkQueue: Sendable {
         metrics.enqueued(queue, tasks.count)
         logger.trace("enqueued", metadata: ["queue": "\(queue)", "count": "\(tasks.count)"])
         if minReplicas > 0 {
-            let acknowledged = try await client.send("WAIT", minReplicas, max(options.replicationTimeout.milliseconds, 1))
+            let acknowledged = try await client.send("WAIT", minReplicas, options.replicationTimeout.redisMilliseconds)
                 .decode(Int.self)
             guard acknowledged >= minReplicas else {
                 throw WorkQueueError(.notReplicated, "only \(acknowledged) of \(minReplicas) replicas acknowledged the enqueue to \(queue)")

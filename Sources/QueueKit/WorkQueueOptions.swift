@@ -67,7 +67,7 @@ public struct WorkQueueOptions: Sendable {
         guard workerTimeout > heartbeatInterval else {
             throw RedisError.invalidArgument("workerTimeout must be longer than heartbeatInterval")
         }
-        guard workerTimeout.milliseconds >= 1 else { throw RedisError.invalidArgument("workerTimeout must be at least 1 ms") }
+        guard workerTimeout > .zero else { throw RedisError.invalidArgument("workerTimeout must be positive") }
         guard maxDeliveries >= 1 else { throw RedisError.invalidArgument("maxDeliveries must be at least 1") }
     }
 }
@@ -130,10 +130,3 @@ func validateTask(_ task: [UInt8]) throws {
     }
 }
 
-extension Duration {
-    /// Whole milliseconds, rounded up (a lease is never shorter than asked).
-    var milliseconds: Int64 {
-        let (seconds, attoseconds) = components
-        return seconds * 1000 + (attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000
-    }
-}

@@ -114,7 +114,7 @@ public final actor Worker: Service {
         let registry = workQueue.registry
         let registered = try await client.run(
             QueueScripts.register, keys: [registry.workers, registry.heartbeat(worker)],
-            arguments: [worker, options.workerTimeout.milliseconds]).decode(Int.self)
+            arguments: [worker, options.workerTimeout.redisMilliseconds]).decode(Int.self)
         guard registered == 1 else {
             throw WorkQueueError(.workerNotStarted, "the worker id \(worker) is already registered")
         }
@@ -157,7 +157,7 @@ public final actor Worker: Service {
         let worker = id
         do {
             let reply = try await client.send(
-                RedisCommand("SET", workQueue.registry.heartbeat(worker), "RUN", "PX", options.workerTimeout.milliseconds, "XX"),
+                RedisCommand("SET", workQueue.registry.heartbeat(worker), "RUN", "PX", options.workerTimeout.redisMilliseconds, "XX"),
                 timeout: max(options.heartbeatInterval, .milliseconds(100)))
             if case .null = reply, worker == id {
                 await declaredDead("its heartbeat key expired", worker: worker)

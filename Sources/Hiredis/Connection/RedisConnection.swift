@@ -776,6 +776,13 @@ final class PipelineBatch {
 }
 
 extension Duration {
+    /// Whole milliseconds as Redis takes them (`PX`, `PEXPIRE`, `WAIT`): rounded up, so a
+    /// lease is never shorter than asked, and at least 1 (`WAIT` reads 0 as "for ever").
+    package var redisMilliseconds: Int64 {
+        let (seconds, attoseconds) = components
+        return max(1, seconds * 1000 + (attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000)
+    }
+
     var dispatch: DispatchTimeInterval {
         let (seconds, attoseconds) = components
         let nanoseconds = seconds * 1_000_000_000 + attoseconds / 1_000_000_000

@@ -307,7 +307,7 @@ public struct FileJobStore<Target: Codable & Sendable>: JobStore {
                 next = top + 1
             }
             let token = UUID().uuidString
-            let temp = try Files.writeTemp(in: paths.tmp, Array("\(token) \(now + leaseTimeout.milliseconds)".utf8))
+            let temp = try Files.writeTemp(in: paths.tmp, Array("\(token) \(now + leaseTimeout.redisMilliseconds)".utf8))
             defer { Files.remove(temp) }
             guard try Files.link(temp, directory + "/\(next)") else { return nil }   // another process won
             // A process that listed an older state may have linked a lower generation: the
@@ -329,7 +329,7 @@ public struct FileJobStore<Target: Codable & Sendable>: JobStore {
 
     private func renew(_ lease: FileLease) throws -> Bool {
         guard holds(lease) else { return false }
-        let temp = try Files.writeTemp(in: paths.tmp, Array("\(lease.token) \(now + leaseTimeout.milliseconds)".utf8))
+        let temp = try Files.writeTemp(in: paths.tmp, Array("\(lease.token) \(now + leaseTimeout.redisMilliseconds)".utf8))
         try Files.rename(temp, lease.directory + "/\(lease.generation)")
         return holds(lease)
     }

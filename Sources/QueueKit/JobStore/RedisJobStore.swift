@@ -44,7 +44,7 @@ public struct RedisJobStore<Target: Codable & Sendable>: JobStore {
         self.tag = "{\(prefix)}:"
     }
 
-    private var ttl: Int64 { leaseTimeout.milliseconds }
+    private var ttl: Int64 { leaseTimeout.redisMilliseconds }
     private func job(_ id: JobID) -> String { tag + "job:" + id.rawValue }
 
     public func create(request: [UInt8]) async throws -> JobID {
