@@ -338,6 +338,17 @@ func liveLeases(_ directory: URL) throws -> [String] {
         #expect(try await store.state(id) == .pending(version: 1))
     }
 
+    /// A bad option is the same error whichever backend is asked (as for every other
+    /// option of the library): `RedisError.invalidArgument`.
+    @Test(arguments: Backend.allCases)
+    func aTooShortLeaseIsTheSameErrorOnBothBackends(_ backend: Backend) async throws {
+        let location = try await StoreLocation.make(backend)
+        defer { location.keepAlive() }
+        await #expect { _ = try await location.store(lease: .milliseconds(10)) } throws: {
+            ($0 as? RedisError)?.code == .invalidArgument
+        }
+    }
+
     @Test func invalidDirectoriesAreRefusedAndNothingIsWritten() throws {
         let missing = FileManager.default.temporaryDirectory.appendingPathComponent("missing-\(UUID().uuidString)")
         let isInvalid: (any Error) -> Bool = { ($0 as? JobStoreError)?.code == .invalidStore }

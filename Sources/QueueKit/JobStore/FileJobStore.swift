@@ -1,4 +1,5 @@
 import Foundation
+import Hiredis
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -32,8 +33,10 @@ public struct FileJobStore<Target: Codable & Sendable>: JobStore {
     /// written but not listed, and sweeps old temporary files.
     ///
     /// - Throws: ``JobStoreError/Code/invalidStore`` when `directory` is missing, not a
-    ///   directory, or not writable (nothing is written then).
+    ///   directory, or not writable (nothing is written then); `RedisError`
+    ///   `invalidArgument` for a `leaseTimeout` under 30 ms, as ``RedisJobStore`` does.
     public init(directory: URL, leaseTimeout: Duration = .seconds(10), respond: JobResponder<Target>? = nil) throws {
+        guard leaseTimeout >= .milliseconds(30) else { throw RedisError.invalidArgument("leaseTimeout must be at least 30 ms") }
         let path = directory.standardizedFileURL.path
         var info = stat()
         guard stat(path, &info) == 0 else { throw JobStoreError(.invalidStore, "\(path) does not exist") }
@@ -41,7 +44,6 @@ public struct FileJobStore<Target: Codable & Sendable>: JobStore {
         guard access(path, W_OK | X_OK) == 0, (info.st_mode & 0o222) != 0 else {
             throw JobStoreError(.invalidStore, "\(path) is not writable")
         }
-        guard leaseTimeout >= .milliseconds(30) else { throw JobStoreError(.invalidStore, "leaseTimeout must be at least 30 ms") }
         self.directory = directory
         self.leaseTimeout = leaseTimeout
         self.respond = respond
