@@ -522,10 +522,11 @@ public final actor RedisConnection {
     }
 
     private func received(_ reply: RedisReply?) {
-        guard let first = pending.indices.first else {
+        guard !pending.isEmpty else {
             logger.warning("reply without a command", metadata: ["reply": "\(reply.map { $0.kindDescription } ?? "NULL")"])
             return
         }
+        let first = pending.startIndex
         pending[first].remaining -= 1
         let entry = pending[first].remaining == 0 ? pending.removeFirst() : pending[first]
         defer {
@@ -670,6 +671,9 @@ extension RedisConnection {
     func handle(_ event: HiredisEvent, from context: HiredisContext) {
         switch event {
         case .reply(let reply):
+            // A context already given up (freed after a failure, a timeout or a close)
+            // answers its commands with NULL: those commands were failed with it.
+            guard context === self.context else { return }
             received(reply)
         case .push(let reply):
             pushHandler?(reply)

@@ -214,45 +214,43 @@ public struct RedisCommand: Sendable, Hashable {
 
     /// The command name as sent (first word).
     public var name: String {
-        let (start, length) = firstWord
-        return String(decoding: resp[start..<(start + length)], as: UTF8.self)
+        String(decoding: resp[firstWord], as: UTF8.self)
     }
 
-    /// Where the first word's bytes start in `resp`, and how many there are.
-    private var firstWord: (start: Int, length: Int) {
-        guard count > 0 else { return (0, 0) }
-        var position = Self.headerLength(count) + 1  // after "$"
+    /// The words of the command: name first, then the arguments.
+    public var words: [[UInt8]] {
+        wordRanges.map { Array(resp[$0]) }
+    }
+
+    /// The word whose `$len` prefix starts at `position` ("$" digits "\r\n" bytes "\r\n"):
+    /// where its bytes are in `resp`, and where the next word starts.
+    private func word(at position: Int) -> (bytes: Range<Int>, next: Int) {
+        var position = position + 1  // after "$"
         var length = 0
         while resp[position] != 0x0D {
             length = length * 10 + Int(resp[position] &- 0x30)
             position += 1
         }
-        return (position + 2, length)
+        let start = position + 2
+        return (start..<(start + length), start + length + 2)
     }
 
-    /// The words of the command: name first, then the arguments.
-    public var words: [[UInt8]] {
-        (0..<count).map { Array(word($0)) }
+    /// Where the name's bytes are in `resp`.
+    private var firstWord: Range<Int> {
+        count > 0 ? word(at: Self.headerLength(count)).bytes : 0..<0
     }
 
-    /// The bytes of word `index`, found by walking the `$len` prefixes.
-    private func word(_ index: Int) -> ArraySlice<UInt8> {
-        guard index < count else { return [] }
+    /// Where every word's bytes are in `resp`, in one walk.
+    private var wordRanges: [Range<Int>] {
+        var ranges: [Range<Int>] = []
+        ranges.reserveCapacity(count)
         var position = Self.headerLength(count)
-        var current = 0
-        while true {
-            // "$" digits "\r\n" bytes "\r\n"
-            var length = 0
-            position += 1
-            while resp[position] != 0x0D {
-                length = length * 10 + Int(resp[position] - 0x30)
-                position += 1
-            }
-            position += 2
-            if current == index { return resp[position..<(position + length)] }
-            position += length + 2
-            current += 1
+        for _ in 0..<count {
+            let word = word(at: position)
+            ranges.append(word.bytes)
+            position = word.next
         }
+        return ranges
     }
 
     private static func headerLength(_ count: Int) -> Int { 3 + digits(count) }
@@ -269,11 +267,11 @@ public struct RedisCommand: Sendable, Hashable {
         nameEquals(upper, firstWord)
     }
 
-    private func nameEquals(_ upper: StaticString, _ name: (start: Int, length: Int)) -> Bool {
-        guard name.length == upper.utf8CodeUnitCount else { return false }
+    private func nameEquals(_ upper: StaticString, _ name: Range<Int>) -> Bool {
+        guard name.count == upper.utf8CodeUnitCount else { return false }
         return resp.withUnsafeBufferPointer { bytes in
             upper.withUTF8Buffer { expected in
-                for i in 0..<name.length where bytes[name.start + i] & 0xDF != expected[i] { return false }
+                for i in 0..<name.count where bytes[name.lowerBound + i] & 0xDF != expected[i] { return false }
                 return true
             }
         }
@@ -287,13 +285,14 @@ public struct RedisCommand: Sendable, Hashable {
     /// Checks what can be checked before anything is sent. (`limit` is there for tests.)
     func validate(forSubscriber: Bool = false, limit: Int = RedisCommand.maximumArgumentSize) throws {
         let first = firstWord
-        guard first.length > 0 else {
+        guard !first.isEmpty else {
             throw RedisError.invalidArgument("the command name is empty")
         }
         if largestWord > limit {
-            let index = (0..<count).first { word($0).count > limit } ?? 0
+            let ranges = wordRanges
+            let index = ranges.firstIndex { $0.count > limit } ?? 0
             throw RedisError.invalidArgument(
-                "argument \(index) of \(name) is \(word(index).count) bytes, more than Redis accepts (\(limit))")
+                "argument \(index) of \(name) is \(ranges[index].count) bytes, more than Redis accepts (\(limit))")
         }
         if !forSubscriber {
             for pubsub in Self.modeChangingCommands where nameEquals(pubsub, first) {
