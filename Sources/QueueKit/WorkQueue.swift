@@ -40,7 +40,7 @@ public struct WorkQueue: Sendable {
     }
 
     func keys(_ queue: String) throws -> QueueKeys {
-        try validateName(queue, what: "queue name")
+        try validateQueueName(queue)
         return QueueKeys(prefix: options.prefix, queue: queue)
     }
 
@@ -48,53 +48,64 @@ public struct WorkQueue: Sendable {
 
     /// Appends `task` to the back of `queue` and publishes `work`.
     ///
-    /// With `unique: true` the task is refused while the same bytes are queued or in flight
-    /// from an earlier unique enqueue (until it is finished, cancelled, or the queue deleted).
+    /// With `unique: true` the task is skipped (or, with `duplicates: .fail`, refused)
+    /// while the same bytes are queued or in flight from an earlier unique enqueue (until
+    /// it is finished, cancelled, or the queue deleted).
     ///
-    /// - Returns: the queue's length after the enqueue.
-    /// - Throws: ``WorkQueueError/Code/duplicateTask``; `invalidArgument` for a bad queue
-    ///   name or a task over 512 MiB (nothing written).
+    /// - Returns: what was enqueued, and the queue's length after the enqueue.
+    /// - Throws: ``WorkQueueError/Code/duplicateTask`` (with `duplicates: .fail`);
+    ///   `invalidArgument` for an empty queue name or a task over 512 MiB (nothing written).
     @discardableResult
-    public func enqueue(_ queue: String, _ task: [UInt8], unique: Bool = false, minReplicas: Int = 0) async throws -> Int {
-        try await enqueue(queue, [task], unique: unique, minReplicas: minReplicas)
+    public func enqueue(_ queue: String, _ task: [UInt8], unique: Bool = false, duplicates: DuplicatePolicy = .skip,
+                        minReplicas: Int = 0) async throws -> EnqueueResult {
+        try await enqueue(queue, [task], unique: unique, duplicates: duplicates, minReplicas: minReplicas)
     }
 
-    /// The `String` form of ``enqueue(_:_:unique:minReplicas:)-([UInt8])``.
+    /// The `String` form of ``enqueue(_:_:unique:duplicates:minReplicas:)-([UInt8])``.
     @discardableResult
-    public func enqueue(_ queue: String, _ task: String, unique: Bool = false, minReplicas: Int = 0) async throws -> Int {
-        try await enqueue(queue, [Array(task.utf8)], unique: unique, minReplicas: minReplicas)
+    public func enqueue(_ queue: String, _ task: String, unique: Bool = false, duplicates: DuplicatePolicy = .skip,
+                        minReplicas: Int = 0) async throws -> EnqueueResult {
+        try await enqueue(queue, [Array(task.utf8)], unique: unique, duplicates: duplicates, minReplicas: minReplicas)
     }
 
     /// Appends `tasks` to the back of `queue`, in order (they are dequeued in the order
-    /// given), all or nothing, and publishes one `work` event with their count.
+    /// given), in one script, and publishes one `work` event with their count.
+    ///
+    /// With `unique: true`, tasks already queued or in flight from an earlier unique
+    /// enqueue, and repeats within the batch, are skipped and reported in
+    /// ``EnqueueResult/skipped`` (as worqr did); with `duplicates: .fail` one duplicate
+    /// refuses the whole batch with ``WorkQueueError/Code/duplicateTask``.
     @discardableResult
-    public func enqueue(_ queue: String, _ tasks: [String], unique: Bool = false, minReplicas: Int = 0) async throws -> Int {
-        try await enqueue(queue, tasks.map { Array($0.utf8) }, unique: unique, minReplicas: minReplicas)
+    public func enqueue(_ queue: String, _ tasks: [String], unique: Bool = false, duplicates: DuplicatePolicy = .skip,
+                        minReplicas: Int = 0) async throws -> EnqueueResult {
+        try await enqueue(queue, tasks.map { Array($0.utf8) }, unique: unique, duplicates: duplicates, minReplicas: minReplicas)
     }
 
-    /// The byte form of ``enqueue(_:_:unique:minReplicas:)-([String])``.
+    /// The byte form of ``enqueue(_:_:unique:duplicates:minReplicas:)-([String])``.
     ///
     /// With `minReplicas` > 0 the call returns only once that many replicas have the
     /// tasks (`WAIT`, up to ``WorkQueueOptions/replicationTimeout``); else it throws
     /// ``WorkQueueError/Code/notReplicated``
     /// (the tasks are enqueued on the master all the same, but a failover now could lose them).
     @discardableResult
-    public func enqueue(_ queue: String, _ tasks: [[UInt8]], unique: Bool = false, minReplicas: Int = 0) async throws -> Int {
+    public func enqueue(_ queue: String, _ tasks: [[UInt8]], unique: Bool = false, duplicates: DuplicatePolicy = .skip,
+                        minReplicas: Int = 0) async throws -> EnqueueResult {
         let keys = try keys(queue)
         guard !tasks.isEmpty else { throw RedisError.invalidArgument("enqueue needs at least one task") }
         guard minReplicas >= 0 else { throw RedisError.invalidArgument("minReplicas must not be negative") }
         for task in tasks { try validateTask(task) }
-        var arguments: [any RedisArgument] = [keys.channel, unique ? "1" : "0"]
-        arguments.reserveCapacity(tasks.count + 2)
+        var arguments: [any RedisArgument] = [keys.channel, unique ? "1" : "0", duplicates == .fail ? "1" : "0"]
+        arguments.reserveCapacity(tasks.count + 3)
         for task in tasks { arguments.append(task) }
         let reply = try await client.run(QueueScripts.enqueue, keys: keys.all(), arguments: arguments).decode([Int].self)
-        guard reply.count == 2 else { throw RedisError(.wrongReplyType, "unexpected enqueue reply \(reply)") }
+        guard reply.count >= 2 else { throw RedisError(.wrongReplyType, "unexpected enqueue reply \(reply)") }
         if reply[0] == 0 {
             let task = tasks[reply[1] - 1]
             throw WorkQueueError(.duplicateTask, "\"\(String(decoding: task.prefix(64), as: UTF8.self))\" is already in \(queue)")
         }
-        metrics.enqueued(queue, tasks.count)
-        logger.trace("enqueued", metadata: ["queue": "\(queue)", "count": "\(tasks.count)"])
+        let result = EnqueueResult(length: reply[1], count: tasks.count, skipped: reply.dropFirst(2).map { $0 - 1 })
+        metrics.enqueued(queue, result.enqueued.count)
+        logger.trace("enqueued", metadata: ["queue": "\(queue)", "count": "\(result.enqueued.count)"])
         if minReplicas > 0 {
             let acknowledged = try await client.send("WAIT", minReplicas, options.replicationTimeout.redisMilliseconds)
                 .decode(Int.self)
@@ -102,7 +113,15 @@ public struct WorkQueue: Sendable {
                 throw WorkQueueError(.notReplicated, "only \(acknowledged) of \(minReplicas) replicas acknowledged the enqueue to \(queue)")
             }
         }
-        return reply[1]
+        return result
+    }
+
+    /// Publishes a `work` event on `queue` with its current length, so that idle workers
+    /// look at it again (worqr's `requestWork`). Returns the length.
+    @discardableResult
+    public func requestWork(_ queue: String) async throws -> Int {
+        let keys = try keys(queue)
+        return try await client.run(QueueScripts.requestWork, keys: [keys.pending], arguments: [keys.channel]).decode(Int.self)
     }
 
     /// Removes every queued copy of `task` from `queue`, clears its unique marker, and
@@ -132,7 +151,7 @@ public struct WorkQueue: Sendable {
 
     // MARK: Introspection
 
-    /// The names of the queues that hold tasks (found with `SCAN`, never `KEYS`).
+    /// The names of the queues that hold waiting tasks (found with `SCAN`, never `KEYS`).
     public func getQueues() async throws -> [String] {
         let head = "{\(options.prefix):"
         let tail = "}:queue"
@@ -146,7 +165,7 @@ public struct WorkQueue: Sendable {
             }
             cursor = try parts[0].decode(String.self)
             for key in try parts[1].decode([String].self) where key.hasPrefix(head) && key.hasSuffix(tail) {
-                names.insert(String(key.dropFirst(head.count).dropLast(tail.count)))
+                if let name = QueueName.decode(String(key.dropFirst(head.count).dropLast(tail.count))) { names.insert(name) }
             }
         } while cursor != "0"
         return names.sorted()
@@ -289,7 +308,8 @@ public struct WorkQueue: Sendable {
     /// after ``WorkQueueOptions/maxDeliveries``), then removes their registration. Every
     /// worker runs this each ``WorkQueueOptions/cleanupInterval``; anyone may call it.
     ///
-    /// Only dead workers' tasks move: in-flight work is tracked per worker.
+    /// Only dead workers' tasks move: in-flight work is tracked per worker. Permanent
+    /// workers (``WorkQueueOptions/workerTimeout`` `nil`) never expire.
     @discardableResult
     public func recoverDeadWorkers() async throws -> RecoveryReport {
         let reply = try await client.run(QueueScripts.findDead, keys: [registry.workers], arguments: [registry.tag + ":"])
@@ -299,17 +319,7 @@ public struct WorkQueue: Sendable {
             guard case .array(let pair) = entry, pair.count == 2 else { continue }
             let worker = try pair[0].decode(String.self)
             let queues = try pair[1].decode([String].self)
-            for queue in queues.sorted() {
-                let outcome = try await giveBack(queue: queue, worker: worker, processes: [],
-                                                 reason: "worker \(worker) died", counts: true, markDead: true)
-                report.requeued += outcome.requeued
-                report.deadLettered += outcome.deadLettered
-                metrics.recovered(queue, outcome.requeued, deadLettered: outcome.deadLettered)
-            }
-            try await client.run(QueueScripts.deregister,
-                                 keys: [registry.workers, registry.heartbeat(worker), registry.queues(worker)],
-                                 arguments: [worker, "0"])
-            report.workers.append(worker)
+            try await retire(worker, queues: queues, reason: "worker \(worker) died", counts: true, force: false, into: &report)
         }
         if !report.workers.isEmpty {
             logger.warning("recovered dead workers", metadata: [
@@ -317,6 +327,106 @@ public struct WorkQueue: Sendable {
             ])
         }
         return report
+    }
+
+    /// Gives back what `worker` holds in `queues` (it is marked dead there, so it can take
+    /// nothing more) and removes its registration.
+    func retire(_ worker: String, queues: [String], reason: String, counts: Bool, force: Bool,
+                into report: inout RecoveryReport) async throws {
+        for queue in queues.sorted() {
+            let outcome = try await giveBack(queue: queue, worker: worker, processes: [], reason: reason,
+                                             counts: counts, markDead: true)
+            report.requeued += outcome.requeued
+            report.deadLettered += outcome.deadLettered
+            metrics.recovered(queue, outcome.requeued, deadLettered: outcome.deadLettered)
+        }
+        try await client.run(QueueScripts.deregister,
+                             keys: [registry.workers, registry.heartbeat(worker), registry.queues(worker)],
+                             arguments: [worker, force ? "1" : "0"])
+        report.workers.append(worker)
+    }
+
+    // MARK: Control (any instance)
+
+    /// Fails another worker by id, as an operator would: its heartbeat is deleted (the
+    /// worker learns it was declared dead at its next beat and stops, or re-registers when
+    /// ``WorkQueueOptions/reregisterAfterFailure`` is set), its in-flight tasks go back to
+    /// the front of their queues, uncounted, and it is deregistered. Works on permanent
+    /// workers too.
+    ///
+    /// - Throws: ``WorkQueueError/Code/unknownWorker`` when no such worker is registered.
+    @discardableResult
+    public func failWorker(_ worker: String) async throws -> RecoveryReport {
+        try validateName(worker, what: "worker id")
+        // The heartbeat goes first: the worker can then start work on no further queue.
+        let registered = try await client.run(QueueScripts.unregisterHeartbeat, keys: [registry.workers, registry.heartbeat(worker)],
+                                              arguments: [worker]).decode(Int.self)
+        guard registered == 1 else { throw WorkQueueError(.unknownWorker, "no worker \(worker) is registered") }
+        let queues = try await client.send("SMEMBERS", registry.queues(worker)).decode([String].self)
+        var report = RecoveryReport()
+        try await retire(worker, queues: queues, reason: "worker \(worker) was failed by an operator", counts: false,
+                         force: true, into: &report)
+        logger.notice("failed a worker", metadata: ["worker": "\(worker)", "requeued": "\(report.requeued)"])
+        return report
+    }
+
+    /// Finishes any in-flight process by its ``WorkProcess/id``, from any instance (a
+    /// controller finishing a task a worker started), with an optional `result` for the
+    /// ``completions(_:)`` of its queue.
+    ///
+    /// - Throws: ``WorkQueueError/Code/processNotOwned`` when the process is not in flight
+    ///   (finished already, stopped, recovered after its worker died, or its queue deleted):
+    ///   checked inside Redis. `invalidArgument` for a malformed id.
+    public func finishProcess(_ id: String, result: [UInt8]? = nil) async throws {
+        let process = try ProcessID(id)
+        try await finish(queue: process.queue, worker: process.worker, number: process.number, result: result)
+    }
+
+    /// The `String` form of ``finishProcess(_:result:)-([UInt8]?)``.
+    public func finishProcess(_ id: String, result: String) async throws {
+        try await finishProcess(id, result: Array(result.utf8))
+    }
+
+    /// Gives any in-flight process back by its ``WorkProcess/id``, from any instance: its
+    /// task returns to the front of its queue (or, at its
+    /// ``WorkQueueOptions/maxDeliveries``-th delivery, to the dead letters with `reason`).
+    /// The worker's own `finish` of it is then refused.
+    ///
+    /// - Throws: ``WorkQueueError/Code/processNotOwned`` as ``finishProcess(_:result:)-([UInt8]?)`` does.
+    @discardableResult
+    public func stopProcess(_ id: String, reason: String = "stopped") async throws -> StopOutcome {
+        let process = try ProcessID(id)
+        return try await stop(queue: process.queue, worker: process.worker, number: process.number, reason: reason)
+    }
+
+    /// The finish script for one process; publishes `done`.
+    func finish(queue: String, worker: String, number: Int64, result: [UInt8]?) async throws {
+        let keys = try keys(queue)
+        if let result { try validateTask(result) }
+        let reply = try await client.run(
+            QueueScripts.finish, keys: keys.all(worker: worker),
+            arguments: [keys.doneChannel, worker, ProcessID.prefix(encodedQueue: keys.encoded, worker: worker),
+                        result == nil ? "0" : "1", result ?? [], number]).decode([Int].self)
+        guard reply == [1] else {
+            throw WorkQueueError(.processNotOwned, "\(ProcessID.prefix(encodedQueue: keys.encoded, worker: worker))\(number) is not in flight")
+        }
+        metrics.finished(queue)
+    }
+
+    /// Gives one process back, counted as a failed delivery.
+    func stop(queue: String, worker: String, number: Int64, reason: String) async throws -> StopOutcome {
+        let outcome = try await giveBack(queue: queue, worker: worker, processes: [number], reason: reason,
+                                         counts: true, markDead: false)
+        guard outcome.missing == 0 else {
+            throw WorkQueueError(.processNotOwned, "\(ProcessID.prefix(encodedQueue: QueueName.encode(queue), worker: worker))\(number) is not in flight")
+        }
+        metrics.stopped(queue)
+        if outcome.deadLettered > 0 {
+            metrics.deadLettered(queue)
+            logger.warning("task dead-lettered", metadata: ["queue": "\(queue)", "reason": "\(reason)"])
+            return .deadLettered
+        }
+        return .requeued
     }
 
     struct GiveBackOutcome {
@@ -337,10 +447,13 @@ public struct WorkQueue: Sendable {
 }
 
 /// A task being worked on: what ``Worker/dequeue(_:)`` hands out. Finish it with
-/// ``Worker/finish(_:)`` or give it back with ``Worker/stop(_:reason:)``.
+/// ``Worker/finish(_:result:)`` or give it back with ``Worker/stop(_:reason:)``; any
+/// instance can do the same by ``id`` (``WorkQueue/finishProcess(_:result:)-([UInt8]?)``).
 public struct WorkProcess: Sendable, Hashable, Identifiable, CustomStringConvertible {
-    /// Unique across the fleet: the worker id and a number.
-    public var id: String { "\(worker)/\(number)" }
+    /// Unique across the fleet, and all that ``WorkQueue/finishProcess(_:result:)-([UInt8]?)``
+    /// and ``WorkQueue/stopProcess(_:reason:)`` need: the encoded queue name, the worker
+    /// id and a number, separated by `/`.
+    public var id: String { ProcessID.prefix(encodedQueue: QueueName.encode(queue), worker: worker) + String(number) }
     public let queue: String
     public let worker: String
     let number: Int64
@@ -363,7 +476,7 @@ public struct DeadLetter: Sendable, Hashable {
     public var string: String { String(decoding: task, as: UTF8.self) }
 }
 
-/// What ``WorkQueue/recoverDeadWorkers()`` did.
+/// What ``WorkQueue/recoverDeadWorkers()`` or ``WorkQueue/failWorker(_:)`` did.
 public struct RecoveryReport: Sendable, Hashable {
     public var workers: [String] = []
     public var requeued = 0
@@ -378,4 +491,55 @@ func globEscaped(_ text: String) -> String {
         out.append(character)
     }
     return out
+}
+
+/// What a unique enqueue does with a task that is already queued or in flight.
+public enum DuplicatePolicy: Sendable, Hashable {
+    /// Enqueue the others and report the duplicates in ``EnqueueResult/skipped`` (worqr).
+    case skip
+    /// Enqueue nothing and throw ``WorkQueueError/Code/duplicateTask``.
+    case fail
+}
+
+/// What an enqueue did.
+public struct EnqueueResult: Sendable, Hashable {
+    /// The queue's length right after the enqueue.
+    public let length: Int
+    /// Positions (in the tasks given) of the tasks enqueued, in order.
+    public let enqueued: [Int]
+    /// Positions of the tasks a unique enqueue skipped as duplicates.
+    public let skipped: [Int]
+
+    init(length: Int, count: Int, skipped: [Int]) {
+        self.length = length
+        self.skipped = skipped
+        if skipped.isEmpty {
+            enqueued = Array(0..<count)
+        } else {
+            let skip = Set(skipped)
+            enqueued = (0..<count).filter { !skip.contains($0) }
+        }
+    }
+}
+
+/// A process id taken apart: `encoded queue/worker/number`.
+struct ProcessID {
+    let queue: String
+    let worker: String
+    let number: Int64
+
+    static func prefix(encodedQueue: String, worker: String) -> String { encodedQueue + "/" + worker + "/" }
+
+    /// - Throws: `invalidArgument` when `id` is not a process id.
+    init(_ id: String) throws {
+        let bad = RedisError.invalidArgument("\"\(id.prefix(128))\" is not a process id (queue/worker/number)")
+        guard let first = id.firstIndex(of: "/"), let last = id.lastIndex(of: "/"), first < last,
+              let queue = QueueName.decode(String(id[..<first])), !queue.isEmpty,
+              let number = Int64(id[id.index(after: last)...]) else { throw bad }
+        let worker = String(id[id.index(after: first)..<last])
+        guard !worker.isEmpty else { throw bad }
+        self.queue = queue
+        self.worker = worker
+        self.number = number
+    }
 }

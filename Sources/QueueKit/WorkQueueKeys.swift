@@ -1,10 +1,13 @@
 import Hiredis
 
-/// Key and channel names. Every key of one queue shares the hash tag `{prefix:queue}`;
+/// Key and channel names. Every key of one queue shares the hash tag `{prefix:name}`, where
+/// `name` is the queue name encoded by ``QueueName/encode(_:)`` (so any name is safe);
 /// every key of the worker registry shares `{prefix}`. Each script touches one slot, so
 /// the same code runs on Redis Cluster.
 struct QueueKeys: Sendable {
     let queue: String
+    /// The queue name as it appears in keys and channels.
+    let encoded: String
     let tag: String
     /// LIST of entry ids; the head is dequeued next, `stop` and recovery push to the head.
     var pending: String { tag + ":queue" }
@@ -30,11 +33,15 @@ struct QueueKeys: Sendable {
 
     /// Where `work`, `cancel` and `delete` are published.
     let channel: String
+    /// Where a `done` message is published for every finished process (producers listen).
+    let doneChannel: String
 
     init(prefix: String, queue: String) {
         self.queue = queue
-        self.tag = "{\(prefix):\(queue)}"
-        self.channel = "\(prefix):\(queue):events"
+        self.encoded = QueueName.encode(queue)
+        self.tag = "{\(prefix):\(encoded)}"
+        self.channel = "\(prefix):\(encoded):events"
+        self.doneChannel = "\(prefix):\(encoded):done"
     }
 
     /// The nine keys every queue script receives first, plus `working:worker` when given.
@@ -62,4 +69,49 @@ enum QueueMessage {
     static let work = "work:"
     static let cancel = "cancel:"
     static let delete = "delete:"
+}
+
+/// Queue names in keys and channels. Any non-empty name is allowed: `%`, `:`, `{`, `}` and
+/// `/` are percent-encoded, so that an encoded name never ends a hash tag early, never
+/// reads as a key's separator, and never collides with another name's keys. Names without
+/// those characters are their own encoding.
+enum QueueName {
+    private static let reserved: Set<UInt8> = [UInt8(ascii: "%"), UInt8(ascii: ":"), UInt8(ascii: "{"),
+                                               UInt8(ascii: "}"), UInt8(ascii: "/")]
+
+    static func encode(_ name: String) -> String {
+        guard name.utf8.contains(where: { reserved.contains($0) }) else { return name }
+        var out: [UInt8] = []
+        out.reserveCapacity(name.utf8.count + 8)
+        let hex = Array("0123456789ABCDEF".utf8)
+        for byte in name.utf8 {
+            if reserved.contains(byte) {
+                out += [UInt8(ascii: "%"), hex[Int(byte >> 4)], hex[Int(byte & 0xF)]]
+            } else {
+                out.append(byte)
+            }
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// The name of an encoded one; `nil` when `encoded` is not an encoding.
+    static func decode(_ encoded: String) -> String? {
+        guard encoded.utf8.contains(UInt8(ascii: "%")) else { return encoded }
+        var out: [UInt8] = []
+        var bytes = encoded.utf8.makeIterator()
+        while let byte = bytes.next() {
+            guard byte == UInt8(ascii: "%") else { out.append(byte); continue }
+            guard let high = bytes.next().flatMap(hexValue), let low = bytes.next().flatMap(hexValue) else { return nil }
+            out.append(high << 4 | low)
+        }
+        return String(validating: out, as: UTF8.self)
+    }
+
+    private static func hexValue(_ byte: UInt8) -> UInt8? {
+        switch byte {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): return byte - UInt8(ascii: "0")
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): return byte - UInt8(ascii: "A") + 10
+        default: return nil
+        }
+    }
 }

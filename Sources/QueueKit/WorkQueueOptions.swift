@@ -5,7 +5,8 @@ import Metrics
 /// How a ``WorkQueue`` and its workers behave. Every worker and producer of one queue
 /// must use the same ``prefix``.
 public struct WorkQueueOptions: Sendable {
-    /// Namespace of every key and channel (default `"worqr"`). No `{`, `}` or `:`.
+    /// Namespace of every key and channel (default `"worqr"`). No `{`, `}` or `:` (queue
+    /// names, unlike the prefix, may hold any character).
     public var prefix: String = "worqr"
     /// The id of the next worker started; `nil` (the default) picks a random UUID. An id
     /// is used once: a worker that was failed never comes back under the same id.
@@ -14,7 +15,13 @@ public struct WorkQueueOptions: Sendable {
     public var heartbeatInterval: Duration = .seconds(1)
     /// How long a heartbeat key lives (default 3 s): a worker silent that long is dead,
     /// and its peers return its in-flight tasks to the front of their queues.
-    public var workerTimeout: Duration = .seconds(3)
+    ///
+    /// `nil` makes **permanent workers** (worqr's negative timeout): their heartbeat key
+    /// never expires, peers never recover them, and they leave only by
+    /// ``Worker/failWorker()``, ``Worker/shutdown(gracePeriod:)`` or an operator's
+    /// ``WorkQueue/failWorker(_:)``. The risk: a permanent worker that dies (`kill -9`, a
+    /// lost machine) keeps its in-flight tasks until an operator fails it.
+    public var workerTimeout: Duration? = .seconds(3)
     /// How often a worker looks for dead peers (default 10 s).
     public var cleanupInterval: Duration = .seconds(10)
     /// Deliveries after which a task that keeps failing (stopped, or its worker died) is
@@ -43,7 +50,7 @@ public struct WorkQueueOptions: Sendable {
         prefix: String = "worqr",
         workerID: String? = nil,
         heartbeatInterval: Duration = .seconds(1),
-        workerTimeout: Duration = .seconds(3),
+        workerTimeout: Duration? = .seconds(3),
         cleanupInterval: Duration = .seconds(10),
         maxDeliveries: Int = 5
     ) {
@@ -58,16 +65,15 @@ public struct WorkQueueOptions: Sendable {
     func validate() throws {
         try validateName(prefix, what: "key prefix")
         if let workerID { try validateName(workerID, what: "worker id") }
-        for (name, value) in [("heartbeatInterval", heartbeatInterval), ("workerTimeout", workerTimeout),
+        for (name, value) in [("heartbeatInterval", heartbeatInterval), ("workerTimeout", workerTimeout ?? .seconds(1)),
                               ("cleanupInterval", cleanupInterval), ("pollInterval", pollInterval),
                               ("replicationTimeout", replicationTimeout)] where value <= .zero {
             throw RedisError.invalidArgument("\(name) must be positive")
         }
         guard shutdownGracePeriod >= .zero else { throw RedisError.invalidArgument("shutdownGracePeriod must not be negative") }
-        guard workerTimeout > heartbeatInterval else {
+        if let workerTimeout, workerTimeout <= heartbeatInterval {
             throw RedisError.invalidArgument("workerTimeout must be longer than heartbeatInterval")
         }
-        guard workerTimeout > .zero else { throw RedisError.invalidArgument("workerTimeout must be positive") }
         guard maxDeliveries >= 1 else { throw RedisError.invalidArgument("maxDeliveries must be at least 1") }
     }
 }
@@ -77,7 +83,7 @@ public struct WorkQueueOptions: Sendable {
 public struct WorkQueueError: Error, Sendable, Hashable, CustomStringConvertible {
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private enum Base: String, Sendable {
-            case workerNotStarted, notWorking, workerFailed, duplicateTask, processNotOwned, notReplicated
+            case workerNotStarted, notWorking, workerFailed, duplicateTask, processNotOwned, notReplicated, unknownWorker
         }
         private let base: Base
         private init(_ base: Base) { self.base = base }
@@ -89,11 +95,15 @@ public struct WorkQueueError: Error, Sendable, Hashable, CustomStringConvertible
         /// The worker's heartbeat expired and its peers declared it dead; its in-flight
         /// tasks went back to their queues.
         public static let workerFailed = Code(.workerFailed)
-        /// A unique enqueue found the same task already in the queue (or in flight).
+        /// A unique enqueue with ``DuplicatePolicy/fail`` found the same task already in
+        /// the queue (or in flight), or twice in its batch.
         public static let duplicateTask = Code(.duplicateTask)
-        /// `finish`/`stop` of a process this worker does not hold (finished, recovered
-        /// by a peer, or its queue deleted).
+        /// `finish`/`stop` of a process that is not in flight under its worker any more
+        /// (finished already, recovered by a peer, stopped, or its queue deleted). Checked
+        /// inside Redis, so nothing is finished twice.
         public static let processNotOwned = Code(.processNotOwned)
+        /// ``WorkQueue/failWorker(_:)`` of a worker id that is not registered.
+        public static let unknownWorker = Code(.unknownWorker)
         /// An enqueue with `minReplicas` was not acknowledged by that many replicas in time
         /// (the tasks are on the master; a failover before they replicate can lose them).
         public static let notReplicated = Code(.notReplicated)
@@ -111,8 +121,14 @@ public struct WorkQueueError: Error, Sendable, Hashable, CustomStringConvertible
     public var description: String { "WorkQueueError.\(code): \(message)" }
 }
 
-/// Queue names, prefixes and worker ids become parts of key names: they must be
-/// non-empty and free of the separator `:` and of the hash-tag braces.
+/// Queue names are encoded into keys (any non-empty name up to 1024 bytes is valid).
+func validateQueueName(_ name: String) throws {
+    guard !name.isEmpty else { throw RedisError.invalidArgument("the queue name must not be empty") }
+    guard name.utf8.count <= 1024 else { throw RedisError.invalidArgument("the queue name is longer than 1024 bytes") }
+}
+
+/// Prefixes and worker ids become parts of key names as they are: they must be non-empty
+/// and free of the separator `:` and of the hash-tag braces.
 func validateName(_ name: String, what: String) throws {
     guard !name.isEmpty else { throw RedisError.invalidArgument("the \(what) must not be empty") }
     if let bad = name.first(where: { $0 == ":" || $0 == "{" || $0 == "}" }) {

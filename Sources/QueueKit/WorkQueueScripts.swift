@@ -19,31 +19,46 @@ enum QueueScripts {
 
         """
 
-    /// ARGV: channel, unique ('1'/'0'), task₁…taskₙ. Appends all or nothing.
-    /// Returns {1, queue length} or, for a unique enqueue that found a duplicate,
-    /// {0, index of the first duplicate task}.
+    /// ARGV: channel, unique ('1'/'0'), strict ('1'/'0'), task₁…taskₙ. Appends the tasks in
+    /// order. A unique enqueue skips a task already marked (queued or in flight from an
+    /// earlier unique enqueue) or given twice in the batch; a strict one appends nothing
+    /// then. Returns {1, queue length, skipped index…} (indices 1-based), or, strict,
+    /// {0, index of the first duplicate}.
     static let enqueue = RedisScript("""
-        local n = #ARGV - 2
-        local unique = ARGV[2] == '1'
-        if unique then
+        local first = 4
+        local ids = {}
+        local skipped = {}
+        if ARGV[2] == '1' then
           local seen = {}
-          for i = 3, #ARGV do
-            if seen[ARGV[i]] or redis.call('SISMEMBER', KEYS[5], ARGV[i]) == 1 then return {0, i - 2} end
-            seen[ARGV[i]] = true
+          for i = first, #ARGV do
+            if seen[ARGV[i]] or redis.call('SISMEMBER', KEYS[5], ARGV[i]) == 1 then
+              if ARGV[3] == '1' then return {0, i - first + 1} end
+              skipped[#skipped + 1] = i - first + 1
+            else
+              seen[ARGV[i]] = true
+              ids[#ids + 1] = i
+            end
           end
+        else
+          for i = first, #ARGV do ids[#ids + 1] = i end
         end
-        local last = redis.call('INCRBY', KEYS[9], n)
-        for i = 3, #ARGV do
-          local id = string.format('%d', last - n + i - 2)
-          redis.call('HSET', KEYS[2], id, ARGV[i])
-          redis.call('RPUSH', KEYS[1], id)
-          if unique then
-            redis.call('SADD', KEYS[5], ARGV[i])
-            redis.call('SADD', KEYS[4], id)
+        local n = #ids
+        if n > 0 then
+          local last = redis.call('INCRBY', KEYS[9], n)
+          for j, i in ipairs(ids) do
+            local id = string.format('%d', last - n + j)
+            redis.call('HSET', KEYS[2], id, ARGV[i])
+            redis.call('RPUSH', KEYS[1], id)
+            if ARGV[2] == '1' then
+              redis.call('SADD', KEYS[5], ARGV[i])
+              redis.call('SADD', KEYS[4], id)
+            end
           end
+          redis.call('PUBLISH', ARGV[1], 'work:' .. n)
         end
-        redis.call('PUBLISH', ARGV[1], 'work:' .. n)
-        return {1, redis.call('LLEN', KEYS[1])}
+        local out = {1, redis.call('LLEN', KEYS[1])}
+        for _, index in ipairs(skipped) do out[#out + 1] = index end
+        return out
         """)
 
     /// ARGV: worker, max, first process number. Moves up to `max` entries from the head of
@@ -69,21 +84,34 @@ enum QueueScripts {
         return out
         """)
 
-    /// ARGV: process₁…processₙ. Finishes the processes the worker holds: one 1 (finished)
-    /// or 0 (not held) per process.
+    /// ARGV: done channel, worker, process id prefix, has result ('1'/'0'), result,
+    /// process₁…processₙ. Finishes the processes the worker holds and publishes a `done`
+    /// message for each (``DoneMessage``): one 1 (finished) or 0 (not held) per process.
     static let finish = RedisScript(forget + """
+        local function field(s) return #s .. ':' .. s end
         local results = {}
-        for i = 1, #ARGV do
+        for i = 6, #ARGV do
           local id = redis.call('HGET', KEYS[10], ARGV[i])
           if id then
+            local task = redis.call('HGET', KEYS[2], id) or ''
             redis.call('HDEL', KEYS[10], ARGV[i])
             forget(id)
-            results[i] = 1
+            local message = field(ARGV[3] .. ARGV[i]) .. field(ARGV[2]) .. field(task)
+            if ARGV[4] == '1' then message = message .. field(ARGV[5]) end
+            redis.call('PUBLISH', ARGV[1], message)
+            results[#results + 1] = 1
           else
-            results[i] = 0
+            results[#results + 1] = 0
           end
         end
         return results
+        """)
+
+    /// KEYS: pending. ARGV: channel. Publishes `work` with the queue's length; returns it.
+    static let requestWork = RedisScript("""
+        local n = redis.call('LLEN', KEYS[1])
+        redis.call('PUBLISH', ARGV[1], 'work:' .. n)
+        return n
         """)
 
     /// ARGV: channel, maxDeliveries, reason, counts ('1': this delivery failed and counts
@@ -270,10 +298,17 @@ enum QueueScripts {
 
     // MARK: Registry ({prefix} slot)
 
-    /// KEYS: workers, heartbeat. ARGV: worker, timeout ms. 1 registered, 0 id in use.
+    /// KEYS: workers, heartbeat. ARGV: worker, timeout ms ('' for a permanent worker,
+    /// whose heartbeat never expires). 1 registered, 0 id in use.
     static let register = RedisScript("""
         if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then return 0 end
-        if not redis.call('SET', KEYS[2], 'RUN', 'PX', ARGV[2], 'NX') then return 0 end
+        local set
+        if ARGV[2] == '' then
+          set = redis.call('SET', KEYS[2], 'RUN', 'NX')
+        else
+          set = redis.call('SET', KEYS[2], 'RUN', 'PX', ARGV[2], 'NX')
+        end
+        if not set then return 0 end
         redis.call('SADD', KEYS[1], ARGV[1])
         return 1
         """)
@@ -296,6 +331,14 @@ enum QueueScripts {
           end
         end
         return out
+        """)
+
+    /// KEYS: workers, heartbeat. ARGV: worker. Deletes a registered worker's heartbeat
+    /// (it is then dead); 1, or 0 when the worker is not registered.
+    static let unregisterHeartbeat = RedisScript("""
+        if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 then return 0 end
+        redis.call('DEL', KEYS[2])
+        return 1
         """)
 
     /// KEYS: workers, heartbeat, queues of the worker. ARGV: worker, force ('1': even if

@@ -56,6 +56,13 @@ public final actor Worker: Service {
     private var held: [String: Set<Int64>] = [:]
     /// Process numbers of dequeues sent but not answered yet.
     private var dequeuing: [ClosedRange<Int64>] = []
+    /// The running ``run(_:concurrency:handler:)`` loops.
+    private var runs: [UInt64: RunControl] = [:]
+    private var nextRunID: UInt64 = 0
+    /// Set by ``shutdown(gracePeriod:)``: loops stop taking work, new ones do not start.
+    private var shutdownGrace: Duration?
+    /// ``shutdown(gracePeriod:)`` calls waiting for the loops to end.
+    private var shutdownWaiters: [CheckedContinuation<Void, Never>] = []
 
     private struct QueueListener {
         var task: Task<Void, Never>
@@ -114,7 +121,7 @@ public final actor Worker: Service {
         let registry = workQueue.registry
         let registered = try await client.run(
             QueueScripts.register, keys: [registry.workers, registry.heartbeat(worker)],
-            arguments: [worker, options.workerTimeout.redisMilliseconds]).decode(Int.self)
+            arguments: [worker, options.workerTimeout.map { String($0.redisMilliseconds) } ?? ""]).decode(Int.self)
         guard registered == 1 else {
             throw WorkQueueError(.workerNotStarted, "the worker id \(worker) is already registered")
         }
@@ -156,9 +163,10 @@ public final actor Worker: Service {
         guard state == .running else { return }
         let worker = id
         do {
-            let reply = try await client.send(
-                RedisCommand("SET", workQueue.registry.heartbeat(worker), "RUN", "PX", options.workerTimeout.redisMilliseconds, "XX"),
-                timeout: max(options.heartbeatInterval, .milliseconds(100)))
+            let key = workQueue.registry.heartbeat(worker)
+            let command = options.workerTimeout.map { RedisCommand("SET", key, "RUN", "PX", $0.redisMilliseconds, "XX") }
+                ?? RedisCommand("SET", key, "RUN", "XX")
+            let reply = try await client.send(command, timeout: max(options.heartbeatInterval, .milliseconds(100)))
             if case .null = reply, worker == id {
                 await declaredDead("its heartbeat key expired", worker: worker)
             }
@@ -219,19 +227,58 @@ public final actor Worker: Service {
 
     /// Gives back every process `worker` holds (front of the queues) and deregisters it.
     private func retire(_ worker: String, counts: Bool, reason: String) async throws {
-        let registry = workQueue.registry
         var queues = Set(listeners.keys)
-        queues.formUnion(try await client.send("SMEMBERS", registry.queues(worker)).decode([String].self))
-        for queue in queues.sorted() {
-            let outcome = try await workQueue.giveBack(queue: queue, worker: worker, processes: [], reason: reason,
-                                                       counts: counts, markDead: true)
-            workQueue.metrics.recovered(queue, outcome.requeued, deadLettered: outcome.deadLettered)
+        queues.formUnion(try await client.send("SMEMBERS", workQueue.registry.queues(worker)).decode([String].self))
+        var report = RecoveryReport()
+        try await workQueue.retire(worker, queues: Array(queues), reason: reason, counts: counts, force: true, into: &report)
+        for queue in queues {
             workQueue.metrics.inFlight(queue, worker: worker, 0)
             if worker == id { held[queue] = nil }
         }
-        try await client.run(QueueScripts.deregister,
-                             keys: [registry.workers, registry.heartbeat(worker), registry.queues(worker)],
-                             arguments: [worker, "1"])
+    }
+
+    /// Stops the worker gracefully, with no `ServiceGroup` needed: every
+    /// ``run(_:concurrency:handler:)`` loop stops taking tasks, running handlers may finish
+    /// within `gracePeriod` (default ``WorkQueueOptions/shutdownGracePeriod``), the rest are
+    /// cancelled and their tasks go back to the front of their queues, uncounted; then the
+    /// worker deregisters. Returns once all of that is done. Calling it again waits as well.
+    public func shutdown(gracePeriod: Duration? = nil) async {
+        let grace = max(gracePeriod ?? options.shutdownGracePeriod, .zero)
+        if shutdownGrace == nil { shutdownGrace = grace }
+        for control in runs.values { control.shutDown(gracePeriod: grace) }
+        if !runs.isEmpty {
+            await withCheckedContinuation { shutdownWaiters.append($0) }
+        }
+        do {
+            try await failWorker()
+        } catch {
+            logger.warning("the worker could not deregister; its peers will once its heartbeat expires",
+                           metadata: ["worker": "\(id)", "error": "\(error)"])
+        }
+    }
+
+    /// A run loop starts; `nil` when the worker is shutting down (the loop must not start).
+    func beginRun(_ control: RunControl) -> UInt64? {
+        guard shutdownGrace == nil else { return nil }
+        nextRunID += 1
+        runs[nextRunID] = control
+        return nextRunID
+    }
+
+    /// A run loop ended. When it was the last one, the worker deregisters (what it still
+    /// holds goes back), and waiting ``shutdown(gracePeriod:)`` calls return.
+    func endRun(_ runID: UInt64) async {
+        guard runs.removeValue(forKey: runID) != nil, runs.isEmpty else { return }
+        do {
+            try await failWorker()
+        } catch {
+            logger.warning("the worker could not deregister; its peers will once its heartbeat expires",
+                           metadata: ["worker": "\(id)", "error": "\(error)"])
+        }
+        guard runs.isEmpty else { return }
+        let waiters = shutdownWaiters
+        shutdownWaiters = []
+        for waiter in waiters { waiter.resume() }
     }
 
     /// Returns every in-flight task to the front of its queue and deregisters the worker.
@@ -427,23 +474,24 @@ public final actor Worker: Service {
         return processes
     }
 
-    /// Finishes a process: removes the task for good (and its unique marker).
+    /// Finishes a process: removes the task for good (and its unique marker), and publishes
+    /// its completion with `result` (``WorkQueue/completions(_:)``).
     ///
     /// - Throws: ``WorkQueueError/Code/processNotOwned`` when this worker no longer holds it
-    ///   (finished already, recovered by a peer after this worker was declared dead, or its
-    ///   queue deleted): ownership is checked inside Redis, so nothing is finished twice.
-    public func finish(_ process: WorkProcess) async throws {
+    ///   (finished already, recovered by a peer after this worker was declared dead, stopped
+    ///   or finished by another instance, or its queue deleted): ownership is checked inside
+    ///   Redis, so nothing is finished twice.
+    public func finish(_ process: WorkProcess, result: [UInt8]? = nil) async throws {
         guard process.worker == id else {
             throw WorkQueueError(.processNotOwned, "\(process.id) belongs to worker \(process.worker), not \(id)")
         }
-        let keys = try workQueue.keys(process.queue)
-        let reply = try await client.run(QueueScripts.finish, keys: keys.all(worker: process.worker),
-                                         arguments: [process.number]).decode([Int].self)
-        release(process.queue, [process.number])
-        guard reply == [1] else {
-            throw WorkQueueError(.processNotOwned, "\(process.id) is no longer held by this worker")
-        }
-        workQueue.metrics.finished(process.queue)
+        defer { release(process.queue, [process.number]) }
+        try await workQueue.finish(queue: process.queue, worker: process.worker, number: process.number, result: result)
+    }
+
+    /// The `String` form of ``finish(_:result:)-(_,[UInt8]?)``.
+    public func finish(_ process: WorkProcess, result: String) async throws {
+        try await finish(process, result: Array(result.utf8))
     }
 
     /// Forgets processes this worker no longer holds (and updates the gauge).
@@ -498,19 +546,8 @@ public final actor Worker: Service {
         guard process.worker == id else {
             throw WorkQueueError(.processNotOwned, "\(process.id) belongs to worker \(process.worker), not \(id)")
         }
-        let outcome = try await workQueue.giveBack(queue: process.queue, worker: process.worker, processes: [process.number],
-                                                   reason: reason, counts: true, markDead: false)
-        release(process.queue, [process.number])
-        guard outcome.missing == 0 else {
-            throw WorkQueueError(.processNotOwned, "\(process.id) is no longer held by this worker")
-        }
-        workQueue.metrics.stopped(process.queue)
-        if outcome.deadLettered > 0 {
-            workQueue.metrics.deadLettered(process.queue)
-            logger.warning("task dead-lettered", metadata: ["queue": "\(process.queue)", "deliveries": "\(process.deliveries)", "reason": "\(reason)"])
-            return .deadLettered
-        }
-        return .requeued
+        defer { release(process.queue, [process.number]) }
+        return try await workQueue.stop(queue: process.queue, worker: process.worker, number: process.number, reason: reason)
     }
 
     /// Gives processes back to the front of their queue in dequeue order, without counting

@@ -14,9 +14,12 @@ extension Worker {
     ///   ``WorkQueueOptions/maxDeliveries``).
     /// - A `cancel` event for a task cancels the handlers running it (the task is then
     ///   finished); `delete` and a failure of this worker cancel every handler.
-    /// - On graceful shutdown it stops taking work and waits for running handlers up to
-    ///   ``WorkQueueOptions/shutdownGracePeriod``; then it cancels them and returns their
-    ///   tasks to the front of the queue. On cancellation it does so at once.
+    /// - On graceful shutdown (swift-service-lifecycle's, or ``shutdown(gracePeriod:)``) it
+    ///   stops taking work and waits for running handlers up to the grace period
+    ///   (``WorkQueueOptions/shutdownGracePeriod`` by default); then it cancels them and
+    ///   returns their tasks to the front of the queue. On cancellation it does so at once.
+    /// - When the last running loop of this worker ends, the worker deregisters: a worker
+    ///   is used once.
     ///
     /// - Throws: ``WorkQueueError/Code/workerFailed`` when the worker was declared dead and
     ///   does not re-register; what ``startWork(_:)`` throws.
@@ -24,9 +27,18 @@ extension Worker {
         _ queue: String, concurrency: Int = 1, handler: @escaping @Sendable (WorkProcess) async throws -> Void
     ) async throws {
         guard concurrency >= 1 else { throw RedisError.invalidArgument("concurrency must be at least 1") }
-        let events = try await startWork(queue)
-        let control = RunControl()
+        _ = try workQueue.keys(queue)
         let (wakeups, wake) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        let control = RunControl(wake: { wake.yield() })
+        guard let runID = await beginRun(control) else { return }   // shutting down already
+        let events: AsyncStream<WorkEvent>
+        do {
+            events = try await startWork(queue)
+        } catch {
+            // Outside this (possibly cancelled) task: the deregistration's Redis calls must run.
+            await Task { await self.endRun(runID) }.value
+            throw error
+        }
         let poll = options.pollInterval
         let grace = options.shutdownGracePeriod
         let logger = self.logger
@@ -96,21 +108,21 @@ extension Worker {
                     if Task.isCancelled || control.isStopping { break }
                 }
                 if !Task.isCancelled && control.isShuttingDown {
-                    await control.waitUntilIdle(upTo: grace)
+                    await control.waitUntilIdle(upTo: control.gracePeriod ?? grace)
                 }
                 control.cancel(.shutdown) { _ in true }
                 await control.waitUntilIdle(upTo: nil)
                 group.cancelAll()
             }
         } onGracefulShutdown: {
-            control.shutDown()
-            wake.yield()
+            control.shutDown(gracePeriod: nil)
         }
         // Interrupted tasks go back together, in their dequeue order, uncounted.
         let interrupted = control.interrupted
-        if !interrupted.isEmpty {
-            await Task { await self.giveBackInterrupted(interrupted) }.value
-        }
+        await Task {
+            if !interrupted.isEmpty { await self.giveBackInterrupted(interrupted) }
+            await self.endRun(runID)
+        }.value
         if let failure { throw failure }
     }
 
@@ -148,6 +160,54 @@ extension Worker {
     }
 }
 
+extension WorkQueue {
+    /// Registers a worker and runs `handler` on `queue` in the background (see
+    /// ``Worker/run(_:concurrency:handler:)``); returns a handle to stop it.
+    ///
+    /// ```swift
+    /// let mailer = try await queue.startWorker(on: "emails", concurrency: 4) { process in
+    ///     try await send(process.string)
+    /// }
+    /// // …
+    /// try await mailer.shutdown(gracePeriod: .seconds(10))
+    /// ```
+    ///
+    /// - Throws: what ``startWorker()`` throws; `invalidArgument` for an empty queue name
+    ///   or a concurrency below 1.
+    public func startWorker(
+        on queue: String, concurrency: Int = 1, handler: @escaping @Sendable (WorkProcess) async throws -> Void
+    ) async throws -> RunningWorker {
+        _ = try keys(queue)
+        guard concurrency >= 1 else { throw RedisError.invalidArgument("concurrency must be at least 1") }
+        let worker = try await startWorker()
+        let task = Task { try await worker.run(queue, concurrency: concurrency, handler: handler) }
+        return RunningWorker(worker: worker, task: task)
+    }
+}
+
+/// A worker running in the background (``WorkQueue/startWorker(on:concurrency:handler:)``).
+public struct RunningWorker: Sendable {
+    public let worker: Worker
+    let task: Task<Void, any Error>
+
+    /// Stops taking tasks, lets running handlers finish within `gracePeriod` (default
+    /// ``WorkQueueOptions/shutdownGracePeriod``), returns the rest to the front of their
+    /// queues, and deregisters the worker.
+    ///
+    /// - Throws: what the run loop ended with, such as ``WorkQueueError/Code/workerFailed``
+    ///   when the worker had been declared dead.
+    public func shutdown(gracePeriod: Duration? = nil) async throws {
+        await worker.shutdown(gracePeriod: gracePeriod)
+        try await task.value
+    }
+
+    /// Stops at once: running handlers are cancelled and their tasks go back.
+    public func cancel() { task.cancel() }
+
+    /// Waits until the worker stops (shut down, cancelled, or declared dead).
+    public func wait() async throws { try await task.value }
+}
+
 /// The running handlers of one ``Worker/run(_:concurrency:handler:)`` loop.
 final class RunControl: Sendable {
     /// Why a handler was cancelled, which decides what happens to its task.
@@ -173,6 +233,7 @@ final class RunControl: Sendable {
         var interrupted: [WorkProcess] = []
         var stopping = false
         var shuttingDown = false
+        var gracePeriod: Duration?
         /// The loop stopped taking work: no handler is added any more.
         var draining = false
     }
@@ -180,18 +241,29 @@ final class RunControl: Sendable {
     private let state = Mutex(State())
     /// Fires once the loop is draining and no handler runs.
     private let drained = OneShotSignal()
+    /// Wakes the loop.
+    private let wake: @Sendable () -> Void
+
+    init(wake: @escaping @Sendable () -> Void) {
+        self.wake = wake
+    }
 
     var active: Int { state.withLock { $0.running.count } }
     var isStopping: Bool { state.withLock { $0.stopping } }
     var isShuttingDown: Bool { state.withLock { $0.shuttingDown } }
+    /// The grace period a ``Worker/shutdown(gracePeriod:)`` asked for.
+    var gracePeriod: Duration? { state.withLock { $0.gracePeriod } }
 
     func stop() { state.withLock { $0.stopping = true } }
 
-    func shutDown() {
+    /// Stops taking work; running handlers get `gracePeriod` (`nil`: the options') to end.
+    func shutDown(gracePeriod: Duration?) {
         state.withLock {
             $0.stopping = true
             $0.shuttingDown = true
+            if let gracePeriod { $0.gracePeriod = gracePeriod }
         }
+        wake()
     }
 
     func add(_ process: WorkProcess, _ task: Task<Void, any Error>) {

@@ -315,7 +315,7 @@ struct Poison: Error, CustomStringConvertible {
 @Suite struct BadInputTests {
     @Test func badQueueNamesAreRefusedBeforeAnythingIsSent() async throws {
         let fixture = try await QueueFixture.start()
-        for name in ["", "a:b", "{tag}", "x}"] {
+        for name in ["", String(repeating: "q", count: 1025)] {
             await #expect { try await fixture.queue.enqueue(name, "t") } throws: {
                 ($0 as? RedisError)?.code == .invalidArgument
             }

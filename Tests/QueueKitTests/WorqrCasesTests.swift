@@ -154,11 +154,11 @@ import Testing
         await #expect { try await worker.finish(held) } throws: { ($0 as? WorkQueueError)?.code == .processNotOwned }
     }
 
-    @Test func uniqueEnqueueRejectsADuplicateUntilFinished() async throws {
+    @Test func aStrictUniqueEnqueueRejectsADuplicateUntilFinished() async throws {
         let fixture = try await QueueFixture.start()
         let name = uniqueName()
         try await fixture.queue.enqueue(name, "only-once", unique: true)
-        await #expect { try await fixture.queue.enqueue(name, "only-once", unique: true) } throws: {
+        await #expect { try await fixture.queue.enqueue(name, "only-once", unique: true, duplicates: .fail) } throws: {
             ($0 as? WorkQueueError)?.code == .duplicateTask
         }
         #expect(try await fixture.queue.countQueue(name) == 1)
@@ -169,7 +169,7 @@ import Testing
         let worker = try await fixture.queue.startWorker()
         _ = try await worker.startWork(name)
         let process = try #require(try await worker.dequeue(name))
-        await #expect { try await fixture.queue.enqueue(name, "only-once", unique: true) } throws: {
+        await #expect { try await fixture.queue.enqueue(name, "only-once", unique: true, duplicates: .fail) } throws: {
             ($0 as? WorkQueueError)?.code == .duplicateTask
         }
         try await worker.finish(process)
@@ -186,19 +186,6 @@ import Testing
         try await fixture.queue.deleteQueue(name)
         try await fixture.queue.enqueue(name, "u", unique: true)
         #expect(try await fixture.queue.getTasks(name).map(\.string) == ["u"])
-    }
-
-    @Test func uniqueBatchIsAllOrNothing() async throws {
-        let fixture = try await QueueFixture.start()
-        let name = uniqueName()
-        try await fixture.queue.enqueue(name, "b", unique: true)
-        await #expect { try await fixture.queue.enqueue(name, ["a", "b", "c"], unique: true) } throws: {
-            ($0 as? WorkQueueError)?.code == .duplicateTask
-        }
-        await #expect { try await fixture.queue.enqueue(name, ["d", "d"], unique: true) } throws: {
-            ($0 as? WorkQueueError)?.code == .duplicateTask
-        }
-        #expect(try await fixture.queue.getTasks(name).map(\.string) == ["b"])
     }
 
     @Test func failWorkerReturnsInFlightWorkAndDeregisters() async throws {

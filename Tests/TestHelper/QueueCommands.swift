@@ -1,6 +1,7 @@
 import Foundation
 import Hiredis
 import QueueKit
+import RedisTestSupport
 
 /// Work-queue commands of the test helper.
 enum QueueCommands {
@@ -60,6 +61,43 @@ enum QueueCommands {
                 }
             }
             say("finish rejected \(rejected) of \(held.count)")
+        case "queue-take":
+            // queue-take <redis> <prefix> <queue> <goKey> <result> [permanent]: takes one task,
+            // prints "process <id>"; with goKey "-" finishes it at once with <result>, else
+            // waits until goKey exists, then tries to finish it and prints "finished" or
+            // "finish refused". "permanent" makes a worker without a heartbeat expiry that
+            // holds its task until killed.
+            let queueName = arguments[1], goKey = arguments[2], result = arguments[3]
+            let permanent = arguments.count > 4 && arguments[4] == "permanent"
+            var options = WorkQueueOptions(prefix: arguments[0], heartbeatInterval: .milliseconds(250),
+                                           workerTimeout: permanent ? nil : .seconds(10), cleanupInterval: .seconds(3600))
+            options.pollInterval = .seconds(3600)
+            let queue = try WorkQueue(client: client, subscriber: subscriber, options: options)
+            let worker = try await queue.startWorker()
+            let events = try await worker.startWork(queueName)
+            var taken = try await worker.dequeue(queueName)
+            if taken == nil {
+                for await event in events {
+                    guard case .work = event else { continue }
+                    taken = try await worker.dequeue(queueName)
+                    if taken != nil { break }
+                }
+            }
+            guard let process = taken else { exit(3) }
+            say("process \(process.id)")
+            if permanent { try await untilCancelled() }
+            if goKey != "-" {
+                while try await client.send("EXISTS", goKey).decode(Int.self) == 0 {
+                    try await Task.sleep(for: .milliseconds(20))
+                }
+            }
+            do {
+                try await worker.finish(process, result: result)
+                say("finished")
+            } catch let error as WorkQueueError where error.code == .processNotOwned {
+                say("finish refused")
+            }
+            try await worker.failWorker()
         default:
             exit(2)
         }

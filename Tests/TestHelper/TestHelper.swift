@@ -24,7 +24,7 @@ struct TestHelper {
             configuration = try RedisConfiguration(url: arguments[2])
         }
         switch arguments[1] {
-        case "queue-worker", "queue-hold":
+        case "queue-worker", "queue-hold", "queue-take":
             try await QueueCommands.run(arguments[1], configuration, Array(arguments.dropFirst(3)))
         case "lock-cycles":
             // lock-cycles <port> <counterKey> <cycles> <channel>: read-modify-write under a lock.
