@@ -247,22 +247,45 @@ final class Notifications: Sendable {
         #expect(try await store.pullNotification() == nil)
     }
 
+    /// As fs-job-store: a new job's request is version 0, and each update adds one.
+    @Test(arguments: Backend.allCases)
+    func aNewJobIsAtVersionZeroAndItsFirstUpdateReturnsOne(_ backend: Backend) async throws {
+        let location = try await StoreLocation.make(backend)
+        defer { location.keepAlive() }
+        let store = try await location.store()
+        let id = try await store.create(request: "v0")
+        #expect(try await store.state(id) == .pending(version: 0))
+        let fresh = try #require(try await store.pullWork())
+        #expect(fresh.id == id && fresh.version == 0 && fresh.request == Array("v0".utf8))
+        try await fresh.release()
+        #expect(try await store.update(id, expectedVersion: 0, request: Array("v1".utf8)) == 1)
+        #expect(try await store.state(id) == .pending(version: 1))
+        #expect(try await store.update(id, expectedVersion: 1, request: Array("v2".utf8)) == 2)
+        if backend == .file {
+            let files = try FileManager.default.contentsOfDirectory(atPath: location.directory.appendingPathComponent("jobs/\(id)").path)
+            #expect(files == ["v2"], "older versions are dropped")
+        }
+        let lease = try #require(try await store.pullWork())
+        #expect(lease.version == 2 && lease.request == Array("v2".utf8))
+        try await lease.release()
+    }
+
     @Test(arguments: Backend.allCases)
     func updateChecksTheVersion(_ backend: Backend) async throws {
         let location = try await StoreLocation.make(backend)
         defer { location.keepAlive() }
         let store = try await location.store()
-        let id = try await store.create(request: "v1")
-        #expect(try await store.state(id) == .pending(version: 1))
-        #expect(try await store.update(id, expectedVersion: 1, request: Array("v2".utf8)) == 2)
-        await #expect { try await store.update(id, expectedVersion: 1, request: Array("stale".utf8)) } throws: {
+        let id = try await store.create(request: "v0")
+        #expect(try await store.state(id) == .pending(version: 0))
+        #expect(try await store.update(id, expectedVersion: 0, request: Array("v1".utf8)) == 1)
+        await #expect { try await store.update(id, expectedVersion: 0, request: Array("stale".utf8)) } throws: {
             ($0 as? JobStoreError)?.code == .versionMismatch
         }
         let lease = try #require(try await store.pullWork())
-        #expect(lease.request == Array("v2".utf8) && lease.version == 2)
+        #expect(lease.request == Array("v1".utf8) && lease.version == 1)
         try await store.fulfill(id, value: "x")
         try await lease.release()
-        await #expect { try await store.update(id, expectedVersion: 2, request: Array("late".utf8)) } throws: {
+        await #expect { try await store.update(id, expectedVersion: 1, request: Array("late".utf8)) } throws: {
             ($0 as? JobStoreError)?.code == .alreadyFulfilled
         }
         await #expect { try await store.fulfill(id, value: "second") } throws: {
@@ -335,7 +358,7 @@ func liveLeases(_ directory: URL) throws -> [String] {
         }
         #expect(tokens == [1, 2, 3], "a release never resets the generation")
         #expect(try liveLeases(directory).isEmpty)
-        #expect(try await store.state(id) == .pending(version: 1))
+        #expect(try await store.state(id) == .pending(version: 0))
     }
 
     /// A bad option is the same error whichever backend is asked (as for every other

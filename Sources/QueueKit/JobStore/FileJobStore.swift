@@ -12,7 +12,8 @@ import Darwin
 /// crash leaves nothing half-written.
 ///
 /// Layout under `directory`:
-/// - `jobs/<id>/v<N>`: the request, version N (an update links `v<N+1>`: the first wins);
+/// - `jobs/<id>/v<N>`: the request, version N (`v0` at creation; an update links `v<N+1>`:
+///   the first wins, then drops the older versions);
 /// - `values/<id>`: the value; its existence means fulfilled (linked: the first fulfil wins);
 /// - `pending/<id>`: marker of a job workers may pull;
 /// - `waiting/<id>/<name>`: one file per target, its JSON;
@@ -76,7 +77,7 @@ public struct FileJobStore<Target: Codable & Sendable>: JobStore {
         let id = JobID()
         let staging = paths.tmp + "/" + UUID().uuidString + ".job"
         try Files.makeDirectory(staging)
-        try Files.writeNew(staging + "/v1", request)
+        try Files.writeNew(staging + "/v0", request)
         Failpoint.hit("create-before-rename")
         try Files.rename(staging, paths.job(id.rawValue))
         Files.syncDirectory(paths.jobs)

@@ -37,9 +37,12 @@ public protocol JobStore<Target>: Sendable {
     /// An exclusive lease on one fulfilled job with waiting targets, or `nil`.
     func pullNotification() async throws -> NotificationLease<Target>?
 
-    /// Replaces the request of a pending job whose version is `expectedVersion`; returns
-    /// the new version. Throws ``JobStoreError/Code/versionMismatch`` or
-    /// ``JobStoreError/Code/alreadyFulfilled``.
+    /// Replaces the request of a pending job whose version is `expectedVersion` (0 for a job
+    /// never updated); returns the new version (`expectedVersion + 1`).
+    ///
+    /// - Throws: ``JobStoreError/Code/versionMismatch`` when the job is at another version
+    ///   (or another update won the race), ``JobStoreError/Code/alreadyFulfilled`` when it
+    ///   was fulfilled, ``JobStoreError/Code/unknownJob`` when there is no such job.
     @discardableResult
     func update(_ id: JobID, expectedVersion: Int, request: [UInt8]) async throws -> Int
 
@@ -83,7 +86,9 @@ public struct JobID: Hashable, Sendable, Codable, CustomStringConvertible {
 
 /// Where a job is.
 public enum JobState: Sendable, Hashable {
-    /// Waiting to be worked on; `version` counts its requests (1 at creation).
+    /// Waiting to be worked on; `version` counts the updates of its request: 0 at creation,
+    /// as fs-job-store's, and one more with every successful
+    /// ``JobStore/update(_:expectedVersion:request:)``.
     case pending(version: Int)
     case fulfilled
     case unknown
@@ -246,7 +251,8 @@ final class LeaseKeeper: Sendable {
 public final class JobLease: Sendable {
     public let id: JobID
     public let request: [UInt8]
-    /// The request's version (for ``JobStore/update(_:expectedVersion:request:)``).
+    /// The request's version: 0 for a job never updated (for
+    /// ``JobStore/update(_:expectedVersion:request:)``).
     public let version: Int
     /// Increases with every lease taken in the store (Redis), or with every takeover of
     /// this job's lease (file).

@@ -135,7 +135,7 @@ public struct RedisJobStore<Target: Codable & Sendable>: JobStore {
     public func state(_ id: JobID) async throws -> JobState {
         let fields = try await client.send("HMGET", job(id), "state", "version").decode([String?].self)
         switch fields.first ?? nil {
-        case "p": return .pending(version: Int(fields[1] ?? "") ?? 1)
+        case "p": return .pending(version: Int(fields[1] ?? "") ?? 0)
         case "f": return .fulfilled
         default: return .unknown
         }
@@ -175,7 +175,7 @@ enum JobScripts {
     /// KEYS: job, pending, seq. ARGV: id, request.
     static let create = RedisScript("""
         local seq = redis.call('INCR', KEYS[3])
-        redis.call('HSET', KEYS[1], 'state', 'p', 'version', 1, 'request', ARGV[2], 'seq', seq)
+        redis.call('HSET', KEYS[1], 'state', 'p', 'version', 0, 'request', ARGV[2], 'seq', seq)
         redis.call('ZADD', KEYS[2], seq, ARGV[1])
         return seq
         """)
