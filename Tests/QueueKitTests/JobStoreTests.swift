@@ -1,5 +1,6 @@
 import Foundation
 import Hiredis
+import Logging
 import QueueKit
 import RedisTestSupport
 import Synchronization
@@ -27,10 +28,16 @@ struct StoreLocation: Sendable {
         return StoreLocation(backend: backend, directory: directory, redis: redis, prefix: uniqueName("jobs"))
     }
 
-    func store(lease: Duration = .seconds(10), respond: JobResponder<String>? = nil) async throws -> any JobStore<String> {
+    func store(lease: Duration = .seconds(10), logger: Logger = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }),
+               respond: JobResponder<String>? = nil,
+               onResponseFailure: JobResponseFailureHandler<String>? = nil) async throws -> any JobStore<String> {
         switch backend {
-        case .file: return try FileJobStore<String>(directory: directory, leaseTimeout: lease, respond: respond)
-        case .redis: return try RedisJobStore<String>(client: try await redis!.connect(), prefix: prefix, leaseTimeout: lease, respond: respond)
+        case .file:
+            return try FileJobStore<String>(directory: directory, leaseTimeout: lease, logger: logger,
+                                            respond: respond, onResponseFailure: onResponseFailure)
+        case .redis:
+            return try RedisJobStore<String>(client: try await redis!.connect(), prefix: prefix, leaseTimeout: lease, logger: logger,
+                                             respond: respond, onResponseFailure: onResponseFailure)
         }
     }
 
@@ -75,6 +82,42 @@ final class Notifications: Sendable {
         try await store.queue(id, target: "after")
         #expect(notifications.values("after") == ["no"])
         #expect(try await store.state(id) == .fulfilled)
+        #expect(try await store.pullNotification() == nil)
+    }
+
+    /// fs-job-store's `onresponsefailure`: a `respond` that throws is logged and reported,
+    /// and its target stays queued for `pullNotification()`, on the fulfil path (which
+    /// delivers under a notification lease) and on the queue-to-a-fulfilled-job path; the
+    /// targets that were notified are removed.
+    @Test(arguments: Backend.allCases)
+    func aRespondHandlerThatThrowsIsReportedAndItsTargetWaitsForPullNotification(_ backend: Backend) async throws {
+        let location = try await StoreLocation.make(backend)
+        defer { location.keepAlive() }
+        let notifications = Notifications()
+        let failures = Locked<[ResponseFailure]>([])
+        let logs = CapturedLogs()
+        let store = try await location.store(logger: Logger(label: "test", factory: { _ in logs.handler }), respond: { target, id, value in
+            if target.hasPrefix("bad") { throw JobStoreTestError("\(target) is unreachable") }
+            return try await notifications.handler(target, id, value)
+        }, onResponseFailure: { target, id, error in
+            failures.withLock { $0.append(ResponseFailure(target: target, id: id, error: "\(error)")) }
+        })
+        let id = try await store.create(request: "r")
+        for target in ["good1", "bad1", "good2"] { try await store.queue(id, target: target) }
+        try await store.fulfill(id, value: "v")
+        #expect(failures.withLock { $0 } == [ResponseFailure(target: "bad1", id: id, error: "bad1 is unreachable")])
+        #expect(notifications.values("good1") == ["v"] && notifications.values("good2") == ["v"])
+
+        try await store.queue(id, target: "bad2")
+        try await store.queue(id, target: "good3")
+        #expect(failures.withLock { $0 }.map(\.target) == ["bad1", "bad2"])
+        #expect(failures.withLock { $0 }.allSatisfy { $0.id == id })
+        #expect(notifications.values("good3") == ["v"])
+        #expect(logs.errors.count == 2, "each failure is logged once")
+
+        let lease = try #require(try await store.pullNotification(), "the failed targets still wait")
+        #expect(lease.id == id && lease.waiting.sorted() == ["bad1", "bad2"], "the notified ones were removed")
+        try await lease.done(removing: lease.waiting)
         #expect(try await store.pullNotification() == nil)
     }
 
@@ -326,7 +369,7 @@ final class Notifications: Sendable {
 /// Delivers through `respond` and removes the notified targets.
 func deliverAll(_ lease: NotificationLease<String>, _ respond: JobResponder<String>) async throws {
     var notified: [String] = []
-    for target in lease.waiting where await respond(target, lease.id, lease.value) { notified.append(target) }
+    for target in lease.waiting where try await respond(target, lease.id, lease.value) { notified.append(target) }
     try await lease.done(removing: notified)
 }
 
@@ -429,6 +472,37 @@ struct FlakyTarget: Codable, Sendable, Equatable {
         if Self.poisoned.withLock({ $0.contains(name) }) { throw JobStoreTestError("\(name) cannot be encoded") }
         var container = encoder.singleValueContainer()
         try container.encode(name)
+    }
+}
+
+struct ResponseFailure: Sendable, Equatable {
+    let target: String
+    let id: JobID
+    let error: String
+}
+
+/// Every message logged at `error` or above through ``handler``.
+final class CapturedLogs: Sendable {
+    private let messages = Mutex<[String]>([])
+
+    var errors: [String] { messages.withLock { $0 } }
+
+    var handler: any LogHandler { Handler(logs: self) }
+
+    private struct Handler: LogHandler {
+        let logs: CapturedLogs
+        var metadata: Logger.Metadata = [:]
+        var logLevel: Logger.Level = .trace
+
+        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+            get { metadata[key] }
+            set { metadata[key] = newValue }
+        }
+
+        func log(event: LogEvent) {
+            guard event.level >= .error else { return }
+            logs.messages.withLock { $0.append("\(event.message) \(event.metadata ?? [:])") }
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 import Foundation
 import Hiredis
+import Logging
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -26,7 +27,7 @@ public struct FileJobStore<Target: Codable & Sendable>: JobStore {
     public let directory: URL
     /// How long a lease lives without renewal (default 10 s; renewed every third).
     public let leaseTimeout: Duration
-    let respond: JobResponder<Target>?
+    let responder: Responder<Target>?
     let paths: StorePaths
 
     /// Opens the store in `directory`, which must exist and be writable; the store's
@@ -36,7 +37,13 @@ public struct FileJobStore<Target: Codable & Sendable>: JobStore {
     /// - Throws: ``JobStoreError/Code/invalidStore`` when `directory` is missing, not a
     ///   directory, or not writable (nothing is written then); `RedisError`
     ///   `invalidArgument` for a `leaseTimeout` under 30 ms, as ``RedisJobStore`` does.
-    public init(directory: URL, leaseTimeout: Duration = .seconds(10), respond: JobResponder<Target>? = nil) throws {
+    /// - Parameters:
+    ///   - logger: where a failed `respond` is logged (at `error`); nothing is logged by default.
+    ///   - respond: notifies a target as soon as its job is fulfilled, or at once when it is
+    ///     queued to a fulfilled job (optional); see ``JobResponder``.
+    ///   - onResponseFailure: told when `respond` throws; the target stays queued.
+    public init(directory: URL, leaseTimeout: Duration = .seconds(10), logger: Logger = Logger(label: "queuekit.jobstore", factory: { _ in SwiftLogNoOpLogHandler() }),
+                respond: JobResponder<Target>? = nil, onResponseFailure: JobResponseFailureHandler<Target>? = nil) throws {
         guard leaseTimeout >= .milliseconds(30) else { throw RedisError.invalidArgument("leaseTimeout must be at least 30 ms") }
         let path = directory.standardizedFileURL.path
         var info = stat()
@@ -47,7 +54,7 @@ public struct FileJobStore<Target: Codable & Sendable>: JobStore {
         }
         self.directory = directory
         self.leaseTimeout = leaseTimeout
-        self.respond = respond
+        self.responder = Responder(respond, onFailure: onResponseFailure, logger: logger)
         self.paths = StorePaths(root: path)
         for sub in StorePaths.subdirectories { try Files.makeDirectory(paths.root + "/" + sub) }
         sweep()
@@ -123,15 +130,15 @@ public struct FileJobStore<Target: Codable & Sendable>: JobStore {
         Files.remove(paths.pending(id.rawValue))
         if !waitingFiles(id.rawValue).isEmpty {
             try mark(paths.outbox(id.rawValue))
-            if respond != nil { try await notifyNow(id) }
+            if responder != nil { try await notifyNow(id) }
         }
     }
 
     public func queue(_ id: JobID, target: Target) async throws {
         try requireJob(id)
         let encoded = try encodeTarget(target)
-        if let respond, let value = Files.read(paths.value(id.rawValue)) {
-            if await respond(target, id, value) { return }
+        if let responder, let value = Files.read(paths.value(id.rawValue)) {
+            if await responder.notify(target, id, value) { return }
             try addTarget(id.rawValue, encoded)
             try mark(paths.outbox(id.rawValue))
             return
@@ -140,7 +147,7 @@ public struct FileJobStore<Target: Codable & Sendable>: JobStore {
         // Fulfilled meanwhile? Then the fulfiller may not have seen this target.
         if Files.exists(paths.value(id.rawValue)) {
             try mark(paths.outbox(id.rawValue))
-            if respond != nil { try await notifyNow(id) }
+            if responder != nil { try await notifyNow(id) }
         }
     }
 
@@ -259,16 +266,16 @@ public struct FileJobStore<Target: Codable & Sendable>: JobStore {
         }
     }
 
-    /// Notifies the waiting targets of a fulfilled job through `respond`, waiting up to the
+    /// Notifies the waiting targets of a fulfilled job through `responder`, waiting up to the
     /// lease timeout for another notifier to finish; otherwise they stay in the outbox.
     private func notifyNow(_ id: JobID) async throws {
-        guard let respond else { return }
+        guard let responder else { return }
         let deadline = ContinuousClock.now + leaseTimeout
         while ContinuousClock.now < deadline {
             if waitingFiles(id.rawValue).isEmpty { return }
             if let lease = try tryLease(paths.lease("notify", id.rawValue)) {
                 guard let notification = try notificationLease(id, lease) else { return }
-                try await deliver(notification, respond)
+                try await deliver(notification, responder)
                 return
             }
             try await Task.sleep(for: .milliseconds(10))

@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import Synchronization
 
 /// fs-job-store in Swift: jobs move from pending (workers may pull them) to fulfilled (a
@@ -329,9 +330,42 @@ public final class NotificationLease<Target: Codable & Sendable>: Sendable {
     }
 }
 
-/// The handler that notifies a target of a job's value; `true` when it was notified (the
-/// target is then removed), `false` to leave it for ``JobStore/pullNotification()``.
-public typealias JobResponder<Target> = @Sendable (_ target: Target, _ id: JobID, _ value: [UInt8]) async -> Bool
+/// The handler that notifies a target of a job's value: return `true` when it was notified
+/// (the target is then removed), `false` to leave it for ``JobStore/pullNotification()``
+/// ("not now"). A handler that throws leaves the target queued as `false` does, and the
+/// failure is reported: logged at `error` level through the store's logger, and passed to
+/// the store's ``JobResponseFailureHandler`` (fs-job-store's `onresponsefailure`).
+public typealias JobResponder<Target> = @Sendable (_ target: Target, _ id: JobID, _ value: [UInt8]) async throws -> Bool
+
+/// Told when a ``JobResponder`` threw for `target` of job `id`; the target stays queued and
+/// comes back through ``JobStore/pullNotification()``. Called on the task that was
+/// notifying: keep it short and do not block.
+public typealias JobResponseFailureHandler<Target> = @Sendable (_ target: Target, _ id: JobID, _ error: any Error) -> Void
+
+/// A store's `respond` handler with its failure reporting.
+struct Responder<Target: Sendable>: Sendable {
+    let respond: JobResponder<Target>
+    let onFailure: JobResponseFailureHandler<Target>?
+    let logger: Logger
+
+    init?(_ respond: JobResponder<Target>?, onFailure: JobResponseFailureHandler<Target>?, logger: Logger) {
+        guard let respond else { return nil }
+        self.respond = respond
+        self.onFailure = onFailure
+        self.logger = logger
+    }
+
+    /// Whether `target` was notified; a failure is reported (once) and counts as not notified.
+    func notify(_ target: Target, _ id: JobID, _ value: [UInt8]) async -> Bool {
+        do {
+            return try await respond(target, id, value)
+        } catch {
+            logger.error("respond handler failed; the target stays queued", metadata: ["job": "\(id)", "error": "\(error)"])
+            onFailure?(target, id, error)
+            return false
+        }
+    }
+}
 
 /// Targets as canonical JSON (sorted keys), so equal targets have equal bytes.
 func encodeTarget<Target: Encodable>(_ target: Target) throws -> [UInt8] {
@@ -344,11 +378,11 @@ func decodeTarget<Target: Decodable>(_ bytes: [UInt8], as type: Target.Type) thr
     try JSONDecoder().decode(type, from: Data(bytes))
 }
 
-/// Notifies every waiting target of a leased job through `respond`, then removes those
-/// notified and releases the lease.
-func deliver<Target>(_ lease: NotificationLease<Target>, _ respond: JobResponder<Target>) async throws {
+/// Notifies every waiting target of a leased job through `responder`, then removes those
+/// notified and releases the lease; a target whose handler failed stays queued.
+func deliver<Target>(_ lease: NotificationLease<Target>, _ responder: Responder<Target>) async throws {
     var notified: [Target] = []
-    for target in lease.waiting where await respond(target, lease.id, lease.value) {
+    for target in lease.waiting where await responder.notify(target, lease.id, lease.value) {
         notified.append(target)
     }
     try await lease.done(removing: notified)

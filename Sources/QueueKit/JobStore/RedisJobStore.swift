@@ -26,21 +26,25 @@ public struct RedisJobStore<Target: Codable & Sendable>: JobStore {
     public let prefix: String
     /// How long a lease lives without renewal (default 10 s; renewed every third).
     public let leaseTimeout: Duration
-    let respond: JobResponder<Target>?
+    let responder: Responder<Target>?
     let tag: String
 
     /// - Parameters:
     ///   - prefix: the namespace; no `{`, `}` or `:`.
-    ///   - respond: notifies a target as soon as its job is fulfilled (optional).
+    ///   - logger: where a failed `respond` is logged (at `error`); nothing is logged by default.
+    ///   - respond: notifies a target as soon as its job is fulfilled, or at once when it is
+    ///     queued to a fulfilled job (optional); see ``JobResponder``.
+    ///   - onResponseFailure: told when `respond` throws; the target stays queued.
     /// - Throws: `RedisError` `invalidArgument` for a bad prefix or timeout.
     public init(client: RedisConnection, prefix: String = "jobstore", leaseTimeout: Duration = .seconds(10),
-                respond: JobResponder<Target>? = nil) throws {
+                logger: Logger = Logger(label: "queuekit.jobstore", factory: { _ in SwiftLogNoOpLogHandler() }),
+                respond: JobResponder<Target>? = nil, onResponseFailure: JobResponseFailureHandler<Target>? = nil) throws {
         try validateName(prefix, what: "job store prefix")
         guard leaseTimeout >= .milliseconds(30) else { throw RedisError.invalidArgument("leaseTimeout must be at least 30 ms") }
         self.client = client
         self.prefix = prefix
         self.leaseTimeout = leaseTimeout
-        self.respond = respond
+        self.responder = Responder(respond, onFailure: onResponseFailure, logger: logger)
         self.tag = "{\(prefix)}:"
     }
 
@@ -70,29 +74,29 @@ public struct RedisJobStore<Target: Codable & Sendable>: JobStore {
         let token = OwnerToken.next()
         let reply = try await client.run(
             JobScripts.fulfill, keys: [job(id), tag + "pending", tag + "leased", tag + "outbox", tag + "notifying"],
-            arguments: [tag, id.rawValue, value, token, ttl, respond == nil ? "0" : "1"])
+            arguments: [tag, id.rawValue, value, token, ttl, responder == nil ? "0" : "1"])
         guard case .array(let parts) = reply, let status = parts.first else { throw RedisError(.wrongReplyType, "fulfill") }
         switch try status.decode(Int.self) {
         case -1: throw JobStoreError(.unknownJob, "no job \(id)")
         case 0: throw JobStoreError(.alreadyFulfilled, "job \(id) was fulfilled already")
         default: break
         }
-        if let respond, parts.count > 1 {
+        if let responder, parts.count > 1 {
             let waiting = try parts.dropFirst().map { try decodeTarget(try $0.bytes(), as: Target.self) }
-            try await deliver(notificationLease(id: id, value: value, waiting: waiting, token: token), respond)
+            try await deliver(notificationLease(id: id, value: value, waiting: waiting, token: token), responder)
         }
     }
 
     public func queue(_ id: JobID, target: Target) async throws {
         let encoded = try encodeTarget(target)
         let keys: [any RedisArgument] = [job(id), tag + "waiting:" + id.rawValue, tag + "outbox"]
-        let reply = try await client.run(JobScripts.queue, keys: keys, arguments: [encoded, respond == nil ? "0" : "1"])
+        let reply = try await client.run(JobScripts.queue, keys: keys, arguments: [encoded, responder == nil ? "0" : "1"])
         guard case .array(let parts) = reply, let status = parts.first else { throw RedisError(.wrongReplyType, "queue") }
         switch try status.decode(Int.self) {
         case -1: throw JobStoreError(.unknownJob, "no job \(id)")
         case 1:
             // Fulfilled already: notify now; only a target that was not reached waits.
-            if let respond, await respond(target, id, try parts[1].bytes()) { return }
+            if let responder, await responder.notify(target, id, try parts[1].bytes()) { return }
             try await client.run(JobScripts.queue, keys: keys, arguments: [encoded, "0"])
         default: break
         }
