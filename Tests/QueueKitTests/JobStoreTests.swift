@@ -28,16 +28,50 @@ struct StoreLocation: Sendable {
         return StoreLocation(backend: backend, directory: directory, redis: redis, prefix: uniqueName("jobs"))
     }
 
-    func store(lease: Duration = .seconds(10), logger: Logger = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }),
+    func store(lease: Duration = .seconds(10), retention: Duration? = .seconds(3600),
+               logger: Logger = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }),
                respond: JobResponder<String>? = nil,
                onResponseFailure: JobResponseFailureHandler<String>? = nil) async throws -> any JobStore<String> {
         switch backend {
         case .file:
-            return try FileJobStore<String>(directory: directory, leaseTimeout: lease, logger: logger,
+            return try FileJobStore<String>(directory: directory, leaseTimeout: lease, retention: retention, logger: logger,
                                             respond: respond, onResponseFailure: onResponseFailure)
         case .redis:
-            return try RedisJobStore<String>(client: try await redis!.connect(), prefix: prefix, leaseTimeout: lease, logger: logger,
+            return try RedisJobStore<String>(client: try await redis!.connect(), prefix: prefix, leaseTimeout: lease,
+                                             retention: retention, logger: logger,
                                              respond: respond, onResponseFailure: onResponseFailure)
+        }
+    }
+
+    /// What the store occupies: its keys (Redis, found with SCAN), or every path under its
+    /// directory (file).
+    func footprint() async throws -> [String] {
+        switch backend {
+        case .file:
+            return try FileManager.default.subpathsOfDirectory(atPath: directory.path).sorted()
+        case .redis:
+            let client = try await redis!.connect()
+            let keys = await catching {
+                var keys: [String] = []
+                var cursor = "0"
+                repeat {
+                    guard case .array(let reply) = try await client.send("SCAN", cursor, "MATCH", "{\(prefix)}:*", "COUNT", "1000"),
+                          reply.count == 2 else { throw JobStoreTestError("SCAN") }
+                    cursor = try reply[0].decode(String.self)
+                    keys += try reply[1].decode([String].self)
+                } while cursor != "0"
+                return keys.sorted()
+            }
+            await client.close()
+            return try keys.get()
+        }
+    }
+
+    /// The footprint of an empty store that has been used.
+    var floor: [String] {
+        switch backend {
+        case .file: return ["done", "jobs", "leases", "outbox", "pending", "tmp", "values", "waiting"]
+        case .redis: return ["{\(prefix)}:fence", "{\(prefix)}:seq"]
         }
     }
 

@@ -1,4 +1,5 @@
 import Foundation
+import Hiredis
 import Logging
 import Synchronization
 
@@ -9,6 +10,10 @@ import Synchronization
 ///
 /// Two backends with the same behaviour: ``FileJobStore`` (one host, many processes, a
 /// shared directory) and ``RedisJobStore`` (many hosts).
+///
+/// A fulfilled job is kept for the store's retention (default 1 hour) once no target waits
+/// for it and no lease is held on it, then removed: ``state(_:)`` reports it
+/// ``JobState/unknown`` and calls naming it throw ``JobStoreError/Code/unknownJob``.
 public protocol JobStore<Target>: Sendable {
     /// Who waits for a job's value (an HTTP callback, a user id…); stored as JSON.
     associatedtype Target: Codable & Sendable
@@ -21,12 +26,15 @@ public protocol JobStore<Target>: Sendable {
     func pullWork() async throws -> JobLease?
 
     /// Resolves a pending job to `value`. The first fulfil wins; a later one throws
-    /// ``JobStoreError/Code/alreadyFulfilled``. With a `respond` handler, the waiting
-    /// targets are notified before this returns.
+    /// ``JobStoreError/Code/alreadyFulfilled`` (or ``JobStoreError/Code/unknownJob`` once
+    /// the job was removed after its retention). With a `respond` handler, the waiting
+    /// targets are notified before this returns; a handler's failure is reported, not thrown.
     func fulfill(_ id: JobID, value: [UInt8]) async throws
 
     /// Adds a target to be told the job's value. When the job is fulfilled already and a
-    /// `respond` handler is configured, the target is notified before this returns.
+    /// `respond` handler is configured, the target is notified before this returns (and
+    /// stays queued when the handler returns `false` or throws). Throws
+    /// ``JobStoreError/Code/unknownJob`` for a job that does not exist (or was removed).
     func queue(_ id: JobID, target: Target) async throws
 
     /// Removes a waiting target (nothing happens when it is not waiting).
@@ -47,11 +55,29 @@ public protocol JobStore<Target>: Sendable {
     @discardableResult
     func update(_ id: JobID, expectedVersion: Int, request: [UInt8]) async throws -> Int
 
-    /// Where the job is, for introspection.
+    /// Where the job is, for introspection: ``JobState/unknown`` for a job never created or
+    /// removed after its retention.
     func state(_ id: JobID) async throws -> JobState
+
+    /// Removes up to `limit` fulfilled jobs whose retention has run out, with no target
+    /// waiting and no lease held on them (``pullWork()`` and ``pullNotification()`` also
+    /// remove a few on every call). `limit` bounds the jobs looked at: a job found leased is
+    /// looked at again a retention later; one with a target waiting once its targets are
+    /// gone. Returns how many were removed; does nothing for a store that keeps jobs for ever.
+    ///
+    /// - Throws: `RedisError` `invalidArgument` when `limit` is not positive; the backend's
+    ///   errors (Redis, or ``JobStoreError/Code/io``).
+    @discardableResult
+    func removeExpired(limit: Int) async throws -> Int
 }
 
 extension JobStore {
+    /// Removes up to 100 expired jobs; see ``removeExpired(limit:)``.
+    @discardableResult
+    public func removeExpired() async throws -> Int {
+        try await removeExpired(limit: 100)
+    }
+
     /// Stores a new pending job whose request is `request` encoded as JSON.
     public func create<Request: Encodable>(request: Request) async throws -> JobID {
         try await create(request: Array(try JSONEncoder().encode(request)))
@@ -364,6 +390,16 @@ struct Responder<Target: Sendable>: Sendable {
             onFailure?(target, id, error)
             return false
         }
+    }
+}
+
+/// How many expired jobs a `pullWork` or `pullNotification` removes at most, on the way.
+let opportunisticRemovals = 20
+
+/// - Throws: `RedisError` `invalidArgument` for a retention that is not positive.
+func validateRetention(_ retention: Duration?) throws {
+    if let retention, retention <= .zero {
+        throw RedisError.invalidArgument("retention must be positive (nil keeps jobs for ever)")
     }
 }
 
