@@ -1,5 +1,6 @@
 import Foundation
 import Hiredis
+import Logging
 import QueueKit
 import RedisTestSupport
 import Synchronization
@@ -27,10 +28,50 @@ struct StoreLocation: Sendable {
         return StoreLocation(backend: backend, directory: directory, redis: redis, prefix: uniqueName("jobs"))
     }
 
-    func store(lease: Duration = .seconds(10), respond: JobResponder<String>? = nil) async throws -> any JobStore<String> {
+    func store(lease: Duration = .seconds(10), retention: Duration? = .seconds(3600),
+               logger: Logger = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }),
+               respond: JobResponder<String>? = nil,
+               onResponseFailure: JobResponseFailureHandler<String>? = nil) async throws -> any JobStore<String> {
         switch backend {
-        case .file: return try FileJobStore<String>(directory: directory, leaseTimeout: lease, respond: respond)
-        case .redis: return try RedisJobStore<String>(client: try await redis!.connect(), prefix: prefix, leaseTimeout: lease, respond: respond)
+        case .file:
+            return try FileJobStore<String>(directory: directory, leaseTimeout: lease, retention: retention, logger: logger,
+                                            respond: respond, onResponseFailure: onResponseFailure)
+        case .redis:
+            return try RedisJobStore<String>(client: try await redis!.connect(), prefix: prefix, leaseTimeout: lease,
+                                             retention: retention, logger: logger,
+                                             respond: respond, onResponseFailure: onResponseFailure)
+        }
+    }
+
+    /// What the store occupies: its keys (Redis, found with SCAN), or every path under its
+    /// directory (file).
+    func footprint() async throws -> [String] {
+        switch backend {
+        case .file:
+            return try FileManager.default.subpathsOfDirectory(atPath: directory.path).sorted()
+        case .redis:
+            let client = try await redis!.connect()
+            let keys = await catching {
+                var keys: [String] = []
+                var cursor = "0"
+                repeat {
+                    guard case .array(let reply) = try await client.send("SCAN", cursor, "MATCH", "{\(prefix)}:*", "COUNT", "1000"),
+                          reply.count == 2 else { throw JobStoreTestError("SCAN") }
+                    cursor = try reply[0].decode(String.self)
+                    keys += try reply[1].decode([String].self)
+                } while cursor != "0"
+                return keys.sorted()
+            }
+            await client.close()
+            return try keys.get()
+        }
+    }
+
+    /// The footprint of an empty store that has been used.
+    var floor: [String] {
+        switch backend {
+        case .file: return ["done", "jobs", "leases", "outbox", "pending", "tmp", "values", "waiting"]
+        case .redis: return ["{\(prefix)}:fence", "{\(prefix)}:seq"]
         }
     }
 
@@ -75,6 +116,42 @@ final class Notifications: Sendable {
         try await store.queue(id, target: "after")
         #expect(notifications.values("after") == ["no"])
         #expect(try await store.state(id) == .fulfilled)
+        #expect(try await store.pullNotification() == nil)
+    }
+
+    /// fs-job-store's `onresponsefailure`: a `respond` that throws is logged and reported,
+    /// and its target stays queued for `pullNotification()`, on the fulfil path (which
+    /// delivers under a notification lease) and on the queue-to-a-fulfilled-job path; the
+    /// targets that were notified are removed.
+    @Test(arguments: Backend.allCases)
+    func aRespondHandlerThatThrowsIsReportedAndItsTargetWaitsForPullNotification(_ backend: Backend) async throws {
+        let location = try await StoreLocation.make(backend)
+        defer { location.keepAlive() }
+        let notifications = Notifications()
+        let failures = Locked<[ResponseFailure]>([])
+        let logs = CapturedLogs()
+        let store = try await location.store(logger: Logger(label: "test", factory: { _ in logs.handler }), respond: { target, id, value in
+            if target.hasPrefix("bad") { throw JobStoreTestError("\(target) is unreachable") }
+            return try await notifications.handler(target, id, value)
+        }, onResponseFailure: { target, id, error in
+            failures.withLock { $0.append(ResponseFailure(target: target, id: id, error: "\(error)")) }
+        })
+        let id = try await store.create(request: "r")
+        for target in ["good1", "bad1", "good2"] { try await store.queue(id, target: target) }
+        try await store.fulfill(id, value: "v")
+        #expect(failures.withLock { $0 } == [ResponseFailure(target: "bad1", id: id, error: "bad1 is unreachable")])
+        #expect(notifications.values("good1") == ["v"] && notifications.values("good2") == ["v"])
+
+        try await store.queue(id, target: "bad2")
+        try await store.queue(id, target: "good3")
+        #expect(failures.withLock { $0 }.map(\.target) == ["bad1", "bad2"])
+        #expect(failures.withLock { $0 }.allSatisfy { $0.id == id })
+        #expect(notifications.values("good3") == ["v"])
+        #expect(logs.errors.count == 2, "each failure is logged once")
+
+        let lease = try #require(try await store.pullNotification(), "the failed targets still wait")
+        #expect(lease.id == id && lease.waiting.sorted() == ["bad1", "bad2"], "the notified ones were removed")
+        try await lease.done(removing: lease.waiting)
         #expect(try await store.pullNotification() == nil)
     }
 
@@ -247,22 +324,45 @@ final class Notifications: Sendable {
         #expect(try await store.pullNotification() == nil)
     }
 
+    /// As fs-job-store: a new job's request is version 0, and each update adds one.
+    @Test(arguments: Backend.allCases)
+    func aNewJobIsAtVersionZeroAndItsFirstUpdateReturnsOne(_ backend: Backend) async throws {
+        let location = try await StoreLocation.make(backend)
+        defer { location.keepAlive() }
+        let store = try await location.store()
+        let id = try await store.create(request: "v0")
+        #expect(try await store.state(id) == .pending(version: 0))
+        let fresh = try #require(try await store.pullWork())
+        #expect(fresh.id == id && fresh.version == 0 && fresh.request == Array("v0".utf8))
+        try await fresh.release()
+        #expect(try await store.update(id, expectedVersion: 0, request: Array("v1".utf8)) == 1)
+        #expect(try await store.state(id) == .pending(version: 1))
+        #expect(try await store.update(id, expectedVersion: 1, request: Array("v2".utf8)) == 2)
+        if backend == .file {
+            let files = try FileManager.default.contentsOfDirectory(atPath: location.directory.appendingPathComponent("jobs/\(id)").path)
+            #expect(files == ["v2"], "older versions are dropped")
+        }
+        let lease = try #require(try await store.pullWork())
+        #expect(lease.version == 2 && lease.request == Array("v2".utf8))
+        try await lease.release()
+    }
+
     @Test(arguments: Backend.allCases)
     func updateChecksTheVersion(_ backend: Backend) async throws {
         let location = try await StoreLocation.make(backend)
         defer { location.keepAlive() }
         let store = try await location.store()
-        let id = try await store.create(request: "v1")
-        #expect(try await store.state(id) == .pending(version: 1))
-        #expect(try await store.update(id, expectedVersion: 1, request: Array("v2".utf8)) == 2)
-        await #expect { try await store.update(id, expectedVersion: 1, request: Array("stale".utf8)) } throws: {
+        let id = try await store.create(request: "v0")
+        #expect(try await store.state(id) == .pending(version: 0))
+        #expect(try await store.update(id, expectedVersion: 0, request: Array("v1".utf8)) == 1)
+        await #expect { try await store.update(id, expectedVersion: 0, request: Array("stale".utf8)) } throws: {
             ($0 as? JobStoreError)?.code == .versionMismatch
         }
         let lease = try #require(try await store.pullWork())
-        #expect(lease.request == Array("v2".utf8) && lease.version == 2)
+        #expect(lease.request == Array("v1".utf8) && lease.version == 1)
         try await store.fulfill(id, value: "x")
         try await lease.release()
-        await #expect { try await store.update(id, expectedVersion: 2, request: Array("late".utf8)) } throws: {
+        await #expect { try await store.update(id, expectedVersion: 1, request: Array("late".utf8)) } throws: {
             ($0 as? JobStoreError)?.code == .alreadyFulfilled
         }
         await #expect { try await store.fulfill(id, value: "second") } throws: {
@@ -303,7 +403,7 @@ final class Notifications: Sendable {
 /// Delivers through `respond` and removes the notified targets.
 func deliverAll(_ lease: NotificationLease<String>, _ respond: JobResponder<String>) async throws {
     var notified: [String] = []
-    for target in lease.waiting where await respond(target, lease.id, lease.value) { notified.append(target) }
+    for target in lease.waiting where try await respond(target, lease.id, lease.value) { notified.append(target) }
     try await lease.done(removing: notified)
 }
 
@@ -335,7 +435,7 @@ func liveLeases(_ directory: URL) throws -> [String] {
         }
         #expect(tokens == [1, 2, 3], "a release never resets the generation")
         #expect(try liveLeases(directory).isEmpty)
-        #expect(try await store.state(id) == .pending(version: 1))
+        #expect(try await store.state(id) == .pending(version: 0))
     }
 
     /// A bad option is the same error whichever backend is asked (as for every other
@@ -406,6 +506,37 @@ struct FlakyTarget: Codable, Sendable, Equatable {
         if Self.poisoned.withLock({ $0.contains(name) }) { throw JobStoreTestError("\(name) cannot be encoded") }
         var container = encoder.singleValueContainer()
         try container.encode(name)
+    }
+}
+
+struct ResponseFailure: Sendable, Equatable {
+    let target: String
+    let id: JobID
+    let error: String
+}
+
+/// Every message logged at `error` or above through ``handler``.
+final class CapturedLogs: Sendable {
+    private let messages = Mutex<[String]>([])
+
+    var errors: [String] { messages.withLock { $0 } }
+
+    var handler: any LogHandler { Handler(logs: self) }
+
+    private struct Handler: LogHandler {
+        let logs: CapturedLogs
+        var metadata: Logger.Metadata = [:]
+        var logLevel: Logger.Level = .trace
+
+        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+            get { metadata[key] }
+            set { metadata[key] = newValue }
+        }
+
+        func log(event: LogEvent) {
+            guard event.level >= .error else { return }
+            logs.messages.withLock { $0.append("\(event.message) \(event.metadata ?? [:])") }
+        }
     }
 }
 

@@ -4,7 +4,8 @@ import QueueKit
 import RedisTestSupport
 import Synchronization
 
-/// Job-store commands of the test helper: `jobs-pull` and `jobs-hold`.
+/// Job-store commands of the test helper: `jobs-pull`, `jobs-hold`, `jobs-create` and
+/// `jobs-remove`.
 enum JobCommands {
     /// `<backend file|redis> <directory or redis URL> <prefix> <leaseMs>`
     static func store(_ arguments: [String]) async throws -> any JobStore<String> {
@@ -59,6 +60,13 @@ enum JobCommands {
                 say("held \(lease.id) \(lease.waiting.sorted().joined(separator: ","))")
                 try await untilCancelled()   // held until the test kills this process
             }
+        case "jobs-remove":
+            // Removes expired jobs with a retention of arguments[4] ms (a failpoint may kill
+            // the process on the way); prints how many.
+            guard arguments[0] == "file" else { exit(2) }
+            let remover = try FileJobStore<String>(directory: URL(fileURLWithPath: arguments[1]),
+                                                   retention: .milliseconds(Int64(arguments[4])!))
+            say("removed \(try await remover.removeExpired())")
         case "jobs-create":
             // Creates one job (a failpoint may kill the process on the way).
             let id = try await store.create(request: "crash test")

@@ -1,5 +1,7 @@
 import Foundation
 import Hiredis
+import Logging
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -12,7 +14,8 @@ import Darwin
 /// crash leaves nothing half-written.
 ///
 /// Layout under `directory`:
-/// - `jobs/<id>/v<N>`: the request, version N (an update links `v<N+1>`: the first wins);
+/// - `jobs/<id>/v<N>`: the request, version N (`v0` at creation; an update links `v<N+1>`:
+///   the first wins, then drops the older versions);
 /// - `values/<id>`: the value; its existence means fulfilled (linked: the first fulfil wins);
 /// - `pending/<id>`: marker of a job workers may pull;
 /// - `waiting/<id>/<name>`: one file per target, its JSON;
@@ -20,23 +23,52 @@ import Darwin
 /// - `leases/<work|notify>-<id>/<generation>`: `token expiry-ms`; the highest generation
 ///   holds the lease; an expired one is taken over by linking the next generation, so two
 ///   processes racing for a takeover cannot both win;
-/// - `tmp/`: temporary files (swept when older than 10 minutes).
+/// - `done/<end-ms>/<id>`: marker of a fulfilled job with no target waiting since before
+///   `end-ms` (a store with a retention writes it); the job is removed once `end-ms` is a
+///   retention past;
+/// - `tmp/`: temporary files (swept when older than 10 minutes), and `<id>.removed`, the
+///   job directory of a job being removed.
+///
+/// Removing a job: under an exclusive `flock(2)` on `jobs/<id>` (fulfil, queue and update
+/// hold a shared one), rename `jobs/<id>` into `tmp/` (from then on the job is unknown),
+/// delete the rest of it, and drop its `done` marker last: a crash on the way leaves the
+/// marker, and the next removal finishes the work.
 public struct FileJobStore<Target: Codable & Sendable>: JobStore {
     public let directory: URL
     /// How long a lease lives without renewal (default 10 s; renewed every third).
     public let leaseTimeout: Duration
-    let respond: JobResponder<Target>?
+    /// How long a fulfilled job is kept once no target waits for it (`nil`: for ever).
+    public let retention: Duration?
+    let responder: Responder<Target>?
+    let logger: Logger
     let paths: StorePaths
+    /// One removal step at a time in this process (another process's steps are told apart
+    /// by the job directories' locks).
+    private let removing = RemovalGate()
 
     /// Opens the store in `directory`, which must exist and be writable; the store's
     /// subdirectories are created in it. Finishes creations that a crashed process had
     /// written but not listed, and sweeps old temporary files.
     ///
+    /// - Parameters:
+    ///   - retention: how long a fulfilled job stays once no target waits for it and no lease
+    ///     is held on it (default 1 hour, counted on this host's clock; `nil`: for ever, as
+    ///     fs-job-store). Expired jobs are removed a few at a time by ``pullWork()`` and
+    ///     ``pullNotification()``, or by ``removeExpired(limit:)``; a removed job is
+    ///     ``JobState/unknown``. Every store on one directory should use the same retention.
+    ///   - logger: where a failed `respond` is logged (at `error`); nothing is logged by default.
+    ///   - respond: notifies a target as soon as its job is fulfilled, or at once when it is
+    ///     queued to a fulfilled job (optional); see ``JobResponder``.
+    ///   - onResponseFailure: told when `respond` throws; the target stays queued.
     /// - Throws: ``JobStoreError/Code/invalidStore`` when `directory` is missing, not a
     ///   directory, or not writable (nothing is written then); `RedisError`
-    ///   `invalidArgument` for a `leaseTimeout` under 30 ms, as ``RedisJobStore`` does.
-    public init(directory: URL, leaseTimeout: Duration = .seconds(10), respond: JobResponder<Target>? = nil) throws {
+    ///   `invalidArgument` for a `leaseTimeout` under 30 ms or a retention that is not
+    ///   positive, as ``RedisJobStore`` does.
+    public init(directory: URL, leaseTimeout: Duration = .seconds(10), retention: Duration? = .seconds(3600),
+                logger: Logger = Logger(label: "queuekit.jobstore", factory: { _ in SwiftLogNoOpLogHandler() }),
+                respond: JobResponder<Target>? = nil, onResponseFailure: JobResponseFailureHandler<Target>? = nil) throws {
         guard leaseTimeout >= .milliseconds(30) else { throw RedisError.invalidArgument("leaseTimeout must be at least 30 ms") }
+        try validateRetention(retention)
         let path = directory.standardizedFileURL.path
         var info = stat()
         guard stat(path, &info) == 0 else { throw JobStoreError(.invalidStore, "\(path) does not exist") }
@@ -46,20 +78,29 @@ public struct FileJobStore<Target: Codable & Sendable>: JobStore {
         }
         self.directory = directory
         self.leaseTimeout = leaseTimeout
-        self.respond = respond
+        self.retention = retention
+        self.responder = Responder(respond, onFailure: onResponseFailure, logger: logger)
+        self.logger = logger
         self.paths = StorePaths(root: path)
         for sub in StorePaths.subdirectories { try Files.makeDirectory(paths.root + "/" + sub) }
         sweep()
     }
 
-    /// Lists a created job that a crashed creator did not, and drops stale temp files.
+    /// Lists a created job that a crashed creator did not, marks fulfilled jobs whose
+    /// markers a crash lost, and drops stale temp files.
     private func sweep() {
         for id in Files.list(paths.jobs) where !Files.exists(paths.pending(id)) && !Files.exists(paths.value(id)) {
             if !Files.list(paths.job(id)).isEmpty { try? mark(paths.pending(id)) }
         }
         // A crash between a fulfil or a queue and its outbox marker: targets still wait.
-        for id in Files.list(paths.values) where !Files.exists(paths.outbox(id)) && !waitingFiles(id).isEmpty {
-            try? mark(paths.outbox(id))
+        // A crash before a done marker (or a store written without a retention): marked now.
+        let marked = retention == nil ? [] : Set(Files.list(paths.done).flatMap { Files.list(paths.done + "/" + $0) })
+        for id in Files.list(paths.values) where Files.exists(paths.job(id)) {
+            if waitingFiles(id).isEmpty {
+                if retention != nil && !marked.contains(id) { markDone(id) }
+            } else if !Files.exists(paths.outbox(id)) {
+                try? mark(paths.outbox(id))
+            }
         }
         let cutoff = Date().addingTimeInterval(-600).timeIntervalSince1970
         for name in Files.list(paths.tmp) {
@@ -76,7 +117,7 @@ public struct FileJobStore<Target: Codable & Sendable>: JobStore {
         let id = JobID()
         let staging = paths.tmp + "/" + UUID().uuidString + ".job"
         try Files.makeDirectory(staging)
-        try Files.writeNew(staging + "/v1", request)
+        try Files.writeNew(staging + "/v0", request)
         Failpoint.hit("create-before-rename")
         try Files.rename(staging, paths.job(id.rawValue))
         Files.syncDirectory(paths.jobs)
@@ -86,6 +127,7 @@ public struct FileJobStore<Target: Codable & Sendable>: JobStore {
     }
 
     public func pullWork() async throws -> JobLease? {
+        removeOnTheWay()
         for name in Files.list(paths.pendingDirectory).shuffled() {
             guard let id = try? JobID(name) else { continue }
             if Files.exists(paths.value(name)) {
@@ -114,33 +156,44 @@ public struct FileJobStore<Target: Codable & Sendable>: JobStore {
         try requireJob(id)
         let temp = try Files.writeTemp(in: paths.tmp, value)
         defer { Files.remove(temp) }
-        Failpoint.hit("fulfill-before-link")
-        guard try Files.link(temp, paths.value(id.rawValue)) else {
-            throw JobStoreError(.alreadyFulfilled, "job \(id) was fulfilled already")
-        }
-        Files.syncDirectory(paths.values)
-        Files.remove(paths.pending(id.rawValue))
-        if !waitingFiles(id.rawValue).isEmpty {
+        let waiting = try withJob(id) {
+            Failpoint.hit("fulfill-before-link")
+            guard try Files.link(temp, paths.value(id.rawValue)) else {
+                throw JobStoreError(.alreadyFulfilled, "job \(id) was fulfilled already")
+            }
+            Files.syncDirectory(paths.values)
+            Files.remove(paths.pending(id.rawValue))
+            if waitingFiles(id.rawValue).isEmpty {
+                markDone(id.rawValue)
+                return false
+            }
             try mark(paths.outbox(id.rawValue))
-            if respond != nil { try await notifyNow(id) }
+            return true
         }
+        if waiting && responder != nil { try await notifyNow(id) }
     }
 
     public func queue(_ id: JobID, target: Target) async throws {
         try requireJob(id)
         let encoded = try encodeTarget(target)
-        if let respond, let value = Files.read(paths.value(id.rawValue)) {
-            if await respond(target, id, value) { return }
-            try addTarget(id.rawValue, encoded)
-            try mark(paths.outbox(id.rawValue))
+        if let responder, let value = Files.read(paths.value(id.rawValue)) {
+            if await responder.notify(target, id, value) { return }
+            try withJob(id) {
+                try addTarget(id.rawValue, encoded)
+                unmarkDone(id.rawValue)
+                try mark(paths.outbox(id.rawValue))
+            }
             return
         }
-        try addTarget(id.rawValue, encoded)
-        // Fulfilled meanwhile? Then the fulfiller may not have seen this target.
-        if Files.exists(paths.value(id.rawValue)) {
+        let fulfilled = try withJob(id) {
+            try addTarget(id.rawValue, encoded)
+            // Fulfilled meanwhile? Then the fulfiller may not have seen this target.
+            guard Files.exists(paths.value(id.rawValue)) else { return false }
+            unmarkDone(id.rawValue)
             try mark(paths.outbox(id.rawValue))
-            if respond != nil { try await notifyNow(id) }
+            return true
         }
+        if fulfilled && responder != nil { try await notifyNow(id) }
     }
 
     public func unqueue(_ id: JobID, target: Target) async throws {
@@ -153,6 +206,7 @@ public struct FileJobStore<Target: Codable & Sendable>: JobStore {
     }
 
     public func pullNotification() async throws -> NotificationLease<Target>? {
+        removeOnTheWay()
         for name in Files.list(paths.outboxDirectory).shuffled() {
             guard let id = try? JobID(name), let lease = try tryLease(paths.lease("notify", name)) else { continue }
             if let notification = try notificationLease(id, lease) { return notification }
@@ -170,8 +224,10 @@ public struct FileJobStore<Target: Codable & Sendable>: JobStore {
         }
         let temp = try Files.writeTemp(in: paths.tmp, request)
         defer { Files.remove(temp) }
-        guard try Files.link(temp, paths.job(id.rawValue) + "/v\(expectedVersion + 1)") else {
-            throw JobStoreError(.versionMismatch, "job \(id) was updated concurrently")
+        try withJob(id) {
+            guard try Files.link(temp, paths.job(id.rawValue) + "/v\(expectedVersion + 1)") else {
+                throw JobStoreError(.versionMismatch, "job \(id) was updated concurrently")
+            }
         }
         Files.syncDirectory(paths.job(id.rawValue))
         for old in versions(id.rawValue) where old <= expectedVersion { Files.remove(paths.job(id.rawValue) + "/v\(old)") }
@@ -179,15 +235,43 @@ public struct FileJobStore<Target: Codable & Sendable>: JobStore {
     }
 
     public func state(_ id: JobID) async throws -> JobState {
+        // The job's directory goes first when a job is removed.
+        guard Files.exists(paths.job(id.rawValue)) else { return .unknown }
         if Files.exists(paths.value(id.rawValue)) { return .fulfilled }
         if let version = versions(id.rawValue).max() { return .pending(version: version) }
         return .unknown
+    }
+
+    @discardableResult
+    public func removeExpired(limit: Int) async throws -> Int {
+        guard limit > 0 else { throw RedisError.invalidArgument("limit must be positive") }
+        guard let retention else { return 0 }
+        return try removing.run { try removeExpiredStep(retention: retention, limit: limit) }
     }
 
     // MARK: Internals
 
     private func requireJob(_ id: JobID) throws {
         guard Files.exists(paths.job(id.rawValue)) else { throw JobStoreError(.unknownJob, "no job \(id)") }
+    }
+
+    /// Runs `body` under a shared lock on the job's directory, which a removal takes
+    /// exclusively: what `body` writes for the job is never left behind by a removal.
+    /// Throws ``JobStoreError/Code/unknownJob`` when the job is gone.
+    private func withJob<T>(_ id: JobID, _ body: () throws -> T) throws -> T {
+        let path = paths.job(id.rawValue)
+        let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else {
+            if errno == ENOENT { throw JobStoreError(.unknownJob, "no job \(id)") }
+            throw Files.error("open", path)
+        }
+        defer { close(fd) }   // releases the lock
+        while cFlock(fd, LOCK_SH) != 0 {
+            if errno != EINTR { throw Files.error("flock", path) }
+        }
+        // Removed while this waited for the lock: the directory it holds was moved away.
+        guard Files.exists(path) else { throw JobStoreError(.unknownJob, "no job \(id)") }
+        return try body()
     }
 
     private func versions(_ id: String) -> [Int] {
@@ -214,14 +298,154 @@ public struct FileJobStore<Target: Codable & Sendable>: JobStore {
 
     /// Drops the outbox marker when no target waits, then puts it back if one was queued
     /// meanwhile: a waiting target is never left without a marker (and a crash in between
-    /// is repaired by the next store opened on the directory).
+    /// is repaired by the next store opened on the directory). A fulfilled job left with
+    /// no target is marked done.
     private func refreshOutbox(_ id: String) throws {
         if !waitingFiles(id).isEmpty {
             try mark(paths.outbox(id))
             return
         }
         Files.remove(paths.outbox(id))
-        if !waitingFiles(id).isEmpty { try mark(paths.outbox(id)) }
+        if !waitingFiles(id).isEmpty {
+            try mark(paths.outbox(id))
+        } else if Files.exists(paths.value(id)) {
+            markDone(id)
+        }
+    }
+
+    // MARK: Retention
+
+    /// Buckets of `done` markers: a retention's sixteenth wide (at least 10 ms), so a job is
+    /// removed between one retention and a sixteenth more after it was marked.
+    private var bucketWidth: Int64 { max((retention?.redisMilliseconds ?? 0) / 16, 10) }
+
+    /// The bucket a marker made now goes to: named after its end.
+    private func currentBucket() -> String {
+        paths.done + "/\((now / bucketWidth + 1) * bucketWidth)"
+    }
+
+    private func doneMarkers(_ id: String) -> [String] {
+        Files.list(paths.done).map { paths.done + "/" + $0 + "/" + id }.filter(Files.exists)
+    }
+
+    /// Marks a fulfilled job with no target waiting as removable after the retention (a
+    /// store without one writes no marker). A lost marker only delays the removal until the
+    /// next store opened on the directory marks the job again; a stray one (a target was
+    /// queued meanwhile) is dropped by the removal, which checks again under the lock.
+    private func markDone(_ id: String) {
+        guard retention != nil, doneMarkers(id).isEmpty else { return }
+        for _ in 0..<3 {
+            let bucket = currentBucket()
+            if mkdir(bucket, 0o755) != 0 && errno != EEXIST { break }
+            // An empty file needs no write-then-link: it is whole as soon as it exists.
+            let fd = open(bucket + "/" + id, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+            if fd >= 0 { close(fd); return }
+            if errno == EEXIST { return }
+            if errno != ENOENT { break }   // ENOENT: a removal dropped the empty bucket meanwhile
+        }
+        logger.warning("could not mark a fulfilled job removable; the next store opened on the directory will",
+                       metadata: ["job": "\(id)", "error": "\(String(cString: strerror(errno)))"])
+    }
+
+    private func unmarkDone(_ id: String) {
+        for marker in doneMarkers(id) { Files.remove(marker) }
+    }
+
+    /// The step `pullWork` and `pullNotification` take on their way: skipped while another
+    /// task of this process runs one; its errors are left to the next explicit step.
+    private func removeOnTheWay() {
+        guard let retention else { return }
+        _ = try? removing.runIfIdle { try removeExpiredStep(retention: retention, limit: opportunisticRemovals) }
+    }
+
+    /// Looks at up to `limit` markers of expired buckets, oldest first; returns how many
+    /// jobs it removed. Durable in order: the job directories' renames, then the deletion
+    /// of the rest, then the markers.
+    private func removeExpiredStep(retention: Duration, limit: Int) throws -> Int {
+        let now = self.now
+        let expired = Files.list(paths.done).compactMap(Int64.init).filter { $0 + retention.redisMilliseconds <= now }.sorted()
+        var looked = 0
+        var removing: [(id: String, marker: String)] = []
+        var buckets: [String] = []
+        var failure: (any Error)?
+        for bucket in expired where looked < limit {
+            let directory = paths.done + "/\(bucket)"
+            buckets.append(directory)
+            for name in Files.list(directory, max: limit - looked) {
+                looked += 1
+                let marker = directory + "/" + name
+                do {
+                    switch try claim(name) {
+                    case .remove: removing.append((name, marker))
+                    case .dropMarker: Files.remove(marker)
+                    case .later: moveMarker(marker, name)
+                    case .busy: break
+                    }
+                } catch {
+                    failure = failure ?? error   // the others are still removed
+                }
+            }
+        }
+        if !removing.isEmpty {
+            Files.syncDirectory(paths.jobs)
+            Failpoint.hit("remove-after-rename")
+            for (id, _) in removing { removeRest(id) }
+            for directory in [paths.values, paths.pendingDirectory, paths.outboxDirectory, paths.waitingDirectory, paths.leases, paths.tmp] {
+                Files.syncDirectory(directory)
+            }
+            Failpoint.hit("remove-before-marker")
+            for (_, marker) in removing { Files.remove(marker) }
+        }
+        for directory in buckets { _ = rmdir(directory) }   // once empty
+        if let failure { throw failure }
+        return removing.count
+    }
+
+    private enum Claim { case remove, dropMarker, later, busy }
+
+    /// Decides on one marker; for `.remove`, the job's directory was moved into `tmp/`.
+    private func claim(_ id: String) throws -> Claim {
+        guard (try? JobID(id)) != nil else { return .dropMarker }
+        let path = paths.job(id)
+        let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else {
+            // Moved away by a removal that did not finish (or another remover): finish it.
+            return errno == ENOENT ? .remove : .busy
+        }
+        defer { close(fd) }
+        guard cFlock(fd, LOCK_EX | LOCK_NB) == 0 else { return .busy }   // a fulfil, queue or update is at work
+        guard Files.exists(path) else { return .remove }   // another remover moved it meanwhile
+        guard Files.exists(paths.value(id)), waitingFiles(id).isEmpty else { return .dropMarker }
+        if leaseHeld(paths.lease("work", id)) || leaseHeld(paths.lease("notify", id)) { return .later }
+        Failpoint.hit("remove-before-rename")
+        try Files.rename(path, paths.removedJob(id))
+        return .remove
+    }
+
+    /// Deletes what is left of a job whose directory was moved away (idempotent).
+    private func removeRest(_ id: String) {
+        Files.remove(paths.value(id))
+        Files.remove(paths.pending(id))
+        Files.remove(paths.outbox(id))
+        Files.removeTree(paths.waiting(id))
+        Files.removeTree(paths.lease("work", id))
+        Files.removeTree(paths.lease("notify", id))
+        Files.removeTree(paths.removedJob(id))
+    }
+
+    /// Looks at a leased job again a retention from now.
+    private func moveMarker(_ marker: String, _ id: String) {
+        let bucket = currentBucket()
+        if mkdir(bucket, 0o755) != 0 && errno != EEXIST { return }
+        _ = Files.renameIfPossible(marker, bucket + "/" + id)
+    }
+
+    /// Whether a live lease is held in `directory` (an unreadable top generation is being
+    /// taken over: held).
+    private func leaseHeld(_ directory: String) -> Bool {
+        guard let top = generations(directory).max() else { return false }
+        guard let content = leaseContent(directory + "/\(top)") else { return true }
+        return content.expires > now
     }
 
     private func waitingFiles(_ id: String) -> [(path: String, target: [UInt8])] {
@@ -258,16 +482,16 @@ public struct FileJobStore<Target: Codable & Sendable>: JobStore {
         }
     }
 
-    /// Notifies the waiting targets of a fulfilled job through `respond`, waiting up to the
+    /// Notifies the waiting targets of a fulfilled job through `responder`, waiting up to the
     /// lease timeout for another notifier to finish; otherwise they stay in the outbox.
     private func notifyNow(_ id: JobID) async throws {
-        guard let respond else { return }
+        guard let responder else { return }
         let deadline = ContinuousClock.now + leaseTimeout
         while ContinuousClock.now < deadline {
             if waitingFiles(id.rawValue).isEmpty { return }
             if let lease = try tryLease(paths.lease("notify", id.rawValue)) {
                 guard let notification = try notificationLease(id, lease) else { return }
-                try await deliver(notification, respond)
+                try await deliver(notification, responder)
                 return
             }
             try await Task.sleep(for: .milliseconds(10))
@@ -354,15 +578,34 @@ public struct FileJobStore<Target: Codable & Sendable>: JobStore {
     }
 }
 
+/// One removal step at a time in a process (a step is a bounded number of file calls).
+final class RemovalGate: Sendable {
+    private let lock = Mutex(())
+
+    /// Runs `body` once the step running now, if any, is over.
+    func run(_ body: () throws -> Int) throws -> Int {
+        try lock.withLock { _ in try body() }
+    }
+
+    /// Runs `body`, or returns `nil` when a step is running.
+    func runIfIdle(_ body: () throws -> Int) throws -> Int? {
+        try lock.withLockIfAvailable { _ in try body() }
+    }
+}
+
 /// Paths inside a store directory.
 struct StorePaths: Sendable {
-    static let subdirectories = ["jobs", "values", "pending", "waiting", "outbox", "leases", "tmp"]
+    static let subdirectories = ["jobs", "values", "pending", "waiting", "outbox", "leases", "done", "tmp"]
     let root: String
     var jobs: String { root + "/jobs" }
     var values: String { root + "/values" }
     var pendingDirectory: String { root + "/pending" }
     var outboxDirectory: String { root + "/outbox" }
     var tmp: String { root + "/tmp" }
+    var waitingDirectory: String { root + "/waiting" }
+    var leases: String { root + "/leases" }
+    var done: String { root + "/done" }
+    func removedJob(_ id: String) -> String { root + "/tmp/" + id + ".removed" }
     func job(_ id: String) -> String { root + "/jobs/" + id }
     func value(_ id: String) -> String { root + "/values/" + id }
     func pending(_ id: String) -> String { root + "/pending/" + id }
@@ -395,6 +638,7 @@ func fnv1a(_ bytes: [UInt8]) -> String {
 private func cLink(_ from: String, _ to: String) -> Int32 { link(from, to) }
 private func cRename(_ from: String, _ to: String) -> Int32 { rename(from, to) }
 private func cRead(_ fd: Int32, _ buffer: UnsafeMutableRawPointer, _ count: Int) -> Int { read(fd, buffer, count) }
+private func cFlock(_ fd: Int32, _ operation: Int32) -> Int32 { flock(fd, operation) }
 
 /// Thin POSIX helpers: every write is a new file, fsync'ed before it is linked or renamed.
 enum Files {
@@ -440,17 +684,20 @@ enum Files {
         guard cRename(from, to) == 0 else { throw error("rename", to) }
     }
 
+    static func renameIfPossible(_ from: String, _ to: String) -> Bool { cRename(from, to) == 0 }
+
     static func remove(_ path: String) { _ = unlink(path) }
 
     static func removeTree(_ path: String) { try? FileManager.default.removeItem(atPath: path) }
 
     static func exists(_ path: String) -> Bool { access(path, F_OK) == 0 }
 
-    static func list(_ directory: String) -> [String] {
+    /// The names in `directory` (at most `max`, in the directory's order).
+    static func list(_ directory: String, max: Int = .max) -> [String] {
         guard let dir = opendir(directory) else { return [] }
         defer { closedir(dir) }
         var names: [String] = []
-        while let entry = readdir(dir) {
+        while names.count < max, let entry = readdir(dir) {
             let name = withUnsafePointer(to: entry.pointee.d_name) {
                 $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
             }

@@ -1,4 +1,6 @@
 import Foundation
+import Hiredis
+import Logging
 import Synchronization
 
 /// fs-job-store in Swift: jobs move from pending (workers may pull them) to fulfilled (a
@@ -8,6 +10,10 @@ import Synchronization
 ///
 /// Two backends with the same behaviour: ``FileJobStore`` (one host, many processes, a
 /// shared directory) and ``RedisJobStore`` (many hosts).
+///
+/// A fulfilled job is kept for the store's retention (default 1 hour) once no target waits
+/// for it and no lease is held on it, then removed: ``state(_:)`` reports it
+/// ``JobState/unknown`` and calls naming it throw ``JobStoreError/Code/unknownJob``.
 public protocol JobStore<Target>: Sendable {
     /// Who waits for a job's value (an HTTP callback, a user id…); stored as JSON.
     associatedtype Target: Codable & Sendable
@@ -20,12 +26,15 @@ public protocol JobStore<Target>: Sendable {
     func pullWork() async throws -> JobLease?
 
     /// Resolves a pending job to `value`. The first fulfil wins; a later one throws
-    /// ``JobStoreError/Code/alreadyFulfilled``. With a `respond` handler, the waiting
-    /// targets are notified before this returns.
+    /// ``JobStoreError/Code/alreadyFulfilled`` (or ``JobStoreError/Code/unknownJob`` once
+    /// the job was removed after its retention). With a `respond` handler, the waiting
+    /// targets are notified before this returns; a handler's failure is reported, not thrown.
     func fulfill(_ id: JobID, value: [UInt8]) async throws
 
     /// Adds a target to be told the job's value. When the job is fulfilled already and a
-    /// `respond` handler is configured, the target is notified before this returns.
+    /// `respond` handler is configured, the target is notified before this returns (and
+    /// stays queued when the handler returns `false` or throws). Throws
+    /// ``JobStoreError/Code/unknownJob`` for a job that does not exist (or was removed).
     func queue(_ id: JobID, target: Target) async throws
 
     /// Removes a waiting target (nothing happens when it is not waiting).
@@ -37,17 +46,38 @@ public protocol JobStore<Target>: Sendable {
     /// An exclusive lease on one fulfilled job with waiting targets, or `nil`.
     func pullNotification() async throws -> NotificationLease<Target>?
 
-    /// Replaces the request of a pending job whose version is `expectedVersion`; returns
-    /// the new version. Throws ``JobStoreError/Code/versionMismatch`` or
-    /// ``JobStoreError/Code/alreadyFulfilled``.
+    /// Replaces the request of a pending job whose version is `expectedVersion` (0 for a job
+    /// never updated); returns the new version (`expectedVersion + 1`).
+    ///
+    /// - Throws: ``JobStoreError/Code/versionMismatch`` when the job is at another version
+    ///   (or another update won the race), ``JobStoreError/Code/alreadyFulfilled`` when it
+    ///   was fulfilled, ``JobStoreError/Code/unknownJob`` when there is no such job.
     @discardableResult
     func update(_ id: JobID, expectedVersion: Int, request: [UInt8]) async throws -> Int
 
-    /// Where the job is, for introspection.
+    /// Where the job is, for introspection: ``JobState/unknown`` for a job never created or
+    /// removed after its retention.
     func state(_ id: JobID) async throws -> JobState
+
+    /// Removes up to `limit` fulfilled jobs whose retention has run out, with no target
+    /// waiting and no lease held on them (``pullWork()`` and ``pullNotification()`` also
+    /// remove a few on every call). `limit` bounds the jobs looked at: a job found leased is
+    /// looked at again a retention later; one with a target waiting once its targets are
+    /// gone. Returns how many were removed; does nothing for a store that keeps jobs for ever.
+    ///
+    /// - Throws: `RedisError` `invalidArgument` when `limit` is not positive; the backend's
+    ///   errors (Redis, or ``JobStoreError/Code/io``).
+    @discardableResult
+    func removeExpired(limit: Int) async throws -> Int
 }
 
 extension JobStore {
+    /// Removes up to 100 expired jobs; see ``removeExpired(limit:)``.
+    @discardableResult
+    public func removeExpired() async throws -> Int {
+        try await removeExpired(limit: 100)
+    }
+
     /// Stores a new pending job whose request is `request` encoded as JSON.
     public func create<Request: Encodable>(request: Request) async throws -> JobID {
         try await create(request: Array(try JSONEncoder().encode(request)))
@@ -83,7 +113,9 @@ public struct JobID: Hashable, Sendable, Codable, CustomStringConvertible {
 
 /// Where a job is.
 public enum JobState: Sendable, Hashable {
-    /// Waiting to be worked on; `version` counts its requests (1 at creation).
+    /// Waiting to be worked on; `version` counts the updates of its request: 0 at creation,
+    /// as fs-job-store's, and one more with every successful
+    /// ``JobStore/update(_:expectedVersion:request:)``.
     case pending(version: Int)
     case fulfilled
     case unknown
@@ -246,7 +278,8 @@ final class LeaseKeeper: Sendable {
 public final class JobLease: Sendable {
     public let id: JobID
     public let request: [UInt8]
-    /// The request's version (for ``JobStore/update(_:expectedVersion:request:)``).
+    /// The request's version: 0 for a job never updated (for
+    /// ``JobStore/update(_:expectedVersion:request:)``).
     public let version: Int
     /// Increases with every lease taken in the store (Redis), or with every takeover of
     /// this job's lease (file).
@@ -323,9 +356,52 @@ public final class NotificationLease<Target: Codable & Sendable>: Sendable {
     }
 }
 
-/// The handler that notifies a target of a job's value; `true` when it was notified (the
-/// target is then removed), `false` to leave it for ``JobStore/pullNotification()``.
-public typealias JobResponder<Target> = @Sendable (_ target: Target, _ id: JobID, _ value: [UInt8]) async -> Bool
+/// The handler that notifies a target of a job's value: return `true` when it was notified
+/// (the target is then removed), `false` to leave it for ``JobStore/pullNotification()``
+/// ("not now"). A handler that throws leaves the target queued as `false` does, and the
+/// failure is reported: logged at `error` level through the store's logger, and passed to
+/// the store's ``JobResponseFailureHandler`` (fs-job-store's `onresponsefailure`).
+public typealias JobResponder<Target> = @Sendable (_ target: Target, _ id: JobID, _ value: [UInt8]) async throws -> Bool
+
+/// Told when a ``JobResponder`` threw for `target` of job `id`; the target stays queued and
+/// comes back through ``JobStore/pullNotification()``. Called on the task that was
+/// notifying: keep it short and do not block.
+public typealias JobResponseFailureHandler<Target> = @Sendable (_ target: Target, _ id: JobID, _ error: any Error) -> Void
+
+/// A store's `respond` handler with its failure reporting.
+struct Responder<Target: Sendable>: Sendable {
+    let respond: JobResponder<Target>
+    let onFailure: JobResponseFailureHandler<Target>?
+    let logger: Logger
+
+    init?(_ respond: JobResponder<Target>?, onFailure: JobResponseFailureHandler<Target>?, logger: Logger) {
+        guard let respond else { return nil }
+        self.respond = respond
+        self.onFailure = onFailure
+        self.logger = logger
+    }
+
+    /// Whether `target` was notified; a failure is reported (once) and counts as not notified.
+    func notify(_ target: Target, _ id: JobID, _ value: [UInt8]) async -> Bool {
+        do {
+            return try await respond(target, id, value)
+        } catch {
+            logger.error("respond handler failed; the target stays queued", metadata: ["job": "\(id)", "error": "\(error)"])
+            onFailure?(target, id, error)
+            return false
+        }
+    }
+}
+
+/// How many expired jobs a `pullWork` or `pullNotification` removes at most, on the way.
+let opportunisticRemovals = 20
+
+/// - Throws: `RedisError` `invalidArgument` for a retention that is not positive.
+func validateRetention(_ retention: Duration?) throws {
+    if let retention, retention <= .zero {
+        throw RedisError.invalidArgument("retention must be positive (nil keeps jobs for ever)")
+    }
+}
 
 /// Targets as canonical JSON (sorted keys), so equal targets have equal bytes.
 func encodeTarget<Target: Encodable>(_ target: Target) throws -> [UInt8] {
@@ -338,11 +414,11 @@ func decodeTarget<Target: Decodable>(_ bytes: [UInt8], as type: Target.Type) thr
     try JSONDecoder().decode(type, from: Data(bytes))
 }
 
-/// Notifies every waiting target of a leased job through `respond`, then removes those
-/// notified and releases the lease.
-func deliver<Target>(_ lease: NotificationLease<Target>, _ respond: JobResponder<Target>) async throws {
+/// Notifies every waiting target of a leased job through `responder`, then removes those
+/// notified and releases the lease; a target whose handler failed stays queued.
+func deliver<Target>(_ lease: NotificationLease<Target>, _ responder: Responder<Target>) async throws {
     var notified: [Target] = []
-    for target in lease.waiting where await respond(target, lease.id, lease.value) {
+    for target in lease.waiting where await responder.notify(target, lease.id, lease.value) {
         notified.append(target)
     }
     try await lease.done(removing: notified)
