@@ -43,30 +43,40 @@ public final actor CallbackQueue {
     // MARK: Locks
 
     /// Takes the lock on `key` (`SET key token NX PX timeout`, atomically with its fencing
-    /// token), retrying `lock.retries` times `lock.delay` apart.
+    /// token), retrying `retries` times `delay` apart.
     ///
+    /// - Parameter options: this call's lock options (lease, retries, delay, replicas);
+    ///   `nil` uses the queue's ``CallbackQueueOptions/lock``.
     /// - Throws: ``LockAcquisitionError`` when it stayed held; `RedisError` when Redis
-    ///   failed (never reported as contention); `invalidArgument` for an empty key.
-    public nonisolated func once(_ key: String) async throws -> Lock {
+    ///   failed (never reported as contention); `RedisError` `invalidArgument` for an empty
+    ///   key or invalid options, before anything is sent.
+    public nonisolated func once(_ key: String, options: LockOptions? = nil) async throws -> Lock {
+        let lock = try lockOptions(options)
         try validateKey(key)
-        let locks = try await acquire([key], retries: options.lock.retries)
+        let locks = try await acquire([key], lock: lock)
         return locks[0]
     }
 
     /// Takes several locks, all or nothing: when one is held, the ones taken are released
     /// and ``MultiLockError`` says which failed. Keys sharing a hash tag are taken in one
     /// script; groups are taken in a fixed order, so overlapping contenders cannot livelock.
-    public nonisolated func multi(_ keys: String...) async throws -> MultiLock {
-        try await multi(keys)
+    ///
+    /// - Parameter options: this call's lock options; `nil` uses the queue's.
+    /// - Throws: ``MultiLockError`` when a key stayed held; `RedisError` when Redis failed;
+    ///   `RedisError` `invalidArgument` for no non-empty key or invalid options.
+    public nonisolated func multi(_ keys: String..., options: LockOptions? = nil) async throws -> MultiLock {
+        try await multi(keys, options: options)
     }
 
-    /// The array form of ``multi(_:)-(String...)``. Empty strings are dropped; duplicates merged.
-    public nonisolated func multi(_ keys: [String]) async throws -> MultiLock {
+    /// The array form of ``multi(_:options:)-(String...,_)``. Empty strings are dropped;
+    /// duplicates merged.
+    public nonisolated func multi(_ keys: [String], options: LockOptions? = nil) async throws -> MultiLock {
+        let lock = try lockOptions(options)
         var unique: [String] = []
         for key in keys where !key.isEmpty && !unique.contains(key) { unique.append(key) }
         guard !unique.isEmpty else { throw RedisError.invalidArgument("multi needs at least one non-empty key") }
         do {
-            return MultiLock(locks: try await acquire(unique, retries: options.lock.retries))
+            return MultiLock(locks: try await acquire(unique, lock: lock))
         } catch let error as LockAcquisitionError {
             // `error.key` is the key held at the last attempt; nothing is left taken.
             throw MultiLockError(errors: [error.key: error], locks: [])
@@ -76,27 +86,39 @@ public final actor CallbackQueue {
     /// Runs `body` holding the lock on `key`: extends the lease every third of the timeout
     /// while it runs (when `autoExtend`), releases it afterwards (also on throw and on
     /// cancellation), and, if the lease is lost, cancels `body` and throws ``LockLostError``.
+    ///
+    /// - Parameter options: this call's lock options; `nil` uses the queue's.
+    /// - Throws: what ``once(_:options:)`` throws; ``LockLostError`` when the lease was lost
+    ///   while `body` ran; otherwise whatever `body` throws.
     public nonisolated func withLock<T: Sendable>(
-        _ key: String, autoExtend: Bool = true, _ body: @escaping @Sendable (Lock) async throws -> T
+        _ key: String, options: LockOptions? = nil, autoExtend: Bool = true,
+        _ body: @escaping @Sendable (Lock) async throws -> T
     ) async throws -> T {
-        let lock = try await once(key)
+        let lock = try await once(key, options: options)
         return try await hold(lock, autoExtend: autoExtend, body)
     }
 
-    nonisolated func acquire(_ keys: [String], retries: Int) async throws -> [Lock] {
-        let ttl = options.lock.timeout
+    /// `given` once validated, or the queue's lock options.
+    nonisolated func lockOptions(_ given: LockOptions?) throws -> LockOptions {
+        guard let given else { return options.lock }
+        try given.validate()
+        return given
+    }
+
+    nonisolated func acquire(_ keys: [String], lock options: LockOptions) async throws -> [Lock] {
+        let retries = options.retries
         var attempt = 0
         var heldKey = keys[0]
         while true {
             // A token per attempt: a background release left over from an earlier attempt
             // (its reply was lost) can then never delete a lock taken by a later one.
-            switch try await tryAcquire(keys, token: OwnerToken.next(), ttl: ttl) {
+            switch try await tryAcquire(keys, token: OwnerToken.next(), lock: options) {
             case .success(let locks): return locks
             case .failure(let held): heldKey = held.key
             }
             guard attempt < retries else { break }
             attempt += 1
-            try await Task.sleep(for: options.lock.jitteredDelay())
+            try await Task.sleep(for: options.jitteredDelay())
         }
         throw LockAcquisitionError(key: heldKey, reason: "held by another owner")
     }
@@ -104,8 +126,9 @@ public final actor CallbackQueue {
     /// One attempt: every slot group in a fixed order; on a held key, releases what it took
     /// and says which key was held.
     nonisolated func tryAcquire(
-        _ keys: [String], token: String, ttl: Duration
+        _ keys: [String], token: String, lock lockOptions: LockOptions
     ) async throws -> Result<[Lock], LockAcquisitionError> {
+        let ttl = lockOptions.timeout
         let redisKeys = keys.map { options.lockPrefix + $0 }
         var taken: [Lock] = []
         for indices in groupBySlot(Array(redisKeys.indices), redisKey: { redisKeys[$0] }) {
@@ -134,21 +157,21 @@ public final actor CallbackQueue {
                                   fencingToken: values[position], timeout: ttl, connection: client))
             }
         }
-        if options.lock.minReplicas > 0 {
+        if lockOptions.minReplicas > 0 {
             // The locks (and their fencing counters) reach the replicas before anyone
             // relies on them, or they are given back.
             let acknowledged: Int
             do {
-                acknowledged = try await client.send("WAIT", options.lock.minReplicas, options.lock.replicationTimeout.redisMilliseconds)
+                acknowledged = try await client.send("WAIT", lockOptions.minReplicas, lockOptions.replicationTimeout.redisMilliseconds)
                     .decode(Int.self)
             } catch {
                 for lock in taken { await lock.releaseSoon() }
                 throw error
             }
-            if acknowledged < options.lock.minReplicas {
+            if acknowledged < lockOptions.minReplicas {
                 for lock in taken { await lock.releaseSoon() }
                 throw LockAcquisitionError(key: keys[0], reason:
-                    "only \(acknowledged) of \(options.lock.minReplicas) replicas acknowledged the lock within \(options.lock.replicationTimeout)")
+                    "only \(acknowledged) of \(lockOptions.minReplicas) replicas acknowledged the lock within \(lockOptions.replicationTimeout)")
             }
         }
         // Back in the order the keys were given.
@@ -309,5 +332,5 @@ public final actor CallbackQueue {
     }
 
     /// How often waiters re-check state in Redis when no message arrives.
-    nonisolated var recheckInterval: Duration { min(options.lock.timeout / 3, .seconds(1)) }
+    nonisolated func recheckInterval(_ lock: LockOptions) -> Duration { min(lock.timeout / 3, .seconds(1)) }
 }

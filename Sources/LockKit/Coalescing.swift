@@ -63,7 +63,7 @@ extension CallbackQueue {
     nonisolated func outcomeKey(_ id: String) -> String { sameSlot(lockKey(id), ":outcome") }
     /// How long an outcome stays readable after it was published: long enough for a waiter
     /// that missed the message to find it at its next re-check.
-    nonisolated var outcomeTTL: Duration { max(recheckInterval * 3, .seconds(1)) }
+    nonisolated func outcomeTTL(_ lock: LockOptions) -> Duration { max(recheckInterval(lock) * 3, .seconds(1)) }
 
     /// Reads a stored outcome of `id`, if any.
     nonisolated func storedOutcome(_ id: String) async throws -> Result<[UInt8], any Error>? {
@@ -79,16 +79,16 @@ extension CallbackQueue {
 
     /// One attempt to become the job's leader: refused when the job's outcome is already
     /// stored (it just completed) or its lock is held.
-    nonisolated func claimJob(_ id: String) async throws -> JobClaim {
+    nonisolated func claimJob(_ id: String, lock options: LockOptions) async throws -> JobClaim {
         let redisKey = lockKey(id)
         let token = OwnerToken.next()
         let reply: RedisReply
         do {
             reply = try await client.run(
                 Scripts.acquireJob, keys: [redisKey, sameSlot(redisKey, ":fence"), outcomeKey(id)],
-                arguments: [token, options.lock.timeout.redisMilliseconds])
+                arguments: [token, options.timeout.redisMilliseconds])
         } catch {
-            abandon([redisKey], token: token, ttl: options.lock.timeout)
+            abandon([redisKey], token: token, ttl: options.timeout)
             throw error
         }
         switch try reply.decode(Int64.self) {
@@ -99,18 +99,18 @@ extension CallbackQueue {
             return .held
         case let fence:
             return .lock(Lock(key: id, redisKey: redisKey, token: token, fencingToken: fence,
-                              timeout: options.lock.timeout, connection: client))
+                              timeout: options.timeout, connection: client))
         }
     }
 
     /// Publishes the outcome of `id` if `lock` still owns the job; returns whether it did.
-    nonisolated func publish(_ id: String, lock: Lock, result: Result<[UInt8], any Error>) async throws -> Bool {
+    nonisolated func publish(_ id: String, lock: Lock, options lockOptions: LockOptions, result: Result<[UInt8], any Error>) async throws -> Bool {
         let outcome = WireOutcome(result)
         let stored = try JSONEncoder().encode(outcome)
         let message = try JSONEncoder().encode(WireMessage(kind: .outcome, key: id, outcome: outcome))
         let reply = try await client.run(
             Scripts.complete, keys: [lock.redisKey, outcomeKey(id)],
-            arguments: [lock.token, outcomeTTL.redisMilliseconds, options.channel, Array(message), Array(stored)])
+            arguments: [lock.token, outcomeTTL(lockOptions).redisMilliseconds, options.channel, Array(message), Array(stored)])
         lock.markLost()  // released by the script (or lost)
         return try reply.decode(Int.self) == 1
     }
@@ -118,7 +118,7 @@ extension CallbackQueue {
     /// The per-id loop of this process: reads a stored outcome, takes the job's lock when it
     /// is free (runs `job` if there is one), or waits for a message or the next re-check.
     /// A waiter takes over when the leader's lock expired without an outcome.
-    nonisolated func drive(_ id: String, job: (@Sendable () async throws -> [UInt8])?) async {
+    nonisolated func drive(_ id: String, lock options: LockOptions, job: (@Sendable () async throws -> [UInt8])?) async {
         while !Task.isCancelled, await hasWaiters(id) {
             do {
                 if job == nil {
@@ -127,12 +127,12 @@ extension CallbackQueue {
                         return
                     }
                 } else if let job {
-                    switch try await claimJob(id) {
+                    switch try await claimJob(id, lock: options) {
                     case .completed(let outcome):
                         await deliver(id, outcome)
                         return
                     case .lock(let lock):
-                        await lead(id, lock: lock, job: job)
+                        await lead(id, lock: lock, options: options, job: job)
                         return
                     case .held:
                         break
@@ -143,12 +143,12 @@ extension CallbackQueue {
             } catch {
                 logger.warning("coalescing check failed", metadata: ["id": "\(id)", "error": "\(error)"])
             }
-            await waitForSignal(coalesceSignal(id), timeout: recheckInterval * Double.random(in: 0.8...1.2))
+            await waitForSignal(coalesceSignal(id), timeout: recheckInterval(options) * Double.random(in: 0.8...1.2))
         }
     }
 
     /// Runs `job` holding `lock` (extended by a watchdog), then publishes its outcome.
-    nonisolated func lead(_ id: String, lock: Lock, job: @escaping @Sendable () async throws -> [UInt8]) async {
+    nonisolated func lead(_ id: String, lock: Lock, options: LockOptions, job: @escaping @Sendable () async throws -> [UInt8]) async {
         let result: Result<[UInt8], any Error>
         do {
             result = .success(try await Self.runGuarded(
@@ -159,18 +159,18 @@ extension CallbackQueue {
         } catch {
             result = .failure(error)
         }
-        await finish(id, lock: lock, result: result)
+        await finish(id, lock: lock, options: options, result: result)
     }
 
     /// Publishes the outcome (if the lease is still held) and hands it to local waiters;
     /// returns whether it was broadcast.
     @discardableResult
-    nonisolated func finish(_ id: String, lock: Lock, result: Result<[UInt8], any Error>) async -> Bool {
+    nonisolated func finish(_ id: String, lock: Lock, options: LockOptions, result: Result<[UInt8], any Error>) async -> Bool {
         var broadcast = false
         var delay: Duration = .milliseconds(25)
         while true {
             do {
-                broadcast = try await publish(id, lock: lock, result: result)
+                broadcast = try await publish(id, lock: lock, options: options, result: result)
                 if !broadcast {
                     logger.warning("job finished after its lock was lost; outcome not broadcast", metadata: ["id": "\(id)"])
                 }
@@ -203,18 +203,25 @@ extension CallbackQueue {
     /// outcome arrives within `timeout` (default: twice the lock timeout), `onComplete`
     /// gets ``FanoutTimeoutError``. Outcomes from other processes' failures arrive as
     /// ``RemoteJobError``.
+    ///
+    /// - Parameter options: this call's lock options (the job lock's lease, the claim's
+    ///   retries); `nil` uses the queue's. The caller that claims the job decides them.
+    /// - Throws: ``LockAcquisitionError`` when another caller runs the job; `RedisError`
+    ///   when Redis failed; `RedisError` `invalidArgument` for an empty id, a timeout that
+    ///   is not positive, or invalid options, before anything is sent.
     public func push<Payload: Codable & Sendable>(
-        _ id: String, as payload: Payload.Type = Payload.self, timeout: Duration? = nil,
+        _ id: String, as payload: Payload.Type = Payload.self, timeout: Duration? = nil, options: LockOptions? = nil,
         onComplete: @escaping @Sendable (Result<Payload, any Error>) -> Void
     ) async throws -> Completion<Payload> {
+        let lock = try lockOptions(options)
         try validateKey(id, "job id")
-        let timeout = timeout ?? options.lock.timeout * 2
+        let timeout = timeout ?? lock.timeout * 2
         guard timeout > .zero else { throw RedisError.invalidArgument("the push timeout must be positive") }
         try await ensureListening()
         let (waiterID, existed) = addWaiter(id, timeout: timeout) { onComplete(decodePayload($0)) }
         if existed { throw LockAcquisitionError(key: id, reason: "job is already running") }
         do {
-            return try await claimOrWait(id)
+            return try await claimOrWait(id, lock: lock)
         } catch let error as LockAcquisitionError {
             throw error
         } catch {
@@ -224,10 +231,10 @@ extension CallbackQueue {
         }
     }
 
-    private func claimOrWait<Payload: Codable & Sendable>(_ id: String) async throws -> Completion<Payload> {
+    private func claimOrWait<Payload: Codable & Sendable>(_ id: String, lock options: LockOptions) async throws -> Completion<Payload> {
         var attempt = 0
         while true {
-            switch try await claimJob(id) {
+            switch try await claimJob(id, lock: options) {
             case .completed(let outcome):
                 deliver(id, outcome)
                 throw LockAcquisitionError(key: id, reason: "job already completed")
@@ -237,17 +244,17 @@ extension CallbackQueue {
                     await Self.watch(lease: lock.timeout, key: lock.key, logger: logger) { try await lock.extend() }
                     if !Task.isCancelled { lost.mark() }
                 }
-                return Completion<Payload>(id: id, queue: self, lock: lock, watchdog: watchdog, lost: lost)
+                return Completion<Payload>(id: id, queue: self, lock: lock, options: options, watchdog: watchdog, lost: lost)
             case .held:
                 break
             }
             // Delivered by the leader's broadcast meanwhile, or out of retries: wait for it.
-            guard attempt < options.lock.retries, hasWaiters(id) else { break }
+            guard attempt < options.retries, hasWaiters(id) else { break }
             attempt += 1
-            try await Task.sleep(for: options.lock.jitteredDelay())
+            try await Task.sleep(for: options.jitteredDelay())
             guard hasWaiters(id) else { break }
         }
-        if hasWaiters(id) { setDriver(id, Task { await self.drive(id, job: nil) }) }
+        if hasWaiters(id) { setDriver(id, Task { await self.drive(id, lock: options, job: nil) }) }
         throw LockAcquisitionError(key: id, reason: "held by another owner")
     }
 
@@ -256,11 +263,18 @@ extension CallbackQueue {
     /// from another process). Throws ``FanoutTimeoutError`` after `timeout` (default: twice
     /// the lock timeout) even if the lock was never acquired. When the process running the
     /// job dies, its lock expires and a waiting process takes over and runs the job.
+    ///
+    /// - Parameter options: this call's lock options (the job lock's lease, the re-check
+    ///   interval); `nil` uses the queue's. The first local caller of `id` decides them.
+    /// - Throws: the job's error; ``FanoutTimeoutError``; `RedisError` when Redis failed;
+    ///   `RedisError` `invalidArgument` for an empty id, a timeout that is not positive, or
+    ///   invalid options, before anything is sent.
     public nonisolated func fanout<T: Codable & Sendable>(
-        _ id: String, timeout: Duration? = nil, job: @escaping @Sendable () async throws -> T
+        _ id: String, timeout: Duration? = nil, options: LockOptions? = nil, job: @escaping @Sendable () async throws -> T
     ) async throws -> T {
+        let lock = try lockOptions(options)
         try validateKey(id, "job id")
-        let timeout = timeout ?? options.lock.timeout * 2
+        let timeout = timeout ?? lock.timeout * 2
         guard timeout > .zero else { throw RedisError.invalidArgument("the fanout timeout must be positive") }
         try await ensureListening()
         let box = WaiterBox()
@@ -271,7 +285,7 @@ extension CallbackQueue {
                     box.set(waiterID)
                     if !existed {
                         await self.setDriver(id, Task {
-                            await self.drive(id) { try JSONEncoder().encode(try await job()).map { $0 } }
+                            await self.drive(id, lock: lock) { try JSONEncoder().encode(try await job()).map { $0 } }
                         })
                     }
                 }
@@ -289,14 +303,16 @@ public final class Completion<Payload: Codable & Sendable>: Sendable {
     public let id: String
     let queue: CallbackQueue
     let lock: Lock
+    let options: LockOptions
     let watchdog: Task<Void, Never>
     let lost: LeaseLoss
     private let completed = Mutex(false)
 
-    init(id: String, queue: CallbackQueue, lock: Lock, watchdog: Task<Void, Never>, lost: LeaseLoss) {
+    init(id: String, queue: CallbackQueue, lock: Lock, options: LockOptions, watchdog: Task<Void, Never>, lost: LeaseLoss) {
         self.id = id
         self.queue = queue
         self.lock = lock
+        self.options = options
         self.watchdog = watchdog
         self.lost = lost
     }
@@ -322,7 +338,7 @@ public final class Completion<Payload: Codable & Sendable>: Sendable {
         let bytes: Result<[UInt8], any Error> = result.flatMap { value in
             Result { Array(try JSONEncoder().encode(value)) }
         }
-        let broadcast = await queue.finish(id, lock: lock, result: bytes)
+        let broadcast = await queue.finish(id, lock: lock, options: options, result: bytes)
         if !broadcast { throw LockLostError(key: id) }
     }
 

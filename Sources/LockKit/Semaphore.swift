@@ -5,11 +5,15 @@ import Synchronization
 extension CallbackQueue {
     /// A counting semaphore shared by every process: at most `permits` holders at once.
     ///
-    /// - Throws: `invalidArgument` for an empty key or fewer than one permit.
-    public nonisolated func semaphore(_ key: String, permits: Int = 1) throws -> Semaphore {
+    /// - Parameter options: the semaphore's lock options (the permit lease, the re-check
+    ///   interval); `nil` uses the queue's.
+    /// - Throws: `RedisError` `invalidArgument` for an empty key, fewer than one permit, or
+    ///   invalid options.
+    public nonisolated func semaphore(_ key: String, permits: Int = 1, options: LockOptions? = nil) throws -> Semaphore {
+        let lock = try lockOptions(options)
         try validateKey(key, "semaphore key")
         guard permits >= 1 else { throw RedisError.invalidArgument("a semaphore needs at least one permit") }
-        return Semaphore(key: key, permits: permits, queue: self)
+        return Semaphore(key: key, permits: permits, options: lock, queue: self)
     }
 }
 
@@ -25,13 +29,16 @@ extension CallbackQueue {
 public final class Semaphore: Sendable {
     public let key: String
     public let permits: Int
+    /// The lock options its permits are taken with.
+    public let options: LockOptions
     let queue: CallbackQueue
     let redisKey: String
     private let held = Mutex<[SemaphorePermit]>([])
 
-    init(key: String, permits: Int, queue: CallbackQueue) {
+    init(key: String, permits: Int, options: LockOptions, queue: CallbackQueue) {
         self.key = key
         self.permits = permits
+        self.options = options
         self.queue = queue
         redisKey = sameSlot(queue.options.lockPrefix + key, ":permits")
     }
@@ -44,7 +51,7 @@ public final class Semaphore: Sendable {
     public func take(timeout: Duration? = nil) async throws -> SemaphorePermit {
         try await queue.ensureListening()
         let token = OwnerToken.next()
-        let ttl = queue.options.lock.timeout
+        let ttl = options.timeout
         let clock = ContinuousClock()
         let deadline = timeout.map { clock.now + $0 }
         while true {
@@ -64,7 +71,7 @@ public final class Semaphore: Sendable {
                 remember(permit)
                 return permit
             }
-            var wait = queue.recheckInterval * Double.random(in: 0.8...1.2)
+            var wait = queue.recheckInterval(options) * Double.random(in: 0.8...1.2)
             if let deadline {
                 guard clock.now < deadline else { throw LockAcquisitionError(key: key, reason: "no permit free") }
                 wait = min(wait, deadline - clock.now)
@@ -89,7 +96,7 @@ public final class Semaphore: Sendable {
         let permit = try await take()
         do {
             let value = try await CallbackQueue.runGuarded(
-                key: key, lease: queue.options.lock.timeout, logger: queue.logger,
+                key: key, lease: options.timeout, logger: queue.logger,
                 extend: { try await permit.extend() }, body: { try await body(permit) })
             await permit.leaveSoon()
             return value
@@ -148,7 +155,7 @@ public final class SemaphorePermit: Sendable {
     /// - Throws: ``LockExtendError`` when it had expired.
     public func extend() async throws {
         let queue = semaphore.queue
-        let lease = queue.options.lock.timeout
+        let lease = semaphore.options.timeout
         let sent = ContinuousClock.now
         let reply = try await queue.client.run(
             Scripts.extendPermit, keys: [semaphore.redisKey], arguments: [token, lease.redisMilliseconds])

@@ -429,3 +429,54 @@ struct JobFailed: Error, CustomStringConvertible {
         await #expect(throws: LockReleaseError.self) { try await first.leave() }
     }
 }
+
+@Suite struct PerCallOptionsTests {
+    /// A 30 s lease per call on a queue whose own lease is 2 s: no second queue needed.
+    @Test func everyEntryPointTakesItsOwnLease() async throws {
+        let fleet = try await Fleet.start(1, lock: LockOptions(timeout: .seconds(2), retries: 0))
+        let queue = fleet.queues[0]
+        let long = LockOptions(timeout: .seconds(30), retries: 0)
+        let lock = try await queue.once("once", options: long)
+        #expect(try await fleet.client.send("PTTL", lock.redisKey).decode(Int.self) > 20_000)
+        try await lock.release()
+        let ttl = try await queue.withLock("scoped", options: long) { lock in
+            try await fleet.client.send("PTTL", lock.redisKey).decode(Int.self)
+        }
+        #expect(ttl > 20_000)
+        let multi = try await queue.multi("m1", "m2", options: long)
+        for lock in multi.locks {
+            #expect(try await fleet.client.send("PTTL", lock.redisKey).decode(Int.self) > 20_000)
+        }
+        await multi.release()
+        let semaphore = try queue.semaphore("sem", options: long)
+        let permitTTL = try await semaphore.withPermit { _ in
+            try await fleet.client.send("PTTL", semaphore.redisKey).decode(Int.self)
+        }
+        #expect(permitTTL > 20_000)
+        let jobTTL = try await queue.fanout("job", options: long) {
+            try await fleet.client.send("PTTL", fleet.prefix + "job").decode(Int.self)
+        }
+        #expect(jobTTL > 20_000)
+        // The queue's own options are unchanged.
+        let short = try await queue.once("once")
+        #expect(try await fleet.client.send("PTTL", short.redisKey).decode(Int.self) <= 2_000)
+        try await short.release()
+    }
+
+    @Test func invalidOptionsAreRejectedBeforeSending() async throws {
+        let fleet = try await Fleet.start(1)
+        let queue = fleet.queues[0]
+        let bad = [LockOptions(timeout: .zero), LockOptions(retries: -1), LockOptions(jitter: 2)]
+        let isInvalid: @Sendable (any Error) -> Bool = { ($0 as? RedisError)?.code == .invalidArgument }
+        for options in bad {
+            await #expect { _ = try await queue.once("a", options: options) } throws: { isInvalid($0) }
+            await #expect { try await queue.withLock("a", options: options) { _ in } } throws: { isInvalid($0) }
+            await #expect { _ = try await queue.multi("a", "b", options: options) } throws: { isInvalid($0) }
+            #expect { _ = try queue.semaphore("a", options: options) } throws: { isInvalid($0) }
+            await #expect { _ = try await queue.fanout("a", options: options) { 1 } } throws: { isInvalid($0) }
+            await #expect { _ = try await queue.push("a", as: Int.self, options: options) { _ in } } throws: { isInvalid($0) }
+        }
+        let keys = try await fleet.client.send("SCAN", 0, "MATCH", fleet.prefix + "*", "COUNT", 1000).decode([RedisReply].self)
+        #expect(try keys[1].decode([String].self).isEmpty, "nothing was written")
+    }
+}
