@@ -86,16 +86,21 @@ public final actor CallbackQueue {
     /// Runs `body` holding the lock on `key`: extends the lease every third of the timeout
     /// while it runs (when `autoExtend`), releases it afterwards (also on throw and on
     /// cancellation), and, if the lease is lost, cancels `body` and throws ``LockLostError``.
+    /// `body` does not escape: it has finished when `withLock` returns.
     ///
     /// - Parameter options: this call's lock options; `nil` uses the queue's.
     /// - Throws: what ``once(_:options:)`` throws; ``LockLostError`` when the lease was lost
     ///   while `body` ran; otherwise whatever `body` throws.
     public nonisolated func withLock<T: Sendable>(
         _ key: String, options: LockOptions? = nil, autoExtend: Bool = true,
-        _ body: @escaping @Sendable (Lock) async throws -> T
+        _ body: @Sendable (Lock) async throws -> T
     ) async throws -> T {
         let lock = try await once(key, options: options)
-        return try await hold(lock, autoExtend: autoExtend, body)
+        // The watchdog cancels `body` in a task group child, which waits for it to end:
+        // it never outlives this call.
+        return try await withoutActuallyEscaping(body) { body in
+            try await hold(lock, autoExtend: autoExtend, body)
+        }
     }
 
     /// `given` once validated, or the queue's lock options.

@@ -91,9 +91,21 @@ public final class Semaphore: Sendable {
     }
 
     /// Runs `body` holding a permit, extending it while `body` runs and returning it after.
-    /// If the permit is lost, `body` is cancelled and ``LockLostError`` is thrown.
-    public func withPermit<T: Sendable>(_ body: @escaping @Sendable (SemaphorePermit) async throws -> T) async throws -> T {
+    /// If the permit is lost, `body` is cancelled and ``LockLostError`` is thrown. `body`
+    /// does not escape: it has finished when `withPermit` returns.
+    ///
+    /// - Throws: what ``take(timeout:)`` throws (it waits without a timeout);
+    ///   ``LockLostError`` when the permit was lost while `body` ran; otherwise whatever
+    ///   `body` throws.
+    public func withPermit<T: Sendable>(_ body: @Sendable (SemaphorePermit) async throws -> T) async throws -> T {
         let permit = try await take()
+        return try await withoutActuallyEscaping(body) { body in
+            try await hold(permit, body)
+        }
+    }
+
+    /// Runs `body` under `permit` with the watchdog, then returns the permit.
+    private func hold<T: Sendable>(_ permit: SemaphorePermit, _ body: @escaping @Sendable (SemaphorePermit) async throws -> T) async throws -> T {
         do {
             let value = try await CallbackQueue.runGuarded(
                 key: key, lease: options.timeout, logger: queue.logger,

@@ -480,3 +480,38 @@ struct JobFailed: Error, CustomStringConvertible {
         #expect(try keys[1].decode([String].self).isEmpty, "nothing was written")
     }
 }
+
+@Suite struct NonEscapingBodyTests {
+    /// `compute` is a non-escaping parameter: capturing it in the bodies compiles only
+    /// because `withLock` and `withPermit` do not let their bodies escape.
+    private func underLockAndPermit(_ fleet: Fleet, _ compute: @Sendable () async -> Int) async throws -> [Int] {
+        let queue = fleet.queues[0]
+        let locked = try await queue.withLock("scoped") { _ in await compute() }
+        let permitted = try await queue.semaphore("scoped-permit").withPermit { _ in await compute() + 1 }
+        return [locked, permitted]
+    }
+
+    @Test func bodiesNeedNotEscape() async throws {
+        let fleet = try await Fleet.start(1)
+        #expect(try await underLockAndPermit(fleet) { 41 } == [41, 42])
+        #expect(try await fleet.client.send("EXISTS", fleet.prefix + "scoped") == .integer(0), "released after the body")
+    }
+
+    @Test func lostPermitStillCancelsANonEscapingBody() async throws {
+        let fleet = try await Fleet.start(1, lock: LockOptions(timeout: .milliseconds(600)))
+        let semaphore = try fleet.queues[0].semaphore("vanishing-permit")
+        let bodyCancelled = Counter()
+        await #expect(throws: LockLostError.self) {
+            try await semaphore.withPermit { _ in
+                try await fleet.client.send("DEL", semaphore.redisKey)
+                do {
+                    try await untilCancelled()
+                } catch {
+                    bodyCancelled.add()
+                    throw error
+                }
+            }
+        }
+        #expect(bodyCancelled.value() == 1)
+    }
+}
