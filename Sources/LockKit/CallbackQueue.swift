@@ -53,8 +53,11 @@ public final actor CallbackQueue {
     public nonisolated func once(_ key: String, options: LockOptions? = nil) async throws -> Lock {
         let lock = try lockOptions(options)
         try validateKey(key)
-        let locks = try await acquire([key], lock: lock)
-        return locks[0]
+        do {
+            return try await acquire([key], lock: lock)[0]
+        } catch let failure as AcquireFailure {
+            throw failure.errors[0].error
+        }
     }
 
     /// Takes several locks, all or nothing: when one is held, the ones taken are released
@@ -77,9 +80,10 @@ public final actor CallbackQueue {
         guard !unique.isEmpty else { throw RedisError.invalidArgument("multi needs at least one non-empty key") }
         do {
             return MultiLock(locks: try await acquire(unique, lock: lock))
-        } catch let error as LockAcquisitionError {
-            // `error.key` is the key held at the last attempt; nothing is left taken.
-            throw MultiLockError(errors: [error.key: error], locks: [])
+        } catch let failure as AcquireFailure {
+            // The last attempt's: every key found held, and the locks it had taken (given back).
+            throw MultiLockError(errors: Dictionary(failure.errors, uniquingKeysWith: { first, _ in first }),
+                                 locks: failure.released)
         }
     }
 
@@ -110,33 +114,38 @@ public final actor CallbackQueue {
         return given
     }
 
+    /// Takes `keys` all or nothing, retrying while one is held.
+    ///
+    /// - Throws: ``AcquireFailure`` (the last attempt's) when a key stayed held or too few
+    ///   replicas acknowledged; `RedisError` when Redis failed.
     nonisolated func acquire(_ keys: [String], lock options: LockOptions) async throws -> [Lock] {
         let retries = options.retries
         var attempt = 0
-        var heldKey = keys[0]
         while true {
             // A token per attempt: a background release left over from an earlier attempt
             // (its reply was lost) can then never delete a lock taken by a later one.
-            switch try await tryAcquire(keys, token: OwnerToken.next(), lock: options) {
+            switch try await tryAcquire(keys, token: OwnerToken.next(), lock: options, probe: attempt == retries) {
             case .success(let locks): return locks
-            case .failure(let held): heldKey = held.key
+            case .failure(let failure):
+                guard attempt < retries else { throw failure }
             }
-            guard attempt < retries else { break }
             attempt += 1
             try await Task.sleep(for: options.jitteredDelay())
         }
-        throw LockAcquisitionError(key: heldKey, reason: "held by another owner")
     }
 
     /// One attempt: every slot group in a fixed order; on a held key, releases what it took
-    /// and says which key was held.
+    /// and says which keys were held: every held key of the failing group (one script
+    /// checks them all) and, when `probe` (the last attempt), of the groups after it (one
+    /// read-only script each, so the error names every key that is in the way).
     nonisolated func tryAcquire(
-        _ keys: [String], token: String, lock lockOptions: LockOptions
-    ) async throws -> Result<[Lock], LockAcquisitionError> {
+        _ keys: [String], token: String, lock lockOptions: LockOptions, probe: Bool
+    ) async throws -> Result<[Lock], AcquireFailure> {
         let ttl = lockOptions.timeout
         let redisKeys = keys.map { options.lockPrefix + $0 }
         var taken: [Lock] = []
-        for indices in groupBySlot(Array(redisKeys.indices), redisKey: { redisKeys[$0] }) {
+        let groups = groupBySlot(Array(redisKeys.indices), redisKey: { redisKeys[$0] })
+        for (groupIndex, indices) in groups.enumerated() {
             let lockKeys = indices.map { redisKeys[$0] }
             let fenceKeys = lockKeys.map { sameSlot($0, ":fence") }
             let reply: RedisReply
@@ -151,11 +160,21 @@ public final actor CallbackQueue {
             let values = try reply.decode([Int64].self)
             if values.first == 0 {
                 for lock in taken { await lock.releaseSoon() }
-                var position = 0
-                if values.count > 1 { position = Int(values[1]) - 1 }
-                position = min(max(position, 0), indices.count - 1)
-                let heldKey: String = keys[indices[position]]
-                return .failure(LockAcquisitionError(key: heldKey, reason: "held by another owner"))
+                var held = heldKeys(values.dropFirst(), of: indices, keys)
+                if held.isEmpty { held = [keys[indices[0]]] }  // a reply without positions
+                if probe {
+                    for later in groups[(groupIndex + 1)...] {
+                        do {
+                            let found = try await client.run(Scripts.held, keys: later.map { redisKeys[$0] }).decode([Int64].self)
+                            held += heldKeys(found[...], of: later, keys)
+                        } catch {
+                            // Known held keys are reported all the same.
+                            logger.debug("checking further keys of a multi-lock failed", metadata: ["error": "\(error)"])
+                        }
+                    }
+                }
+                return .failure(AcquireFailure(
+                    errors: held.map { ($0, LockAcquisitionError(key: $0, reason: "held by another owner")) }, released: taken))
             }
             for (position, index) in indices.enumerated() {
                 taken.append(Lock(key: keys[index], redisKey: redisKeys[index], token: token,
@@ -175,14 +194,30 @@ public final actor CallbackQueue {
             }
             if acknowledged < lockOptions.minReplicas {
                 for lock in taken { await lock.releaseSoon() }
-                throw LockAcquisitionError(key: keys[0], reason:
-                    "only \(acknowledged) of \(lockOptions.minReplicas) replicas acknowledged the lock within \(lockOptions.replicationTimeout)")
+                let reason = "only \(acknowledged) of \(lockOptions.minReplicas) replicas acknowledged the lock within \(lockOptions.replicationTimeout)"
+                throw AcquireFailure(errors: keys.map { ($0, LockAcquisitionError(key: $0, reason: reason)) }, released: taken)
             }
         }
         // Back in the order the keys were given.
         if taken.count == 1 { return .success(taken) }
         let position = Dictionary(uniqueKeysWithValues: keys.enumerated().map { ($1, $0) })
         return .success(taken.sorted { position[$0.key]! < position[$1.key]! })
+    }
+
+    /// The keys at the 1-based `positions` of a slot group (a script's reply), in order.
+    nonisolated func heldKeys(_ positions: ArraySlice<Int64>, of indices: [Int], _ keys: [String]) -> [String] {
+        positions.compactMap { position -> String? in
+            let offset = Int(position) - 1
+            return indices.indices.contains(offset) ? keys[indices[offset]] : nil
+        }
+    }
+
+    /// An acquisition attempt that found keys held (or too few replicas acknowledging).
+    struct AcquireFailure: Error {
+        /// Every key that failed, in the order found; never empty.
+        var errors: [(key: String, error: LockAcquisitionError)]
+        /// The locks the attempt had taken, given back.
+        var released: [Lock]
     }
 
     /// An attempt to take `redisKeys` under `token` failed without a reply: it may have run

@@ -88,11 +88,15 @@ public struct LockLostError: Error, Sendable, CustomStringConvertible {
     public var description: String { "LockLostError: the lease on \(key) was lost while held" }
 }
 
-/// A multi-lock could not be taken or extended as a whole.
+/// A multi-lock could not be taken or extended as a whole (dlock's aggregate error).
 public struct MultiLockError: Error, Sendable, CustomStringConvertible {
-    /// The error of each key that failed.
+    /// The error of every key that failed, by key: from `multi`, a ``LockAcquisitionError``
+    /// for each key found held in the last attempt (every held key of the slot group that
+    /// failed, and of the groups after it); from ``MultiLock/extend(by:)``, a
+    /// ``LockExtendError`` for each lock that was lost.
     public let errors: [String: any Error]
-    /// The locks that had been taken (already released again by `multi`).
+    /// From `multi`: the locks the last attempt had taken before it found a key held, given
+    /// back again. From ``MultiLock/extend(by:)``: all of the multi-lock's locks (released).
     public let locks: [Lock]
     public var description: String {
         "MultiLockError: " + errors.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }.joined(separator: "; ")

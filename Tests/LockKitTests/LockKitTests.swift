@@ -515,3 +515,54 @@ struct JobFailed: Error, CustomStringConvertible {
         #expect(bodyCancelled.value() == 1)
     }
 }
+
+@Suite struct MultiLockErrorTests {
+    /// One slot group (the fleet's prefix has a hash tag): the script names every held key.
+    @Test func everyHeldKeyOfAGroupIsReported() async throws {
+        let fleet = try await Fleet.start(2, lock: LockOptions(retries: 0))
+        let b = try await fleet.queues[0].once("b")
+        let c = try await fleet.queues[0].once("c")
+        let failure = await catching { try await fleet.queues[1].multi("a", "b", "c", "d") }
+        let error = try #require(failure.error as? MultiLockError)
+        #expect(error.errors.keys.sorted() == ["b", "c"])
+        #expect(error.errors.values.allSatisfy { $0 is LockAcquisitionError })
+        #expect(error.locks.isEmpty, "one group: nothing was taken")
+        try await b.release()
+        try await c.release()
+    }
+
+    /// Groups in different slots: the locks taken before the failing group are reported
+    /// (released), and the groups after it are checked for held keys too.
+    @Test func locksTakenThenReleasedAndLaterGroupsAreReported() async throws {
+        let redis = try await TestRedis.start()
+        let prefix = "multi-\(UUID().uuidString.prefix(8)):"   // no hash tag: one group per tag below
+        func queue() async throws -> CallbackQueue {
+            try CallbackQueue(client: try await redis.connect(), pubsub: try await redis.subscriber(),
+                              options: CallbackQueueOptions(channel: uniqueKey("channel"), lockPrefix: prefix, lock: LockOptions(retries: 1, delay: .milliseconds(10))))
+        }
+        let (holder, contender) = (try await queue(), try await queue())
+        let held = try await holder.multi("{g2}b", "{g2}c", "{g3}d")
+        let failure = await catching { try await contender.multi("{g1}a", "{g2}b", "{g2}c", "{g2}e", "{g3}d", "{g3}f") }
+        let error = try #require(failure.error as? MultiLockError)
+        #expect(error.errors.keys.sorted() == ["{g2}b", "{g2}c", "{g3}d"])
+        let released = error.locks.map { ($0.key, $0.isLocked) }
+        #expect(released.map(\.0) == ["{g1}a"])
+        #expect(released.allSatisfy { !$0.1 }, "given back")
+        #expect(try await contender.client.send("EXISTS", prefix + "{g1}a", prefix + "{g2}e", prefix + "{g3}f") == .integer(0))
+        await held.release()
+    }
+
+    @Test func extendNamesEveryLostLock() async throws {
+        let fleet = try await Fleet.start(1)
+        let multi = try await fleet.queues[0].multi("x", "y", "z")
+        try await fleet.client.send("DEL", fleet.prefix + "x", fleet.prefix + "z")
+        let failure = await catching { try await multi.extend() }
+        let error = try #require(failure.error as? MultiLockError)
+        #expect(error.errors.keys.sorted() == ["x", "z"])
+        #expect(try await fleet.client.send("EXISTS", fleet.prefix + "y") == .integer(0), "the rest released")
+    }
+}
+
+extension Result {
+    var error: Failure? { if case .failure(let error) = self { error } else { nil } }
+}
