@@ -9,6 +9,8 @@ extension CallbackQueue {
     struct CoalesceEntry {
         var waiters: [UInt64: Waiter] = [:]
         var driver: Task<Void, Never>?
+        /// The job was found held by another owner: this process waits for its outcome.
+        var heldElsewhere = false
     }
 
     struct Waiter {
@@ -57,6 +59,11 @@ extension CallbackQueue {
     }
 
     func hasWaiters(_ id: String) -> Bool { entries[id] != nil }
+
+    /// Whether this process's callers of `id` wait for another owner's outcome.
+    func waitsForAnotherOwner(_ id: String) -> Bool { entries[id]?.heldElsewhere == true }
+
+    private func markHeldElsewhere(_ id: String) { entries[id]?.heldElsewhere = true }
 
     nonisolated func coalesceSignal(_ id: String) -> String { "outcome:" + id }
     nonisolated func lockKey(_ id: String) -> String { options.lockPrefix + id }
@@ -118,7 +125,13 @@ extension CallbackQueue {
     /// The per-id loop of this process: reads a stored outcome, takes the job's lock when it
     /// is free (runs `job` if there is one), or waits for a message or the next re-check.
     /// A waiter takes over when the leader's lock expired without an outcome.
+    ///
+    /// A Redis error while the job is being claimed (before it was found held by another
+    /// process) is every local caller's outcome at once, as in dlock. Once the job is known
+    /// to run elsewhere, a failed re-check is logged and retried: the leader's outcome may
+    /// still arrive, and each caller's own timeout bounds the wait.
     nonisolated func drive(_ id: String, lock options: LockOptions, job: (@Sendable () async throws -> [UInt8])?) async {
+        var heldElsewhere = job == nil
         while !Task.isCancelled, await hasWaiters(id) {
             do {
                 if job == nil {
@@ -135,10 +148,15 @@ extension CallbackQueue {
                         await lead(id, lock: lock, options: options, job: job)
                         return
                     case .held:
-                        break
+                        if !heldElsewhere { await markHeldElsewhere(id) }
+                        heldElsewhere = true
                     }
                 }
             } catch is CancellationError {
+                return
+            } catch where !heldElsewhere {
+                logger.warning("claiming a job failed", metadata: ["id": "\(id)", "error": "\(error)"])
+                await deliver(id, .failure(error))
                 return
             } catch {
                 logger.warning("coalescing check failed", metadata: ["id": "\(id)", "error": "\(error)"])
@@ -202,7 +220,8 @@ extension CallbackQueue {
     /// gets ``LockAcquisitionError`` from `push`, but its `onComplete` still fires. When no
     /// outcome arrives within `timeout` (default: twice the lock timeout), `onComplete`
     /// gets ``FanoutTimeoutError``. Outcomes from other processes' failures arrive as
-    /// ``RemoteJobError``.
+    /// ``RemoteJobError``. When Redis fails while the job is being claimed, `push` throws
+    /// that error and every local caller's `onComplete` gets it at once.
     ///
     /// - Parameter options: this call's lock options (the job lock's lease, the claim's
     ///   retries); `nil` uses the queue's. The caller that claims the job decides them.
@@ -224,9 +243,14 @@ extension CallbackQueue {
             return try await claimOrWait(id, lock: lock)
         } catch let error as LockAcquisitionError {
             throw error
+        } catch is CancellationError {
+            removeWaiter(id, waiterID, with: .failure(CancellationError()))
+            throw CancellationError()
         } catch {
-            // Redis failed (or the task was cancelled): nobody will look for this outcome.
-            removeWaiter(id, waiterID, with: .failure(error))
+            // Redis failed while claiming: every local caller of `id` gets the error now (the
+            // ones refused as "already running" too), rather than waiting out its timeout.
+            logger.warning("claiming a job failed", metadata: ["id": "\(id)", "error": "\(error)"])
+            deliver(id, .failure(error))
             throw error
         }
     }
@@ -266,7 +290,8 @@ extension CallbackQueue {
     ///
     /// - Parameter options: this call's lock options (the job lock's lease, the re-check
     ///   interval); `nil` uses the queue's. The first local caller of `id` decides them.
-    /// - Throws: the job's error; ``FanoutTimeoutError``; `RedisError` when Redis failed;
+    /// - Throws: the job's error; ``FanoutTimeoutError``; `RedisError` when Redis failed
+    ///   while the job was being claimed (every local caller of `id` gets it at once);
     ///   `RedisError` `invalidArgument` for an empty id, a timeout that is not positive, or
     ///   invalid options, before anything is sent.
     public nonisolated func fanout<T: Codable & Sendable>(

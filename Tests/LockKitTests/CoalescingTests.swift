@@ -1,6 +1,6 @@
 import Foundation
 import Hiredis
-import LockKit
+@testable import LockKit
 import RedisTestSupport
 import Synchronization
 import Testing
@@ -209,7 +209,12 @@ final class Outcomes: Sendable {
             $0.connectTimeout = .milliseconds(500)
             $0.reconnect = .exponentialBackoff(initialDelay: .milliseconds(20), maximumDelay: .milliseconds(100))
         }
-        let (results, runs) = await fanoutAll(fleet, ids: ["restarting", "restarting"], timeout: .seconds(15)) { _ in
+        let (results, runs) = await fanoutAll(fleet, ids: ["restarting", "restarting"], timeout: .seconds(15)) { id in
+            // The other caller found the job held (a failed claim would be its outcome).
+            try await eventually("the other caller waits for this one") {
+                for queue in fleet.queues where await queue.waitsForAnotherOwner(id) { return true }
+                return false
+            }
             await server.kill()
             Task { try await Task.sleep(for: .seconds(1)); try await server.restart() }
             return "survived"
@@ -302,5 +307,59 @@ final class Outcomes: Sendable {
         #expect(lines.contains("running 2"), "the survivor took over: \(lines)")
         #expect(lines.last == "results value-2 5", "all five callers got the takeover's value: \(lines)")
         #expect(await survivor.exitStatus() == 0)
+    }
+}
+
+@Suite struct ClaimErrorTests {
+    /// The server holds writes back (`CLIENT PAUSE WRITE`), so the claim times out after
+    /// 300 ms: every caller of the id gets that error at once, not its 20 s timeout.
+    @Test func aRedisErrorWhileClaimingReachesEveryFanoutCaller() async throws {
+        guard TestRedis.ownsServers else { return }  // pauses its server
+        let redis = try await TestRedis.start()
+        let fleet = try await Fleet.start(1, redis: redis) { $0.commandTimeout = .milliseconds(300) }
+        let control = try await redis.connect()
+        try await fleet.queues[0].ensureListening()
+        try await control.send("CLIENT", "PAUSE", 60_000, "WRITE")
+        let runs = Counter()
+        let results = try await within(.seconds(8)) {
+            await withTaskGroup(of: Result<Int, any Error>.self) { group in
+                for _ in 0..<5 {
+                    group.addTask { await catching { try await fleet.queues[0].fanout("paused", timeout: .seconds(20)) { runs.add(); return 1 } } }
+                }
+                return await group.reduce(into: []) { $0.append($1) }
+            }
+        }
+        try await control.send("CLIENT", "UNPAUSE")
+        let all = try #require(results, "every caller got its outcome well before its 20 s timeout")
+        #expect(all.count == 5)
+        #expect(all.allSatisfy { ($0.error as? RedisError)?.code == .timeout }, "\(all)")
+        #expect(runs.total == 0)
+    }
+
+    @Test func aRedisErrorWhileClaimingReachesEveryPushCallback() async throws {
+        guard TestRedis.ownsServers else { return }  // pauses its server
+        let redis = try await TestRedis.start()
+        let fleet = try await Fleet.start(1, redis: redis) { $0.commandTimeout = .milliseconds(300) }
+        let control = try await redis.connect()
+        try await fleet.queues[0].ensureListening()
+        try await control.send("CLIENT", "PAUSE", 60_000, "WRITE")
+        let outcomes = Outcomes()
+        let delivered = AsyncStream<Void>.makeStream()
+        let record: @Sendable (Result<String, any Error>) -> Void = { outcomes.add($0); delivered.continuation.yield() }
+        let first = Task { try await fleet.queues[0].push("paused", as: String.self, timeout: .seconds(20), onComplete: record) }
+        // The second caller joins while the first one's claim is held back: "already running".
+        try await eventually("the first caller registered") { await fleet.queues[0].hasWaiters("paused") }
+        await #expect(throws: LockAcquisitionError.self) {
+            _ = try await fleet.queues[0].push("paused", as: String.self, timeout: .seconds(20), onComplete: record)
+        }
+        await #expect { _ = try await first.value } throws: { ($0 as? RedisError)?.code == .timeout }
+        let both = try await within(.seconds(8)) {
+            var count = 0
+            for await _ in delivered.stream { count += 1; if count == 2 { break } }
+            return count
+        }
+        try await control.send("CLIENT", "UNPAUSE")
+        #expect(both == 2, "both callbacks fired well before their 20 s timeout")
+        #expect(outcomes.values.allSatisfy { if case .failure(let e) = $0 { return e.typeName == "RedisError" }; return false })
     }
 }
