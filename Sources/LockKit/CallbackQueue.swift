@@ -371,6 +371,10 @@ public final actor CallbackQueue {
         if signals[key]?.isEmpty == true { signals[key] = nil }
     }
 
-    /// How often waiters re-check state in Redis when no message arrives.
-    nonisolated func recheckInterval(_ lock: LockOptions) -> Duration { min(lock.timeout / 3, .seconds(1)) }
+    /// How often waiters re-check state in Redis when no message arrives: at least every
+    /// third of the keep-alive lease, so a dead holder's job or permit is noticed soon after
+    /// its lease ran out.
+    nonisolated func recheckInterval(_ lock: LockOptions) -> Duration {
+        min(lock.timeout / 3, lock.keepAliveLease / 3, .seconds(1))
+    }
 }

@@ -85,7 +85,9 @@ extension CallbackQueue {
     }
 
     /// One attempt to become the job's leader: refused when the job's outcome is already
-    /// stored (it just completed) or its lock is held.
+    /// stored (it just completed) or its lock is held. The leader's lock has the short
+    /// ``LockOptions/keepAliveLease``, extended by a watchdog while the job runs: when the
+    /// leader dies, a waiter takes over within about that lease.
     nonisolated func claimJob(_ id: String, lock options: LockOptions) async throws -> JobClaim {
         let redisKey = lockKey(id)
         let token = OwnerToken.next()
@@ -93,9 +95,9 @@ extension CallbackQueue {
         do {
             reply = try await client.run(
                 Scripts.acquireJob, keys: [redisKey, sameSlot(redisKey, ":fence"), outcomeKey(id)],
-                arguments: [token, options.timeout.redisMilliseconds])
+                arguments: [token, options.keepAliveLease.redisMilliseconds])
         } catch {
-            abandon([redisKey], token: token, ttl: options.timeout)
+            abandon([redisKey], token: token, ttl: options.keepAliveLease)
             throw error
         }
         switch try reply.decode(Int64.self) {
@@ -106,7 +108,7 @@ extension CallbackQueue {
             return .held
         case let fence:
             return .lock(Lock(key: id, redisKey: redisKey, token: token, fencingToken: fence,
-                              timeout: options.timeout, connection: client))
+                              timeout: options.keepAliveLease, connection: client))
         }
     }
 
@@ -322,8 +324,9 @@ extension CallbackQueue {
     }
 }
 
-/// The first caller's handle of a ``CallbackQueue/push(_:as:timeout:onComplete:)`` job.
-/// Its lock is extended in the background until `complete` is called.
+/// The first caller's handle of a ``CallbackQueue/push(_:as:timeout:options:onComplete:)`` job.
+/// Its lock is extended in the background until `complete` is called (or the completion
+/// is dropped).
 public final class Completion<Payload: Codable & Sendable>: Sendable {
     public let id: String
     let queue: CallbackQueue
@@ -341,6 +344,10 @@ public final class Completion<Payload: Codable & Sendable>: Sendable {
         self.watchdog = watchdog
         self.lost = lost
     }
+
+    /// A completion dropped without `complete` stops keeping its job's lock alive: the lock
+    /// runs out after its keep-alive lease and another caller can take the job over.
+    deinit { watchdog.cancel() }
 
     /// The job's fencing token.
     public var fencingToken: Int64 { lock.fencingToken }

@@ -3,8 +3,17 @@ import Logging
 
 /// How locks are taken.
 public struct LockOptions: Sendable, Hashable {
-    /// The lease: a lock not extended or released within this time expires (server clock).
+    /// The lease of the locks handed to the caller (``CallbackQueue/once(_:options:)``,
+    /// ``CallbackQueue/withLock(_:options:autoExtend:_:)``, ``CallbackQueue/multi(_:options:)-([String],_)``):
+    /// a lock not extended or released within this time expires (server clock). Also sets
+    /// the default push/fanout timeout (twice this).
     public var timeout: Duration = .seconds(10)
+    /// The short lease of what a watchdog keeps alive for as long as its holder lives: a
+    /// push/fanout job's leader lock (while the job runs) and a semaphore permit (from
+    /// `take` until `leave`). Default 1 s: when the holder's process dies, a waiting
+    /// process takes the job over, or gets the permit, within about this time. A holder
+    /// whose process stalls (or cannot reach Redis) for longer loses it. At least 30 ms.
+    public var keepAliveLease: Duration = .seconds(1)
     /// Further attempts after the first one fails because the lock is held.
     public var retries: Int = 2
     /// The pause between attempts.
@@ -19,15 +28,18 @@ public struct LockOptions: Sendable, Hashable {
     /// How long `WAIT` may take for ``minReplicas`` (default 1 s).
     public var replicationTimeout: Duration = .seconds(1)
 
-    public init(timeout: Duration = .seconds(10), retries: Int = 2, delay: Duration = .milliseconds(100), jitter: Double = 0.2) {
+    public init(timeout: Duration = .seconds(10), retries: Int = 2, delay: Duration = .milliseconds(100), jitter: Double = 0.2,
+                keepAliveLease: Duration = .seconds(1)) {
         self.timeout = timeout
         self.retries = retries
         self.delay = delay
         self.jitter = jitter
+        self.keepAliveLease = keepAliveLease
     }
 
     func validate() throws {
         guard timeout >= .milliseconds(1) else { throw RedisError.invalidArgument("lock timeout must be at least 1 ms") }
+        guard keepAliveLease >= .milliseconds(30) else { throw RedisError.invalidArgument("keepAliveLease must be at least 30 ms") }
         guard retries >= 0 else { throw RedisError.invalidArgument("lock retries must not be negative") }
         guard delay >= .zero else { throw RedisError.invalidArgument("lock delay must not be negative") }
         guard (0...1).contains(jitter) else { throw RedisError.invalidArgument("lock jitter must be in 0...1") }

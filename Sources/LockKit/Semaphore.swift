@@ -18,7 +18,9 @@ extension CallbackQueue {
 }
 
 /// A distributed counting semaphore. Permits are members of a sorted set scored by their
-/// expiry (server clock): a holder that dies loses its permit after the lock timeout.
+/// expiry (server clock), with the short ``LockOptions/keepAliveLease`` (1 s by default)
+/// that a watchdog renews while the permit is held: a holder that dies loses its permit
+/// within about that lease.
 /// Waiters are woken over pub/sub when a permit is returned, and re-check on a timer, so a
 /// lost message never strands them. There is no FIFO order across processes.
 ///
@@ -43,15 +45,27 @@ public final class Semaphore: Sendable {
         redisKey = sameSlot(queue.options.lockPrefix + key, ":permits")
     }
 
-    /// Waits for a permit.
+    /// Waits for a permit. The permit is kept alive in the background (its lease renewed
+    /// every third of ``LockOptions/keepAliveLease``) until ``SemaphorePermit/leave()``,
+    /// ``leave()``, or the end of the process; if it is lost meanwhile (Redis unreachable
+    /// for a whole lease), ``SemaphorePermit/isHeld`` turns `false`.
     ///
     /// - Parameter timeout: give up after this long with ``LockAcquisitionError``; `nil`
     ///   waits until cancelled.
+    /// - Throws: ``LockAcquisitionError`` when no permit freed within `timeout`;
+    ///   `CancellationError`; `RedisError` when Redis failed.
     @discardableResult
     public func take(timeout: Duration? = nil) async throws -> SemaphorePermit {
+        let permit = try await acquire(timeout: timeout)
+        permit.keepAlive()
+        return permit
+    }
+
+    /// Waits for a permit, without keeping it alive.
+    func acquire(timeout: Duration?) async throws -> SemaphorePermit {
         try await queue.ensureListening()
         let token = OwnerToken.next()
-        let ttl = options.timeout
+        let ttl = options.keepAliveLease
         let clock = ContinuousClock()
         let deadline = timeout.map { clock.now + $0 }
         while true {
@@ -98,7 +112,7 @@ public final class Semaphore: Sendable {
     ///   ``LockLostError`` when the permit was lost while `body` ran; otherwise whatever
     ///   `body` throws.
     public func withPermit<T: Sendable>(_ body: @Sendable (SemaphorePermit) async throws -> T) async throws -> T {
-        let permit = try await take()
+        let permit = try await acquire(timeout: nil)
         return try await withoutActuallyEscaping(body) { body in
             try await hold(permit, body)
         }
@@ -108,7 +122,7 @@ public final class Semaphore: Sendable {
     private func hold<T: Sendable>(_ permit: SemaphorePermit, _ body: @escaping @Sendable (SemaphorePermit) async throws -> T) async throws -> T {
         do {
             let value = try await CallbackQueue.runGuarded(
-                key: key, lease: options.timeout, logger: queue.logger,
+                key: key, lease: options.keepAliveLease, logger: queue.logger,
                 extend: { try await permit.extend() }, body: { try await body(permit) })
             await permit.leaveSoon()
             return value
@@ -151,6 +165,8 @@ public final class SemaphorePermit: Sendable {
     public let token: String
     let semaphore: Semaphore
     private let holding = Mutex(true)
+    /// The background watchdog of a permit from `take`.
+    private let watchdog = Mutex<Task<Void, Never>?>(nil)
     /// When the lease runs out if nobody extends it (as this process sees it).
     private let leaseEnd: Mutex<ContinuousClock.Instant>
 
@@ -163,11 +179,13 @@ public final class SemaphorePermit: Sendable {
     /// `false` once returned, or once an extend or a return found it lost.
     public var isHeld: Bool { holding.withLock { $0 } }
 
-    /// Extends the permit's lease to the lock timeout from now.
-    /// - Throws: ``LockExtendError`` when it had expired.
+    /// Extends the permit's lease to ``LockOptions/keepAliveLease`` from now (a permit from
+    /// `take` is extended in the background already).
+    /// - Throws: ``LockExtendError`` when it had expired; `RedisError` when Redis could not
+    ///   be asked.
     public func extend() async throws {
         let queue = semaphore.queue
-        let lease = semaphore.options.timeout
+        let lease = semaphore.options.keepAliveLease
         let sent = ContinuousClock.now
         let reply = try await queue.client.run(
             Scripts.extendPermit, keys: [semaphore.redisKey], arguments: [token, lease.redisMilliseconds])
@@ -195,8 +213,28 @@ public final class SemaphorePermit: Sendable {
             semaphore.remember(self)
             throw error
         }
+        stopKeepingAlive()
         await queue.signal(semaphore.wakeSignal)
         if try reply.decode(Int.self) != 1 { throw LockReleaseError(key: semaphore.key) }
+    }
+
+    /// Starts the watchdog that renews the lease until the permit is returned or lost.
+    func keepAlive() {
+        let semaphore = semaphore
+        let task = Task { [weak self] in
+            let permit = WeakPermit(self)
+            await CallbackQueue.watch(lease: semaphore.options.keepAliveLease, key: semaphore.key, logger: semaphore.queue.logger) {
+                // Dropped by everyone (its semaphore too): nothing to keep alive.
+                guard let permit = permit.value else { throw CancellationError() }
+                try await permit.extend()
+            }
+            if !Task.isCancelled { permit.value?.markLost() }
+        }
+        watchdog.withLock { $0 = task }
+    }
+
+    func stopKeepingAlive() {
+        watchdog.withLock { $0 }?.cancel()
     }
 
     /// Returns the permit on the caller's behalf (`withPermit`), in the background until
@@ -209,6 +247,13 @@ public final class SemaphorePermit: Sendable {
 
     func markLost() {
         holding.withLock { $0 = false }
+        stopKeepingAlive()
         semaphore.forget(self)
     }
+}
+
+/// A permit its own watchdog does not keep from being freed.
+private struct WeakPermit: Sendable {
+    weak let value: SemaphorePermit?
+    init(_ value: SemaphorePermit?) { self.value = value }
 }

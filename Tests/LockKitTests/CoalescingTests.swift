@@ -204,7 +204,7 @@ final class Outcomes: Sendable {
         // Timeouts shorter than the 1 s outage (the publish must fail and be retried), long
         // enough for the setup on a loaded machine.
         let server = try await RedisServer.start(["--appendonly", "yes", "--appendfsync", "no"])
-        let fleet = try await Fleet.start(2, lock: LockOptions(timeout: .seconds(30)), redis: TestRedis(server)) {
+        let fleet = try await Fleet.start(2, lock: LockOptions(timeout: .seconds(30), keepAliveLease: .seconds(30)), redis: TestRedis(server)) {
             $0.commandTimeout = .milliseconds(500)
             $0.connectTimeout = .milliseconds(500)
             $0.reconnect = .exponentialBackoff(initialDelay: .milliseconds(20), maximumDelay: .milliseconds(100))
@@ -361,5 +361,56 @@ final class Outcomes: Sendable {
         try await control.send("CLIENT", "UNPAUSE")
         #expect(both == 2, "both callbacks fired well before their 20 s timeout")
         #expect(outcomes.values.allSatisfy { if case .failure(let e) = $0 { return e.typeName == "RedisError" }; return false })
+    }
+}
+
+/// With the default options, a holder killed with `kill -9` is replaced within about the
+/// 1 s keep-alive lease (it took the 10 s lock timeout before).
+@Suite struct TakeoverTests {
+    @Test func killedFanoutLeaderIsTakenOverWithinSecondsByDefault() async throws {
+        let redis = try await TestRedis.start()
+        guard let server = redis.server else { return }
+        let fleet = try await Fleet.start(1, redis: redis)   // default options
+        let id = uniqueKey("job")
+        let runs = uniqueKey("runs")
+        let leader = try HelperProcess(["fanout-default", "\(server.port)", fleet.channel, fleet.prefix, id, runs])
+        var lines = leader.lines.makeAsyncIterator()
+        #expect(await lines.next() == "running 1")
+        let tookOver = Locked<ContinuousClock.Instant?>(nil)
+        let waiter = Task {
+            try await fleet.queues[0].fanout(id) { () async throws -> String in
+                tookOver.withLock { $0 = .now }
+                return "taken over"
+            }
+        }
+        try await eventually("the test process waits for the helper's job") { await fleet.queues[0].waitsForAnotherOwner(id) }
+        let killed = ContinuousClock.now
+        leader.signal(SIGKILL)
+        #expect(try await waiter.value == "taken over")
+        let takeover = try #require(tookOver.withLock { $0 }) - killed
+        // About 1-1.4 s: the lease's rest plus one re-check; the old 10 s lease took ≥ 6 s.
+        #expect(takeover < .seconds(5), "took over after \(takeover)")
+        print("fanout takeover after \(takeover)")
+        #expect(try await fleet.client.send("GET", runs).decode(Int.self) == 1, "the helper's run; the takeover ran here")
+    }
+
+    @Test func killedSemaphoreHolderPermitFreesWithinSecondsByDefault() async throws {
+        let redis = try await TestRedis.start()
+        guard let server = redis.server else { return }
+        let fleet = try await Fleet.start(1, redis: redis)   // default options
+        let holder = try HelperProcess(["semaphore-take", "\(server.port)", fleet.channel, fleet.prefix, "shared"])
+        var lines = holder.lines.makeAsyncIterator()
+        #expect(await lines.next() == "holding")
+        // take() keeps its permit alive in the background, past its 1 s lease.
+        await #expect(throws: LockAcquisitionError.self) {
+            _ = try await fleet.queues[0].semaphore("shared").take(timeout: .milliseconds(2500))
+        }
+        let killed = ContinuousClock.now
+        holder.signal(SIGKILL)
+        let permit = try await fleet.queues[0].semaphore("shared").take(timeout: .seconds(15))
+        let freed = ContinuousClock.now - killed
+        #expect(freed < .seconds(5), "the permit freed after \(freed)")
+        print("semaphore takeover after \(freed)")
+        try await permit.leave()
     }
 }

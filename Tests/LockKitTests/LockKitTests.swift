@@ -344,8 +344,12 @@ struct JobFailed: Error, CustomStringConvertible {
 
     @Test func deadHoldersPermitFreesAfterTheTimeout() async throws {
         let fleet = try await Fleet.start(2, lock: LockOptions(timeout: .seconds(3)))
-        // The first holder takes the only permit and "dies": it never leaves or extends.
-        _ = try await fleet.queues[0].semaphore("lonely").take()
+        // A holder took the only permit with a 3 s lease and "died": nobody extends it.
+        let semaphore = try fleet.queues[0].semaphore("lonely")
+        try await fleet.client.run(RedisScript("""
+            local t = redis.call('TIME')
+            redis.call('ZADD', KEYS[1], tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + 3000, 'dead-holder')
+            """), keys: [semaphore.redisKey])
         await #expect(throws: LockAcquisitionError.self) {
             _ = try await fleet.queues[1].semaphore("lonely").take(timeout: .milliseconds(100))
         }
@@ -377,7 +381,7 @@ struct JobFailed: Error, CustomStringConvertible {
     /// and here, and returning it again works.
     @Test func aReturnThatNeverRanLeavesThePermitHeldAndCanBeRetried() async throws {
         guard TestRedis.ownsServers else { return }  // pauses its server
-        let fleet = try await Fleet.start(1, lock: LockOptions(timeout: .seconds(60)))
+        let fleet = try await Fleet.start(1, lock: LockOptions(timeout: .seconds(60), keepAliveLease: .seconds(60)))
         let control = try await fleet.redis.connect()
         let semaphore = try fleet.queues[0].semaphore("retry")
         let permit = try await semaphore.take()
@@ -403,16 +407,17 @@ struct JobFailed: Error, CustomStringConvertible {
     @Test func aTakeWhoseReplyIsLostGivesItsPermitBack() async throws {
         guard TestRedis.ownsServers else { return }  // pauses its server
         let redis = try await TestRedis.start()
-        let fleet = try await Fleet.start(1, lock: LockOptions(timeout: .seconds(60)), redis: redis) {
+        let fleet = try await Fleet.start(1, lock: LockOptions(timeout: .seconds(60), keepAliveLease: .seconds(60)), redis: redis) {
             $0.commandTimeout = .milliseconds(500)
         }
-        let other = try await Fleet.start(1, lock: LockOptions(timeout: .seconds(60)), redis: redis)
+        let other = try await Fleet.start(1, lock: LockOptions(timeout: .seconds(60), keepAliveLease: .seconds(60)), redis: redis)
         let control = try await redis.connect()
         try await control.send("CLIENT", "PAUSE", 60_000, "WRITE")
         await #expect { try await fleet.queues[0].semaphore("lost").take() } throws: { ($0 as? RedisError)?.code == .timeout }
         try await control.send("CLIENT", "UNPAUSE")
         // Same prefix and channel as the first fleet: the same semaphore.
-        let options = CallbackQueueOptions(channel: fleet.channel, lockPrefix: fleet.prefix, lock: LockOptions(timeout: .seconds(60)))
+        let options = CallbackQueueOptions(channel: fleet.channel, lockPrefix: fleet.prefix,
+                                           lock: LockOptions(timeout: .seconds(60), keepAliveLease: .seconds(60)))
         let queue = try CallbackQueue(client: other.client, pubsub: other.queues[0].pubsub, options: options)
         let permit = try await queue.semaphore("lost").take(timeout: .seconds(20))
         try await permit.leave()
@@ -435,7 +440,7 @@ struct JobFailed: Error, CustomStringConvertible {
     @Test func everyEntryPointTakesItsOwnLease() async throws {
         let fleet = try await Fleet.start(1, lock: LockOptions(timeout: .seconds(2), retries: 0))
         let queue = fleet.queues[0]
-        let long = LockOptions(timeout: .seconds(30), retries: 0)
+        let long = LockOptions(timeout: .seconds(30), retries: 0, keepAliveLease: .seconds(30))
         let lock = try await queue.once("once", options: long)
         #expect(try await fleet.client.send("PTTL", lock.redisKey).decode(Int.self) > 20_000)
         try await lock.release()

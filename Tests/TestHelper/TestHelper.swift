@@ -66,13 +66,40 @@ struct TestHelper {
             // only permit, says so, and holds it (with its lease) until killed.
             let client = try await RedisConnection.connect(configuration)
             let pubsub = try await RedisSubscriber.connect(configuration)
+            let lease = Duration.milliseconds(Int64(arguments[6])!)
             let queue = try CallbackQueue(client: client, pubsub: pubsub, options: CallbackQueueOptions(
                 channel: arguments[3], lockPrefix: arguments[4],
-                lock: LockOptions(timeout: .milliseconds(Int64(arguments[6])!))))
+                lock: LockOptions(timeout: lease, keepAliveLease: lease)))
             try await queue.semaphore(arguments[5]).withPermit { _ in
                 say("holding")
                 try await untilCancelled()   // held until the test kills this process
             }
+        case "semaphore-take":
+            // semaphore-take <port> <channel> <prefix> <key>: takes the only permit with
+            // `take()` and the default options, says so, and holds it until killed.
+            let client = try await RedisConnection.connect(configuration)
+            let pubsub = try await RedisSubscriber.connect(configuration)
+            let queue = try CallbackQueue(client: client, pubsub: pubsub, options: CallbackQueueOptions(
+                channel: arguments[3], lockPrefix: arguments[4]))
+            let permit = try await queue.semaphore(arguments[5]).take()
+            say("holding")
+            try await untilCancelled()   // held until the test kills this process
+            try await permit.leave()
+        case "fanout-default":
+            // fanout-default <port> <channel> <prefix> <id> <runsKey>: one caller with the
+            // default options; its job says "running <n>" and never ends (until killed).
+            let client = try await RedisConnection.connect(configuration)
+            let pubsub = try await RedisSubscriber.connect(configuration)
+            let queue = try CallbackQueue(client: client, pubsub: pubsub, options: CallbackQueueOptions(
+                channel: arguments[3], lockPrefix: arguments[4]))
+            let runsKey = arguments[6]
+            let value: String = try await queue.fanout(arguments[5]) {
+                let run = try await client.send("INCR", runsKey).decode(Int.self)
+                say("running \(run)")
+                try await untilCancelled()
+                return "never"
+            }
+            say("result \(value)")
         default:
             FileHandle.standardError.write(Data("unknown command \(arguments[1])\n".utf8))
             exit(2)
