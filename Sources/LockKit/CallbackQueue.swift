@@ -24,6 +24,9 @@ public final actor CallbackQueue {
     var entries: [String: CoalesceEntry] = [:]
     private var signals: [String: [UInt64: CheckedContinuation<Void, Never>]] = [:]
     var nextID: UInt64 = 0
+    /// Local first-come first-served lines (semaphore takers), by line name: tickets, oldest first.
+    var turnLines: [String: [UInt64]] = [:]
+    var turnWaiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
 
     /// - Throws: ``Hiredis/RedisError`` `invalidArgument` for an empty channel or bad lock options.
     public init(client: RedisConnection, pubsub: RedisSubscriber, options: CallbackQueueOptions) throws {

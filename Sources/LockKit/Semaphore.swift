@@ -22,7 +22,8 @@ extension CallbackQueue {
 /// that a watchdog renews while the permit is held: a holder that dies loses its permit
 /// within about that lease.
 /// Waiters are woken over pub/sub when a permit is returned, and re-check on a timer, so a
-/// lost message never strands them. There is no FIFO order across processes.
+/// lost message never strands them. Within one process (one ``CallbackQueue``) waiters are
+/// served first come, first served; there is no FIFO order across processes.
 ///
 /// ```swift
 /// let printer = try queue.semaphore("printer", permits: 2)
@@ -50,10 +51,17 @@ public final class Semaphore: Sendable {
     /// ``leave()``, or the end of the process; if it is lost meanwhile (Redis unreachable
     /// for a whole lease), ``SemaphorePermit/isHeld`` turns `false`.
     ///
+    /// This process's takers of the semaphore (through any ``Semaphore`` of the same key
+    /// and queue) are served in the order they called: only the oldest one asks Redis, the
+    /// next one as soon as it is served. A transient Redis error (``RedisError/isTransient``:
+    /// a dropped connection, a timeout, a failover) is logged and the take tried again,
+    /// until `timeout`.
+    ///
     /// - Parameter timeout: give up after this long with ``LockAcquisitionError``; `nil`
     ///   waits until cancelled.
-    /// - Throws: ``LockAcquisitionError`` when no permit freed within `timeout`;
-    ///   `CancellationError`; `RedisError` when Redis failed.
+    /// - Throws: ``LockAcquisitionError`` when no permit freed within `timeout`; the last
+    ///   transient `RedisError` when Redis kept failing until `timeout`; any other
+    ///   `RedisError` at once; `CancellationError`.
     @discardableResult
     public func take(timeout: Duration? = nil) async throws -> SemaphorePermit {
         let permit = try await acquire(timeout: timeout)
@@ -63,23 +71,53 @@ public final class Semaphore: Sendable {
 
     /// Waits for a permit, without keeping it alive.
     func acquire(timeout: Duration?) async throws -> SemaphorePermit {
-        try await queue.ensureListening()
-        let token = OwnerToken.next()
-        let ttl = options.keepAliveLease
         let clock = ContinuousClock()
         let deadline = timeout.map { clock.now + $0 }
+        guard let ticket = try await queue.waitForTurn(redisKey, until: deadline) else {
+            throw LockAcquisitionError(key: key, reason: "no permit free")
+        }
+        do {
+            let permit = try await acquireInTurn(until: deadline)
+            await queue.endTurn(redisKey, ticket)
+            return permit
+        } catch {
+            await queue.endTurn(redisKey, ticket)
+            throw error
+        }
+    }
+
+    /// The oldest local taker's loop: asks Redis, waits for a wake-up or the re-check.
+    private func acquireInTurn(until deadline: ContinuousClock.Instant?) async throws -> SemaphorePermit {
+        let ttl = options.keepAliveLease
+        let clock = ContinuousClock()
+        var backoff: Duration = .milliseconds(25)
         while true {
             try Task.checkCancellation()
+            // A token per attempt: a background return of an attempt whose reply was lost
+            // can never remove a permit taken by a later one.
+            let token = OwnerToken.next()
             let reply: RedisReply
             do {
+                try await queue.ensureListening()
                 reply = try await queue.client.run(
                     Scripts.take, keys: [redisKey], arguments: [token, permits, ttl.redisMilliseconds])
             } catch {
                 // The script may have run and taken a permit that nobody knows it holds,
                 // which would keep it from every process for a whole lease: give it back.
                 abandon(token, ttl: ttl)
-                throw error
+                guard (error as? RedisError)?.isTransient == true else { throw error }
+                var pause = backoff
+                if let deadline {
+                    guard clock.now < deadline else { throw error }
+                    pause = min(pause, deadline - clock.now)
+                }
+                queue.logger.warning("taking a permit failed; trying again",
+                                     metadata: ["key": "\(key)", "error": "\(error)", "retryIn": "\(pause)"])
+                try await Task.sleep(for: pause)   // a backoff while Redis cannot be asked
+                backoff = min(backoff * 2, queue.recheckInterval(options))
+                continue
             }
+            backoff = .milliseconds(25)
             if try reply.decode(Int.self) == 1 {
                 let permit = SemaphorePermit(semaphore: self, token: token, lease: ttl)
                 remember(permit)

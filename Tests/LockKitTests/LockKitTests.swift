@@ -413,7 +413,10 @@ struct JobFailed: Error, CustomStringConvertible {
         let other = try await Fleet.start(1, lock: LockOptions(timeout: .seconds(60), keepAliveLease: .seconds(60)), redis: redis)
         let control = try await redis.connect()
         try await control.send("CLIENT", "PAUSE", 60_000, "WRITE")
-        await #expect { try await fleet.queues[0].semaphore("lost").take() } throws: { ($0 as? RedisError)?.code == .timeout }
+        // It tries again through the timeouts (transient) until its own timeout, then throws the last one.
+        await #expect { try await fleet.queues[0].semaphore("lost").take(timeout: .milliseconds(1500)) } throws: {
+            ($0 as? RedisError)?.code == .timeout
+        }
         try await control.send("CLIENT", "UNPAUSE")
         // Same prefix and channel as the first fleet: the same semaphore.
         let options = CallbackQueueOptions(channel: fleet.channel, lockPrefix: fleet.prefix,
@@ -570,4 +573,69 @@ struct JobFailed: Error, CustomStringConvertible {
 
 extension Result {
     var error: Failure? { if case .failure(let error) = self { error } else { nil } }
+}
+
+@Suite struct SemaphoreTakeTests {
+    /// Five local takers queue up in a known order on a held 1-permit semaphore; each
+    /// gets the permit in that order.
+    @Test func localTakersAreServedFirstComeFirstServed() async throws {
+        let fleet = try await Fleet.start(1)
+        let queue = fleet.queues[0]
+        let semaphore = try queue.semaphore("fifo")
+        let first = try await semaphore.take()
+        let order = Locked<[Int]>([])
+        var takers: [Task<Void, any Error>] = []
+        for index in 0..<5 {
+            takers.append(Task {
+                // A Semaphore instance each: the line is the queue's, by key.
+                let permit = try await queue.semaphore("fifo").take(timeout: .seconds(30))
+                order.withLock { $0.append(index) }
+                try await permit.leave()
+            })
+            try await eventually("taker \(index) in line") { await queue.lineLength(semaphore.redisKey) == index + 1 }
+        }
+        try await first.leave()
+        for taker in takers { try await taker.value }
+        #expect(order.withLock { $0 } == [0, 1, 2, 3, 4])
+        #expect(await queue.lineLength(semaphore.redisKey) == 0)
+    }
+
+    @Test func aCancelledOrTimedOutTakerLeavesTheLine() async throws {
+        let fleet = try await Fleet.start(1)
+        let queue = fleet.queues[0]
+        let semaphore = try queue.semaphore("leaving")
+        let first = try await semaphore.take()
+        let head = Task { try await semaphore.take(timeout: .seconds(30)) }
+        try await eventually("the head in line") { await queue.lineLength(semaphore.redisKey) == 1 }
+        let cancelled = Task { try await semaphore.take(timeout: .seconds(30)) }
+        try await eventually("a second taker in line") { await queue.lineLength(semaphore.redisKey) == 2 }
+        cancelled.cancel()
+        await #expect(throws: CancellationError.self) { _ = try await cancelled.value }
+        await #expect(throws: LockAcquisitionError.self) { _ = try await semaphore.take(timeout: .milliseconds(200)) }
+        #expect(await queue.lineLength(semaphore.redisKey) == 1)
+        try await first.leave()
+        try await head.value.leave()
+    }
+
+    /// The waiting take's script is held back by the server (`CLIENT PAUSE WRITE`) and
+    /// its connection killed (`CLIENT KILL`): a transient error. The take tries again and
+    /// gets the permit once it is returned.
+    @Test func takeKeepsTryingThroughATransientError() async throws {
+        guard TestRedis.ownsServers else { return }  // pauses its server
+        let long = LockOptions(timeout: .seconds(30), keepAliveLease: .seconds(30))
+        let fleet = try await Fleet.start(2, lock: long)
+        let control = try await fleet.redis.connect()
+        let permit = try await fleet.queues[0].semaphore("transient").take()
+        let waiterID = try await fleet.queues[1].client.send("CLIENT", "ID").decode(Int.self)
+        let waiter = Task { try await fleet.queues[1].semaphore("transient").take(timeout: .seconds(30)) }
+        try await control.send("CLIENT", "PAUSE", 60_000, "WRITE")
+        try await eventually("the waiter's next try held back") { try await control.info("blocked_clients") == "1" }
+        try await control.send("CLIENT", "KILL", "ID", waiterID)
+        try await control.send("CLIENT", "UNPAUSE")
+        try await permit.leave()
+        let taken = try await waiter.value
+        let held = taken.isHeld
+        #expect(held)
+        try await taken.leave()
+    }
 }
