@@ -28,9 +28,13 @@ public final actor CallbackQueue {
     var turnLines: [String: [UInt64]] = [:]
     var turnWaiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
 
-    /// - Throws: ``Hiredis/RedisError`` `invalidArgument` for an empty channel or bad lock options.
+    /// - Throws: ``Hiredis/RedisError`` `invalidArgument` for an empty channel, bad lock
+    ///   options, or an error type registered under an empty name.
     public init(client: RedisConnection, pubsub: RedisSubscriber, options: CallbackQueueOptions) throws {
         guard !options.channel.isEmpty else { throw RedisError.invalidArgument("the pub/sub channel is required") }
+        guard options.errorTypes.allSatisfy({ !$0.name.isEmpty }) else {
+            throw RedisError.invalidArgument("a registered error type's name is empty")
+        }
         try options.lock.validate()
         self.client = client
         self.pubsub = pubsub
@@ -335,7 +339,7 @@ public final actor CallbackQueue {
         }
         switch message.kind {
         case .outcome:
-            if let outcome = message.outcome { deliver(message.key, outcome.result) }
+            if let outcome = message.outcome { deliver(message.key, outcome.result(options.errorTypes)) }
         case .wake:
             signal(message.key)
         }

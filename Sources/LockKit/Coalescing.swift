@@ -75,7 +75,7 @@ extension CallbackQueue {
     /// Reads a stored outcome of `id`, if any.
     nonisolated func storedOutcome(_ id: String) async throws -> Result<[UInt8], any Error>? {
         guard let bytes = try await client.send("GET", outcomeKey(id)).decode(RedisBytes?.self)?.bytes else { return nil }
-        return try JSONDecoder().decode(WireOutcome.self, from: Data(bytes)).result
+        return try JSONDecoder().decode(WireOutcome.self, from: Data(bytes)).result(options.errorTypes)
     }
 
     enum JobClaim {
@@ -114,7 +114,7 @@ extension CallbackQueue {
 
     /// Publishes the outcome of `id` if `lock` still owns the job; returns whether it did.
     nonisolated func publish(_ id: String, lock: Lock, options lockOptions: LockOptions, result: Result<[UInt8], any Error>) async throws -> Bool {
-        let outcome = WireOutcome(result)
+        let outcome = WireOutcome(result, options.errorTypes)
         let stored = try JSONEncoder().encode(outcome)
         let message = try JSONEncoder().encode(WireMessage(kind: .outcome, key: id, outcome: outcome))
         let reply = try await client.run(
@@ -406,23 +406,42 @@ struct WireMessage: Codable {
     var outcome: WireOutcome?
 }
 
+/// A job's outcome on the wire (JSON): its value, or its error's type name and message,
+/// plus the error itself, encoded, when its type is registered
+/// (``CallbackQueueOptions/register(_:as:)``).
 struct WireOutcome: Codable {
     var value: Data?
     var errorType: String?
     var errorMessage: String?
+    /// The name the error's type is registered under.
+    var errorName: String?
+    /// The error, encoded by its registered type.
+    var error: Data?
 
-    init(_ result: Result<[UInt8], any Error>) {
+    init(_ result: Result<[UInt8], any Error>, _ errorTypes: [CodableErrorType]) {
         switch result {
         case .success(let bytes): value = Data(bytes)
         case .failure(let error):
             let remote = RemoteJobError(describing: error)
             errorType = remote.typeName
             errorMessage = remote.message
+            for type in errorTypes {
+                guard let encoded = try? type.encode(error) else { continue }
+                errorName = type.name
+                self.error = encoded
+                break
+            }
         }
     }
 
-    var result: Result<[UInt8], any Error> {
+    /// The outcome; an error whose type is registered here under the same name comes back
+    /// as that type, any other as ``RemoteJobError``.
+    func result(_ errorTypes: [CodableErrorType]) -> Result<[UInt8], any Error> {
         if let value { return .success(Array(value)) }
+        if let errorName, let error, let type = errorTypes.last(where: { $0.name == errorName }),
+           let decoded = try? type.decode(error) {
+            return .failure(decoded)
+        }
         return .failure(RemoteJobError(typeName: errorType ?? "Error", message: errorMessage ?? ""))
     }
 }

@@ -1,3 +1,4 @@
+import Foundation
 import Hiredis
 import Logging
 
@@ -65,11 +66,50 @@ public struct CallbackQueueOptions: Sendable {
     public var lock: LockOptions = LockOptions()
     /// Where the queue logs; silent by default.
     public var logger: Logger = Logger(label: "lockkit", factory: { _ in SwiftLogNoOpLogHandler() })
+    /// The job error types that cross processes as themselves (see ``register(_:as:)``).
+    public private(set) var errorTypes: [CodableErrorType] = []
 
     public init(channel: String, lockPrefix: String = "{dlock}", lock: LockOptions = LockOptions()) {
         self.channel = channel
         self.lockPrefix = lockPrefix
         self.lock = lock
+    }
+}
+
+extension CallbackQueueOptions {
+    /// Lets push/fanout job errors of type `E` cross processes as `E`.
+    ///
+    /// A job that fails with an `E` has it JSON-encoded into its outcome, under `name`;
+    /// every process whose queue registered a type under the same `name` gets the error
+    /// decoded as that type, with the same fields. Errors of other types, or whose name is
+    /// not registered on the receiving side (or that do not decode), arrive as
+    /// ``RemoteJobError``. Callers in the process that ran the job always get the original
+    /// error. Registering a name again replaces the earlier type.
+    ///
+    /// - Parameter name: a name stable across processes and versions. The default, the
+    ///   type's qualified name (`Module.Type`), suits processes that share the module.
+    ///   An empty name is refused by ``CallbackQueue/init(client:pubsub:options:)``.
+    public mutating func register<E: Error & Codable & Sendable>(_ type: E.Type, as name: String = String(reflecting: E.self)) {
+        errorTypes.removeAll { $0.name == name }
+        errorTypes.append(CodableErrorType(type, name: name))
+    }
+}
+
+/// A job error type registered to cross processes as itself (``CallbackQueueOptions/register(_:as:)``).
+public struct CodableErrorType: Sendable {
+    /// The name it travels under.
+    public let name: String
+    /// Encodes an error of this type; `nil` for an error of another type.
+    let encode: @Sendable (any Error) throws -> Data?
+    let decode: @Sendable (Data) throws -> any Error
+
+    init<E: Error & Codable & Sendable>(_ type: E.Type, name: String) {
+        self.name = name
+        encode = { error in
+            guard let typed = error as? E else { return nil }
+            return try JSONEncoder().encode(typed)
+        }
+        decode = { data in try JSONDecoder().decode(E.self, from: data) }
     }
 }
 
@@ -121,7 +161,8 @@ public struct FanoutTimeoutError: Error, Sendable, CustomStringConvertible {
     public var description: String { "FanoutTimeoutError: queue-no-response for job \(id)" }
 }
 
-/// A job failed in another process: its error's type name and message.
+/// A job failed in another process with an error whose type is not registered on this
+/// queue (``CallbackQueueOptions/register(_:as:)``): its type name and message.
 public struct RemoteJobError: Error, Sendable, Hashable, CustomStringConvertible {
     public let typeName: String
     public let message: String

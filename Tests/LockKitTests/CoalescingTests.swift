@@ -414,3 +414,80 @@ final class Outcomes: Sendable {
         try await permit.leave()
     }
 }
+
+/// A registered `Codable` job error (the helper's twin is registered under the same name).
+struct Rejection: Error, Codable, Equatable {
+    var code: Int
+    var reason: String
+}
+
+@Suite struct CodableErrorTests {
+    @Test func aRegisteredErrorArrivesAsItselfUnregisteredOnesAsRemoteJobError() async throws {
+        let redis = try await TestRedis.start()
+        let base = try await Fleet.start(1, redis: redis)
+        func queue(registering: Bool) async throws -> CallbackQueue {
+            var options = CallbackQueueOptions(channel: base.channel, lockPrefix: base.prefix)
+            if registering { options.register(Rejection.self, as: "test.Rejection") }
+            return try CallbackQueue(client: try await redis.connect(), pubsub: try await redis.subscriber(), options: options)
+        }
+        let (leader, registered, unregistered) = (try await queue(registering: true), try await queue(registering: true),
+                                                  try await queue(registering: false))
+        let running = Latch(count: 1)
+        let runs = Counter()
+        let leading = Task {
+            await catching {
+                try await leader.fanout("rejected") { () async throws -> Int in
+                    running.arrive()
+                    try await eventually("both others wait for this job") {
+                        let a = await registered.waitsForAnotherOwner("rejected")
+                        let b = await unregistered.waitsForAnotherOwner("rejected")
+                        return a && b
+                    }
+                    throw Rejection(code: 7, reason: "over quota")
+                }
+            }
+        }
+        await running.wait()
+        let others = [registered, unregistered].map { queue in
+            Task { await catching { try await queue.fanout("rejected") { () async throws -> Int in runs.add(); return 0 } } }
+        }
+        #expect(await leading.value.error as? Rejection == Rejection(code: 7, reason: "over quota"))
+        // Over pub/sub, decoded as the registered type.
+        #expect(await others[0].value.error as? Rejection == Rejection(code: 7, reason: "over quota"))
+        let remote = await others[1].value.error as? RemoteJobError
+        #expect(remote?.typeName == "Rejection")
+        // A late caller reads the stored outcome: decoded as well.
+        let late = await catching { try await registered.fanout("rejected") { () async throws -> Int in runs.add(); return 0 } }
+        #expect(late.error as? Rejection == Rejection(code: 7, reason: "over quota"))
+        #expect(runs.total == 0)
+    }
+
+    @Test func aRegisteredErrorCrossesProcesses() async throws {
+        let redis = try await TestRedis.start()
+        guard let server = redis.server else { return }
+        let base = try await Fleet.start(1, redis: redis)
+        var options = CallbackQueueOptions(channel: base.channel, lockPrefix: base.prefix)
+        options.register(Rejection.self, as: "test.Rejection")
+        let queue = try CallbackQueue(client: try await redis.connect(), pubsub: try await redis.subscriber(), options: options)
+        let id = uniqueKey("job"), goKey = uniqueKey("go")
+        let helper = try HelperProcess(["fanout-reject", "\(server.port)", base.channel, base.prefix, id, goKey])
+        var lines = helper.lines.makeAsyncIterator()
+        #expect(await lines.next() == "running")
+        let runs = Counter()
+        let waiter = Task { await catching { try await queue.fanout(id) { () async throws -> Int in runs.add(); return 0 } } }
+        try await eventually("the test process waits for the helper's job") { await queue.waitsForAnotherOwner(id) }
+        try await base.client.send("SET", goKey, 1)
+        #expect(await waiter.value.error as? Rejection == Rejection(code: 42, reason: "quota exceeded"))
+        #expect(await lines.next() == "caught 42 quota exceeded")
+        #expect(runs.total == 0)
+    }
+
+    @Test func anEmptyNameIsRefused() async throws {
+        let fleet = try await Fleet.start(1)
+        var options = CallbackQueueOptions(channel: "c")
+        options.register(Rejection.self, as: "")
+        #expect { _ = try CallbackQueue(client: fleet.client, pubsub: fleet.queues[0].pubsub, options: options) } throws: {
+            ($0 as? RedisError)?.code == .invalidArgument
+        }
+    }
+}

@@ -100,6 +100,28 @@ struct TestHelper {
                 return "never"
             }
             say("result \(value)")
+        case "fanout-reject":
+            // fanout-reject <port> <channel> <prefix> <id> <goKey>: one caller whose job says
+            // "running", waits until <goKey> exists, then throws a registered Codable error
+            // (HelperRejection as "test.Rejection"); says "caught <code> <reason>".
+            let client = try await RedisConnection.connect(configuration)
+            let pubsub = try await RedisSubscriber.connect(configuration)
+            var options = CallbackQueueOptions(channel: arguments[3], lockPrefix: arguments[4])
+            options.register(HelperRejection.self, as: "test.Rejection")
+            let queue = try CallbackQueue(client: client, pubsub: pubsub, options: options)
+            let goKey = arguments[6]
+            do {
+                let _: Int = try await queue.fanout(arguments[5]) {
+                    say("running")
+                    while try await client.send("EXISTS", goKey) == .integer(0) {
+                        try await Task.sleep(for: .milliseconds(20))   // polling the test's go-ahead
+                    }
+                    throw HelperRejection(code: 42, reason: "quota exceeded")
+                }
+                say("no error")
+            } catch let rejection as HelperRejection {
+                say("caught \(rejection.code) \(rejection.reason)")
+            }
         default:
             FileHandle.standardError.write(Data("unknown command \(arguments[1])\n".utf8))
             exit(2)
@@ -112,6 +134,12 @@ struct TestHelper {
         return try CallbackQueue(client: client, pubsub: pubsub, options: CallbackQueueOptions(
             channel: channel, lock: LockOptions(timeout: timeout, retries: retries, delay: delay)))
     }
+}
+
+/// A job error that crosses processes as itself (registered as "test.Rejection").
+struct HelperRejection: Error, Codable {
+    var code: Int
+    var reason: String
 }
 
 /// Prints a line and flushes at once: the parent test reacts to each line.
