@@ -128,11 +128,13 @@ struct TestHelper {
         }
     }
 
+    /// A queue whose job locks keep the lease they had before keep-alive leases existed
+    /// (`timeout`), so these commands behave as they did.
     static func makeQueue(_ configuration: RedisConfiguration, channel: String, timeout: Duration, retries: Int, delay: Duration) async throws -> CallbackQueue {
         let client = try await RedisConnection.connect(configuration)
         let pubsub = try await RedisSubscriber.connect(configuration)
         return try CallbackQueue(client: client, pubsub: pubsub, options: CallbackQueueOptions(
-            channel: channel, lock: LockOptions(timeout: timeout, retries: retries, delay: delay)))
+            channel: channel, lock: LockOptions(timeout: timeout, retries: retries, delay: delay, keepAliveLease: timeout)))
     }
 }
 
