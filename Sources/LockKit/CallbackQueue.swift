@@ -78,7 +78,7 @@ public final actor CallbackQueue {
         try await multi(keys, options: options)
     }
 
-    /// The array form of ``multi(_:options:)-(String...,_)``. Empty strings are dropped;
+    /// The array form of the variadic `multi(_:options:)`. Empty strings are dropped;
     /// duplicates merged.
     public nonisolated func multi(_ keys: [String], options: LockOptions? = nil) async throws -> MultiLock {
         let lock = try lockOptions(options)
@@ -132,7 +132,9 @@ public final actor CallbackQueue {
             // A token per attempt: a background release left over from an earlier attempt
             // (its reply was lost) can then never delete a lock taken by a later one.
             switch try await tryAcquire(keys, token: OwnerToken.next(), lock: options, probe: attempt == retries) {
-            case .success(let locks): return locks
+            case .success(let locks):
+                logger.trace("locks taken", metadata: ["keys": "\(keys)", "fencingToken": "\(locks[0].fencingToken)"])
+                return locks
             case .failure(let failure):
                 guard attempt < retries else { throw failure }
             }

@@ -107,6 +107,7 @@ extension CallbackQueue {
         case 0:
             return .held
         case let fence:
+            logger.debug("leading a job", metadata: ["id": "\(id)", "fencingToken": "\(fence)"])
             return .lock(Lock(key: id, redisKey: redisKey, token: token, fencingToken: fence,
                               timeout: options.keepAliveLease, connection: client))
         }

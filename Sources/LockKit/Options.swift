@@ -5,7 +5,7 @@ import Logging
 /// How locks are taken.
 public struct LockOptions: Sendable, Hashable {
     /// The lease of the locks handed to the caller (``CallbackQueue/once(_:options:)``,
-    /// ``CallbackQueue/withLock(_:options:autoExtend:_:)``, ``CallbackQueue/multi(_:options:)-([String],_)``):
+    /// ``CallbackQueue/withLock(_:options:autoExtend:_:)``, `CallbackQueue.multi`):
     /// a lock not extended or released within this time expires (server clock). Also sets
     /// the default push/fanout timeout (twice this).
     public var timeout: Duration = .seconds(10)

@@ -119,6 +119,7 @@ public final class Semaphore: Sendable {
             }
             backoff = .milliseconds(25)
             if try reply.decode(Int.self) == 1 {
+                queue.logger.trace("permit taken", metadata: ["key": "\(key)"])
                 let permit = SemaphorePermit(semaphore: self, token: token, lease: ttl)
                 remember(permit)
                 return permit
