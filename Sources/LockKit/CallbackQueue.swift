@@ -21,13 +21,20 @@ public final actor CallbackQueue {
     nonisolated var logger: Logger { options.logger }
 
     private var listener: Task<Void, Never>?
-    private var entries: [String: CoalesceEntry] = [:]
+    var entries: [String: CoalesceEntry] = [:]
     private var signals: [String: [UInt64: CheckedContinuation<Void, Never>]] = [:]
-    private var nextID: UInt64 = 0
+    var nextID: UInt64 = 0
+    /// Local first-come first-served lines (semaphore takers), by line name: tickets, oldest first.
+    var turnLines: [String: [UInt64]] = [:]
+    var turnWaiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
 
-    /// - Throws: ``Hiredis/RedisError`` `invalidArgument` for an empty channel or bad lock options.
+    /// - Throws: ``Hiredis/RedisError`` `invalidArgument` for an empty channel, bad lock
+    ///   options, or an error type registered under an empty name.
     public init(client: RedisConnection, pubsub: RedisSubscriber, options: CallbackQueueOptions) throws {
         guard !options.channel.isEmpty else { throw RedisError.invalidArgument("the pub/sub channel is required") }
+        guard options.errorTypes.allSatisfy({ !$0.name.isEmpty }) else {
+            throw RedisError.invalidArgument("a registered error type's name is empty")
+        }
         try options.lock.validate()
         self.client = client
         self.pubsub = pubsub
@@ -43,72 +50,111 @@ public final actor CallbackQueue {
     // MARK: Locks
 
     /// Takes the lock on `key` (`SET key token NX PX timeout`, atomically with its fencing
-    /// token), retrying `lock.retries` times `lock.delay` apart.
+    /// token), retrying `retries` times `delay` apart.
     ///
+    /// - Parameter options: this call's lock options (lease, retries, delay, replicas);
+    ///   `nil` uses the queue's ``CallbackQueueOptions/lock``.
     /// - Throws: ``LockAcquisitionError`` when it stayed held; `RedisError` when Redis
-    ///   failed (never reported as contention); `invalidArgument` for an empty key.
-    public nonisolated func once(_ key: String) async throws -> Lock {
+    ///   failed (never reported as contention); `RedisError` `invalidArgument` for an empty
+    ///   key or invalid options, before anything is sent.
+    public nonisolated func once(_ key: String, options: LockOptions? = nil) async throws -> Lock {
+        let lock = try lockOptions(options)
         try validateKey(key)
-        let locks = try await acquire([key], retries: options.lock.retries)
-        return locks[0]
+        do {
+            return try await acquire([key], lock: lock)[0]
+        } catch let failure as AcquireFailure {
+            throw failure.errors[0].error
+        }
     }
 
     /// Takes several locks, all or nothing: when one is held, the ones taken are released
     /// and ``MultiLockError`` says which failed. Keys sharing a hash tag are taken in one
     /// script; groups are taken in a fixed order, so overlapping contenders cannot livelock.
-    public nonisolated func multi(_ keys: String...) async throws -> MultiLock {
-        try await multi(keys)
+    ///
+    /// - Parameter options: this call's lock options; `nil` uses the queue's.
+    /// - Throws: ``MultiLockError`` when a key stayed held; `RedisError` when Redis failed;
+    ///   `RedisError` `invalidArgument` for no non-empty key or invalid options.
+    public nonisolated func multi(_ keys: String..., options: LockOptions? = nil) async throws -> MultiLock {
+        try await multi(keys, options: options)
     }
 
-    /// The array form of ``multi(_:)-(String...)``. Empty strings are dropped; duplicates merged.
-    public nonisolated func multi(_ keys: [String]) async throws -> MultiLock {
+    /// The array form of the variadic `multi(_:options:)`. Empty strings are dropped;
+    /// duplicates merged.
+    public nonisolated func multi(_ keys: [String], options: LockOptions? = nil) async throws -> MultiLock {
+        let lock = try lockOptions(options)
         var unique: [String] = []
         for key in keys where !key.isEmpty && !unique.contains(key) { unique.append(key) }
         guard !unique.isEmpty else { throw RedisError.invalidArgument("multi needs at least one non-empty key") }
         do {
-            return MultiLock(locks: try await acquire(unique, retries: options.lock.retries))
-        } catch let error as LockAcquisitionError {
-            // `error.key` is the key held at the last attempt; nothing is left taken.
-            throw MultiLockError(errors: [error.key: error], locks: [])
+            return MultiLock(locks: try await acquire(unique, lock: lock))
+        } catch let failure as AcquireFailure {
+            // The last attempt's: every key found held, and the locks it had taken (given back).
+            throw MultiLockError(errors: Dictionary(failure.errors, uniquingKeysWith: { first, _ in first }),
+                                 locks: failure.released)
         }
     }
 
     /// Runs `body` holding the lock on `key`: extends the lease every third of the timeout
     /// while it runs (when `autoExtend`), releases it afterwards (also on throw and on
     /// cancellation), and, if the lease is lost, cancels `body` and throws ``LockLostError``.
+    /// `body` does not escape: it has finished when `withLock` returns.
+    ///
+    /// - Parameter options: this call's lock options; `nil` uses the queue's.
+    /// - Throws: what ``once(_:options:)`` throws; ``LockLostError`` when the lease was lost
+    ///   while `body` ran; otherwise whatever `body` throws.
     public nonisolated func withLock<T: Sendable>(
-        _ key: String, autoExtend: Bool = true, _ body: @escaping @Sendable (Lock) async throws -> T
+        _ key: String, options: LockOptions? = nil, autoExtend: Bool = true,
+        _ body: @Sendable (Lock) async throws -> T
     ) async throws -> T {
-        let lock = try await once(key)
-        return try await hold(lock, autoExtend: autoExtend, body)
+        let lock = try await once(key, options: options)
+        // The watchdog cancels `body` in a task group child, which waits for it to end:
+        // it never outlives this call.
+        return try await withoutActuallyEscaping(body) { body in
+            try await hold(lock, autoExtend: autoExtend, body)
+        }
     }
 
-    nonisolated func acquire(_ keys: [String], retries: Int) async throws -> [Lock] {
-        let ttl = options.lock.timeout
+    /// `given` once validated, or the queue's lock options.
+    nonisolated func lockOptions(_ given: LockOptions?) throws -> LockOptions {
+        guard let given else { return options.lock }
+        try given.validate()
+        return given
+    }
+
+    /// Takes `keys` all or nothing, retrying while one is held.
+    ///
+    /// - Throws: ``AcquireFailure`` (the last attempt's) when a key stayed held or too few
+    ///   replicas acknowledged; `RedisError` when Redis failed.
+    nonisolated func acquire(_ keys: [String], lock options: LockOptions) async throws -> [Lock] {
+        let retries = options.retries
         var attempt = 0
-        var heldKey = keys[0]
         while true {
             // A token per attempt: a background release left over from an earlier attempt
             // (its reply was lost) can then never delete a lock taken by a later one.
-            switch try await tryAcquire(keys, token: OwnerToken.next(), ttl: ttl) {
-            case .success(let locks): return locks
-            case .failure(let held): heldKey = held.key
+            switch try await tryAcquire(keys, token: OwnerToken.next(), lock: options, probe: attempt == retries) {
+            case .success(let locks):
+                logger.trace("locks taken", metadata: ["keys": "\(keys)", "fencingToken": "\(locks[0].fencingToken)"])
+                return locks
+            case .failure(let failure):
+                guard attempt < retries else { throw failure }
             }
-            guard attempt < retries else { break }
             attempt += 1
-            try await Task.sleep(for: options.lock.jitteredDelay())
+            try await Task.sleep(for: options.jitteredDelay())
         }
-        throw LockAcquisitionError(key: heldKey, reason: "held by another owner")
     }
 
     /// One attempt: every slot group in a fixed order; on a held key, releases what it took
-    /// and says which key was held.
+    /// and says which keys were held: every held key of the failing group (one script
+    /// checks them all) and, when `probe` (the last attempt), of the groups after it (one
+    /// read-only script each, so the error names every key that is in the way).
     nonisolated func tryAcquire(
-        _ keys: [String], token: String, ttl: Duration
-    ) async throws -> Result<[Lock], LockAcquisitionError> {
+        _ keys: [String], token: String, lock lockOptions: LockOptions, probe: Bool
+    ) async throws -> Result<[Lock], AcquireFailure> {
+        let ttl = lockOptions.timeout
         let redisKeys = keys.map { options.lockPrefix + $0 }
         var taken: [Lock] = []
-        for indices in groupBySlot(Array(redisKeys.indices), redisKey: { redisKeys[$0] }) {
+        let groups = groupBySlot(Array(redisKeys.indices), redisKey: { redisKeys[$0] })
+        for (groupIndex, indices) in groups.enumerated() {
             let lockKeys = indices.map { redisKeys[$0] }
             let fenceKeys = lockKeys.map { sameSlot($0, ":fence") }
             let reply: RedisReply
@@ -123,38 +169,64 @@ public final actor CallbackQueue {
             let values = try reply.decode([Int64].self)
             if values.first == 0 {
                 for lock in taken { await lock.releaseSoon() }
-                var position = 0
-                if values.count > 1 { position = Int(values[1]) - 1 }
-                position = min(max(position, 0), indices.count - 1)
-                let heldKey: String = keys[indices[position]]
-                return .failure(LockAcquisitionError(key: heldKey, reason: "held by another owner"))
+                var held = heldKeys(values.dropFirst(), of: indices, keys)
+                if held.isEmpty { held = [keys[indices[0]]] }  // a reply without positions
+                if probe {
+                    for later in groups[(groupIndex + 1)...] {
+                        do {
+                            let found = try await client.run(Scripts.held, keys: later.map { redisKeys[$0] }).decode([Int64].self)
+                            held += heldKeys(found[...], of: later, keys)
+                        } catch {
+                            // Known held keys are reported all the same.
+                            logger.debug("checking further keys of a multi-lock failed", metadata: ["error": "\(error)"])
+                        }
+                    }
+                }
+                return .failure(AcquireFailure(
+                    errors: held.map { ($0, LockAcquisitionError(key: $0, reason: "held by another owner")) }, released: taken))
             }
             for (position, index) in indices.enumerated() {
                 taken.append(Lock(key: keys[index], redisKey: redisKeys[index], token: token,
                                   fencingToken: values[position], timeout: ttl, connection: client))
             }
         }
-        if options.lock.minReplicas > 0 {
+        if lockOptions.minReplicas > 0 {
             // The locks (and their fencing counters) reach the replicas before anyone
             // relies on them, or they are given back.
             let acknowledged: Int
             do {
-                acknowledged = try await client.send("WAIT", options.lock.minReplicas, options.lock.replicationTimeout.redisMilliseconds)
+                acknowledged = try await client.send("WAIT", lockOptions.minReplicas, lockOptions.replicationTimeout.redisMilliseconds)
                     .decode(Int.self)
             } catch {
                 for lock in taken { await lock.releaseSoon() }
                 throw error
             }
-            if acknowledged < options.lock.minReplicas {
+            if acknowledged < lockOptions.minReplicas {
                 for lock in taken { await lock.releaseSoon() }
-                throw LockAcquisitionError(key: keys[0], reason:
-                    "only \(acknowledged) of \(options.lock.minReplicas) replicas acknowledged the lock within \(options.lock.replicationTimeout)")
+                let reason = "only \(acknowledged) of \(lockOptions.minReplicas) replicas acknowledged the lock within \(lockOptions.replicationTimeout)"
+                throw AcquireFailure(errors: keys.map { ($0, LockAcquisitionError(key: $0, reason: reason)) }, released: taken)
             }
         }
         // Back in the order the keys were given.
         if taken.count == 1 { return .success(taken) }
         let position = Dictionary(uniqueKeysWithValues: keys.enumerated().map { ($1, $0) })
         return .success(taken.sorted { position[$0.key]! < position[$1.key]! })
+    }
+
+    /// The keys at the 1-based `positions` of a slot group (a script's reply), in order.
+    nonisolated func heldKeys(_ positions: ArraySlice<Int64>, of indices: [Int], _ keys: [String]) -> [String] {
+        positions.compactMap { position -> String? in
+            let offset = Int(position) - 1
+            return indices.indices.contains(offset) ? keys[indices[offset]] : nil
+        }
+    }
+
+    /// An acquisition attempt that found keys held (or too few replicas acknowledging).
+    struct AcquireFailure: Error {
+        /// Every key that failed, in the order found; never empty.
+        var errors: [(key: String, error: LockAcquisitionError)]
+        /// The locks the attempt had taken, given back.
+        var released: [Lock]
     }
 
     /// An attempt to take `redisKeys` under `token` failed without a reply: it may have run
@@ -269,7 +341,7 @@ public final actor CallbackQueue {
         }
         switch message.kind {
         case .outcome:
-            if let outcome = message.outcome { deliver(message.key, outcome.result) }
+            if let outcome = message.outcome { deliver(message.key, outcome.result(options.errorTypes)) }
         case .wake:
             signal(message.key)
         }
@@ -308,380 +380,10 @@ public final actor CallbackQueue {
         if signals[key]?.isEmpty == true { signals[key] = nil }
     }
 
-    /// How often waiters re-check state in Redis when no message arrives.
-    nonisolated var recheckInterval: Duration { min(options.lock.timeout / 3, .seconds(1)) }
-
-    // MARK: Coalescing (push / fanout)
-
-    struct CoalesceEntry {
-        var waiters: [UInt64: Waiter] = [:]
-        var driver: Task<Void, Never>?
-    }
-
-    struct Waiter {
-        var deadline: ContinuousClock.Instant
-        var deliver: @Sendable (Result<[UInt8], any Error>) -> Void
-        var timer: Task<Void, Never>?
-    }
-
-    /// Registers a waiter for `id`; returns its id and whether the entry already existed.
-    func addWaiter(_ id: String, timeout: Duration, deliver: @escaping @Sendable (Result<[UInt8], any Error>) -> Void) -> (UInt64, Bool) {
-        nextID += 1
-        let waiterID = nextID
-        let existed = entries[id] != nil
-        let timer = Task { [weak self] in
-            guard (try? await Task.sleep(for: timeout)) != nil else { return }
-            await self?.removeWaiter(id, waiterID, with: .failure(FanoutTimeoutError(id: id)))
-        }
-        entries[id, default: CoalesceEntry()].waiters[waiterID] = Waiter(
-            deadline: ContinuousClock.now + timeout, deliver: deliver, timer: timer)
-        return (waiterID, existed)
-    }
-
-    /// Removes one waiter, handing it `result`; the entry ends when it was the last one.
-    func removeWaiter(_ id: String, _ waiterID: UInt64, with result: Result<[UInt8], any Error>) {
-        guard let waiter = entries[id]?.waiters.removeValue(forKey: waiterID) else { return }
-        waiter.timer?.cancel()
-        waiter.deliver(result)
-        if entries[id]?.waiters.isEmpty == true {
-            entries.removeValue(forKey: id)?.driver?.cancel()
-        }
-    }
-
-    /// Hands `result` to every local waiter of `id`, once.
-    func deliver(_ id: String, _ result: Result<[UInt8], any Error>) {
-        guard let entry = entries.removeValue(forKey: id) else { return }
-        entry.driver?.cancel()
-        for waiter in entry.waiters.values {
-            waiter.timer?.cancel()
-            waiter.deliver(result)
-        }
-        signal(coalesceSignal(id))
-    }
-
-    func setDriver(_ id: String, _ driver: Task<Void, Never>) {
-        if entries[id] != nil { entries[id]?.driver = driver } else { driver.cancel() }
-    }
-
-    func hasWaiters(_ id: String) -> Bool { entries[id] != nil }
-
-    nonisolated func coalesceSignal(_ id: String) -> String { "outcome:" + id }
-    nonisolated func lockKey(_ id: String) -> String { options.lockPrefix + id }
-    nonisolated func outcomeKey(_ id: String) -> String { sameSlot(lockKey(id), ":outcome") }
-    /// How long an outcome stays readable after it was published: long enough for a waiter
-    /// that missed the message to find it at its next re-check.
-    nonisolated var outcomeTTL: Duration { max(recheckInterval * 3, .seconds(1)) }
-
-    /// Reads a stored outcome of `id`, if any.
-    nonisolated func storedOutcome(_ id: String) async throws -> Result<[UInt8], any Error>? {
-        guard let bytes = try await client.send("GET", outcomeKey(id)).decode(RedisBytes?.self)?.bytes else { return nil }
-        return try JSONDecoder().decode(WireOutcome.self, from: Data(bytes)).result
-    }
-
-    enum JobClaim {
-        case lock(Lock)
-        case held
-        case completed(Result<[UInt8], any Error>)
-    }
-
-    /// One attempt to become the job's leader: refused when the job's outcome is already
-    /// stored (it just completed) or its lock is held.
-    nonisolated func claimJob(_ id: String) async throws -> JobClaim {
-        let redisKey = lockKey(id)
-        let token = OwnerToken.next()
-        let reply: RedisReply
-        do {
-            reply = try await client.run(
-                Scripts.acquireJob, keys: [redisKey, sameSlot(redisKey, ":fence"), outcomeKey(id)],
-                arguments: [token, options.lock.timeout.redisMilliseconds])
-        } catch {
-            abandon([redisKey], token: token, ttl: options.lock.timeout)
-            throw error
-        }
-        switch try reply.decode(Int64.self) {
-        case -1:
-            if let outcome = try await storedOutcome(id) { return .completed(outcome) }
-            return .held  // expired between the two reads: look again later
-        case 0:
-            return .held
-        case let fence:
-            return .lock(Lock(key: id, redisKey: redisKey, token: token, fencingToken: fence,
-                              timeout: options.lock.timeout, connection: client))
-        }
-    }
-
-    /// Publishes the outcome of `id` if `lock` still owns the job; returns whether it did.
-    nonisolated func publish(_ id: String, lock: Lock, result: Result<[UInt8], any Error>) async throws -> Bool {
-        let outcome = WireOutcome(result)
-        let stored = try JSONEncoder().encode(outcome)
-        let message = try JSONEncoder().encode(WireMessage(kind: .outcome, key: id, outcome: outcome))
-        let reply = try await client.run(
-            Scripts.complete, keys: [lock.redisKey, outcomeKey(id)],
-            arguments: [lock.token, outcomeTTL.redisMilliseconds, options.channel, Array(message), Array(stored)])
-        lock.markLost()  // released by the script (or lost)
-        return try reply.decode(Int.self) == 1
-    }
-
-    /// The per-id loop of this process: reads a stored outcome, takes the job's lock when it
-    /// is free (runs `job` if there is one), or waits for a message or the next re-check.
-    /// A waiter takes over when the leader's lock expired without an outcome.
-    nonisolated func drive(_ id: String, job: (@Sendable () async throws -> [UInt8])?) async {
-        while !Task.isCancelled, await hasWaiters(id) {
-            do {
-                if job == nil {
-                    if let outcome = try await storedOutcome(id) {
-                        await deliver(id, outcome)
-                        return
-                    }
-                } else if let job {
-                    switch try await claimJob(id) {
-                    case .completed(let outcome):
-                        await deliver(id, outcome)
-                        return
-                    case .lock(let lock):
-                        await lead(id, lock: lock, job: job)
-                        return
-                    case .held:
-                        break
-                    }
-                }
-            } catch is CancellationError {
-                return
-            } catch {
-                logger.warning("coalescing check failed", metadata: ["id": "\(id)", "error": "\(error)"])
-            }
-            await waitForSignal(coalesceSignal(id), timeout: recheckInterval * Double.random(in: 0.8...1.2))
-        }
-    }
-
-    /// Runs `job` holding `lock` (extended by a watchdog), then publishes its outcome.
-    nonisolated func lead(_ id: String, lock: Lock, job: @escaping @Sendable () async throws -> [UInt8]) async {
-        let result: Result<[UInt8], any Error>
-        do {
-            result = .success(try await Self.runGuarded(
-                key: lock.key, lease: lock.timeout, logger: logger, extend: { try await lock.extend() }, body: job))
-        } catch is CancellationError {
-            await lock.releaseSoon()
-            return
-        } catch {
-            result = .failure(error)
-        }
-        await finish(id, lock: lock, result: result)
-    }
-
-    /// Publishes the outcome (if the lease is still held) and hands it to local waiters;
-    /// returns whether it was broadcast.
-    @discardableResult
-    nonisolated func finish(_ id: String, lock: Lock, result: Result<[UInt8], any Error>) async -> Bool {
-        var broadcast = false
-        var delay: Duration = .milliseconds(25)
-        while true {
-            do {
-                broadcast = try await publish(id, lock: lock, result: result)
-                if !broadcast {
-                    logger.warning("job finished after its lock was lost; outcome not broadcast", metadata: ["id": "\(id)"])
-                }
-                break
-            } catch {
-                // A dropped connection or a stalled server: the lease still holds the job for
-                // us, so keep trying until it runs out (a retry whose first try did land
-                // finds its own outcome stored); otherwise every waiter would run it again.
-                if let error = error as? RedisError, error.isTransient, !Task.isCancelled,
-                   ContinuousClock.now + delay < lock.leaseDeadline {
-                    try? await Task.sleep(for: delay)
-                    delay = min(delay * 2, .milliseconds(500))
-                    continue
-                }
-                logger.warning("publishing an outcome failed", metadata: ["id": "\(id)", "error": "\(error)"])
-                await lock.releaseSoon()
-                break
-            }
-        }
-        await deliver(id, result)
-        return broadcast
-    }
-
-    /// In-flight request coalescing, dlock's `push`.
-    ///
-    /// The first caller for `id` across every process sharing the channel gets a
-    /// ``Completion`` and must call it once with the job's outcome; every caller's
-    /// `onComplete` (the first one's too) runs once with that outcome. Every other caller
-    /// gets ``LockAcquisitionError`` from `push`, but its `onComplete` still fires. When no
-    /// outcome arrives within `timeout` (default: twice the lock timeout), `onComplete`
-    /// gets ``FanoutTimeoutError``. Outcomes from other processes' failures arrive as
-    /// ``RemoteJobError``.
-    public func push<Payload: Codable & Sendable>(
-        _ id: String, as payload: Payload.Type = Payload.self, timeout: Duration? = nil,
-        onComplete: @escaping @Sendable (Result<Payload, any Error>) -> Void
-    ) async throws -> Completion<Payload> {
-        try validateKey(id, "job id")
-        let timeout = timeout ?? options.lock.timeout * 2
-        guard timeout > .zero else { throw RedisError.invalidArgument("the push timeout must be positive") }
-        try await ensureListening()
-        let (waiterID, existed) = addWaiter(id, timeout: timeout) { onComplete(decodePayload($0)) }
-        if existed { throw LockAcquisitionError(key: id, reason: "job is already running") }
-        do {
-            return try await claimOrWait(id)
-        } catch let error as LockAcquisitionError {
-            throw error
-        } catch {
-            // Redis failed (or the task was cancelled): nobody will look for this outcome.
-            removeWaiter(id, waiterID, with: .failure(error))
-            throw error
-        }
-    }
-
-    private func claimOrWait<Payload: Codable & Sendable>(_ id: String) async throws -> Completion<Payload> {
-        var attempt = 0
-        while true {
-            switch try await claimJob(id) {
-            case .completed(let outcome):
-                deliver(id, outcome)
-                throw LockAcquisitionError(key: id, reason: "job already completed")
-            case .lock(let lock):
-                let lost = LeaseLoss()
-                let watchdog = Task { [logger] in
-                    await Self.watch(lease: lock.timeout, key: lock.key, logger: logger) { try await lock.extend() }
-                    if !Task.isCancelled { lost.mark() }
-                }
-                return Completion<Payload>(id: id, queue: self, lock: lock, watchdog: watchdog, lost: lost)
-            case .held:
-                break
-            }
-            // Delivered by the leader's broadcast meanwhile, or out of retries: wait for it.
-            guard attempt < options.lock.retries, hasWaiters(id) else { break }
-            attempt += 1
-            try await Task.sleep(for: options.lock.jitteredDelay())
-            guard hasWaiters(id) else { break }
-        }
-        if hasWaiters(id) { setDriver(id, Task { await self.drive(id, job: nil) }) }
-        throw LockAcquisitionError(key: id, reason: "held by another owner")
-    }
-
-    /// dlock's `fanout`: `job` runs once across the fleet for concurrent callers of the same
-    /// `id`, and every caller returns its value or throws its error (``RemoteJobError``
-    /// from another process). Throws ``FanoutTimeoutError`` after `timeout` (default: twice
-    /// the lock timeout) even if the lock was never acquired. When the process running the
-    /// job dies, its lock expires and a waiting process takes over and runs the job.
-    public nonisolated func fanout<T: Codable & Sendable>(
-        _ id: String, timeout: Duration? = nil, job: @escaping @Sendable () async throws -> T
-    ) async throws -> T {
-        try validateKey(id, "job id")
-        let timeout = timeout ?? options.lock.timeout * 2
-        guard timeout > .zero else { throw RedisError.invalidArgument("the fanout timeout must be positive") }
-        try await ensureListening()
-        let box = WaiterBox()
-        let result: Result<[UInt8], any Error> = await withTaskCancellationHandler {
-            await withCheckedContinuation { (continuation: CheckedContinuation<Result<[UInt8], any Error>, Never>) in
-                Task {
-                    let (waiterID, existed) = await self.addWaiter(id, timeout: timeout) { continuation.resume(returning: $0) }
-                    box.set(waiterID)
-                    if !existed {
-                        await self.setDriver(id, Task {
-                            await self.drive(id) { try JSONEncoder().encode(try await job()).map { $0 } }
-                        })
-                    }
-                }
-            }
-        } onCancel: {
-            Task { if let waiterID = box.get() { await self.removeWaiter(id, waiterID, with: .failure(CancellationError())) } }
-        }
-        return try decodePayload(result).get()
-    }
-}
-
-/// The first caller's handle of a ``CallbackQueue/push(_:as:timeout:onComplete:)`` job.
-/// Its lock is extended in the background until `complete` is called.
-public final class Completion<Payload: Codable & Sendable>: Sendable {
-    public let id: String
-    let queue: CallbackQueue
-    let lock: Lock
-    let watchdog: Task<Void, Never>
-    let lost: LeaseLoss
-    private let completed = Mutex(false)
-
-    init(id: String, queue: CallbackQueue, lock: Lock, watchdog: Task<Void, Never>, lost: LeaseLoss) {
-        self.id = id
-        self.queue = queue
-        self.lock = lock
-        self.watchdog = watchdog
-        self.lost = lost
-    }
-
-    /// The job's fencing token.
-    public var fencingToken: Int64 { lock.fencingToken }
-
-    /// `true` once the job's lease was lost (an extension was refused, or Redis could not
-    /// be reached before the lease ran out): another process may take the job over.
-    public var isLeaseLost: Bool { lost.isMarked }
-
-    /// Broadcasts the outcome to every waiting caller and releases the lock. A second call
-    /// is ignored (and logged). This process's callers get the outcome in any case.
-    ///
-    /// - Throws: ``LockLostError`` when the lease had been lost, so the outcome was not
-    ///   broadcast.
-    public func complete(_ result: Result<Payload, any Error>) async throws {
-        guard completed.withLock({ done in defer { done = true }; return !done }) else {
-            queue.logger.warning("a job was completed twice; the second outcome is ignored", metadata: ["id": "\(id)"])
-            return
-        }
-        watchdog.cancel()
-        let bytes: Result<[UInt8], any Error> = result.flatMap { value in
-            Result { Array(try JSONEncoder().encode(value)) }
-        }
-        let broadcast = await queue.finish(id, lock: lock, result: bytes)
-        if !broadcast { throw LockLostError(key: id) }
-    }
-
-    /// `complete(.success(value))`.
-    public func complete(_ value: Payload) async throws { try await complete(.success(value)) }
-    /// `complete(.failure(error))`.
-    public func fail(_ error: any Error) async throws { try await complete(.failure(error)) }
-}
-
-/// Set by a watchdog that gave up.
-final class LeaseLoss: Sendable {
-    private let flag = Mutex(false)
-    func mark() { flag.withLock { $0 = true } }
-    var isMarked: Bool { flag.withLock { $0 } }
-}
-
-/// Holds the waiter id set by the registering task, for the cancellation handler.
-final class WaiterBox: Sendable {
-    private let value = Mutex<UInt64?>(nil)
-    func set(_ id: UInt64) { value.withLock { $0 = id } }
-    func get() -> UInt64? { value.withLock { $0 } }
-}
-
-func decodePayload<T: Decodable>(_ result: Result<[UInt8], any Error>) -> Result<T, any Error> {
-    result.flatMap { bytes in Result { try JSONDecoder().decode(T.self, from: Data(bytes)) } }
-}
-
-/// What travels on the channel: an outcome, or a wake-up for semaphore waiters.
-struct WireMessage: Codable {
-    enum Kind: String, Codable { case outcome, wake }
-    var kind: Kind
-    var key: String
-    var outcome: WireOutcome?
-}
-
-struct WireOutcome: Codable {
-    var value: Data?
-    var errorType: String?
-    var errorMessage: String?
-
-    init(_ result: Result<[UInt8], any Error>) {
-        switch result {
-        case .success(let bytes): value = Data(bytes)
-        case .failure(let error):
-            let remote = RemoteJobError(describing: error)
-            errorType = remote.typeName
-            errorMessage = remote.message
-        }
-    }
-
-    var result: Result<[UInt8], any Error> {
-        if let value { return .success(Array(value)) }
-        return .failure(RemoteJobError(typeName: errorType ?? "Error", message: errorMessage ?? ""))
+    /// How often waiters re-check state in Redis when no message arrives: at least every
+    /// third of the keep-alive lease, so a dead holder's job or permit is noticed soon after
+    /// its lease ran out.
+    nonisolated func recheckInterval(_ lock: LockOptions) -> Duration {
+        min(lock.timeout / 3, lock.keepAliveLease / 3, .seconds(1))
     }
 }

@@ -99,8 +99,11 @@ public final class MultiLock: Sendable {
 
     init(locks: [Lock]) { self.locks = locks }
 
-    /// Extends every lock, or throws ``MultiLockError`` naming the ones that were lost
-    /// (locks in other cluster slots may have been extended already).
+    /// Extends every lock, or throws ``MultiLockError`` naming every one that was lost,
+    /// after releasing the others (locks in other cluster slots may have been extended
+    /// before the loss was found).
+    ///
+    /// - Throws: ``MultiLockError``; `RedisError` when Redis could not be asked.
     public func extend(by duration: Duration? = nil) async throws {
         var errors: [String: any Error] = [:]
         for group in groupBySlot(locks) {
@@ -110,8 +113,12 @@ public final class MultiLock: Sendable {
                 Scripts.extend, keys: group.map(\.redisKey), arguments: [group[0].token, lease.redisMilliseconds])
             let result = try reply.decode([Int].self)
             if result.first != 1 {
-                let failed = group[max(0, (result.count > 1 ? result[1] : 1) - 1)]
-                errors[failed.key] = LockExtendError(key: failed.key)
+                var lost = result.dropFirst().compactMap { group.indices.contains($0 - 1) ? group[$0 - 1] : nil }
+                if lost.isEmpty { lost = [group[0]] }
+                for lock in lost {
+                    lock.markLost()
+                    errors[lock.key] = LockExtendError(key: lock.key)
+                }
             } else {
                 for lock in group { lock.extended(since: sent, by: lease) }
             }

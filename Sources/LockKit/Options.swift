@@ -1,10 +1,20 @@
+import Foundation
 import Hiredis
 import Logging
 
 /// How locks are taken.
 public struct LockOptions: Sendable, Hashable {
-    /// The lease: a lock not extended or released within this time expires (server clock).
+    /// The lease of the locks handed to the caller (``CallbackQueue/once(_:options:)``,
+    /// ``CallbackQueue/withLock(_:options:autoExtend:_:)``, `CallbackQueue.multi`):
+    /// a lock not extended or released within this time expires (server clock). Also sets
+    /// the default push/fanout timeout (twice this).
     public var timeout: Duration = .seconds(10)
+    /// The short lease of what a watchdog keeps alive for as long as its holder lives: a
+    /// push/fanout job's leader lock (while the job runs) and a semaphore permit (from
+    /// `take` until `leave`). Default 1 s: when the holder's process dies, a waiting
+    /// process takes the job over, or gets the permit, within about this time. A holder
+    /// whose process stalls (or cannot reach Redis) for longer loses it. At least 30 ms.
+    public var keepAliveLease: Duration = .seconds(1)
     /// Further attempts after the first one fails because the lock is held.
     public var retries: Int = 2
     /// The pause between attempts.
@@ -19,15 +29,18 @@ public struct LockOptions: Sendable, Hashable {
     /// How long `WAIT` may take for ``minReplicas`` (default 1 s).
     public var replicationTimeout: Duration = .seconds(1)
 
-    public init(timeout: Duration = .seconds(10), retries: Int = 2, delay: Duration = .milliseconds(100), jitter: Double = 0.2) {
+    public init(timeout: Duration = .seconds(10), retries: Int = 2, delay: Duration = .milliseconds(100), jitter: Double = 0.2,
+                keepAliveLease: Duration = .seconds(1)) {
         self.timeout = timeout
         self.retries = retries
         self.delay = delay
         self.jitter = jitter
+        self.keepAliveLease = keepAliveLease
     }
 
     func validate() throws {
         guard timeout >= .milliseconds(1) else { throw RedisError.invalidArgument("lock timeout must be at least 1 ms") }
+        guard keepAliveLease >= .milliseconds(30) else { throw RedisError.invalidArgument("keepAliveLease must be at least 30 ms") }
         guard retries >= 0 else { throw RedisError.invalidArgument("lock retries must not be negative") }
         guard delay >= .zero else { throw RedisError.invalidArgument("lock delay must not be negative") }
         guard (0...1).contains(jitter) else { throw RedisError.invalidArgument("lock jitter must be in 0...1") }
@@ -53,11 +66,50 @@ public struct CallbackQueueOptions: Sendable {
     public var lock: LockOptions = LockOptions()
     /// Where the queue logs; silent by default.
     public var logger: Logger = Logger(label: "lockkit", factory: { _ in SwiftLogNoOpLogHandler() })
+    /// The job error types that cross processes as themselves (see ``register(_:as:)``).
+    public private(set) var errorTypes: [CodableErrorType] = []
 
     public init(channel: String, lockPrefix: String = "{dlock}", lock: LockOptions = LockOptions()) {
         self.channel = channel
         self.lockPrefix = lockPrefix
         self.lock = lock
+    }
+}
+
+extension CallbackQueueOptions {
+    /// Lets push/fanout job errors of type `E` cross processes as `E`.
+    ///
+    /// A job that fails with an `E` has it JSON-encoded into its outcome, under `name`;
+    /// every process whose queue registered a type under the same `name` gets the error
+    /// decoded as that type, with the same fields. Errors of other types, or whose name is
+    /// not registered on the receiving side (or that do not decode), arrive as
+    /// ``RemoteJobError``. Callers in the process that ran the job always get the original
+    /// error. Registering a name again replaces the earlier type.
+    ///
+    /// - Parameter name: a name stable across processes and versions. The default, the
+    ///   type's qualified name (`Module.Type`), suits processes that share the module.
+    ///   An empty name is refused by ``CallbackQueue/init(client:pubsub:options:)``.
+    public mutating func register<E: Error & Codable & Sendable>(_ type: E.Type, as name: String = String(reflecting: E.self)) {
+        errorTypes.removeAll { $0.name == name }
+        errorTypes.append(CodableErrorType(type, name: name))
+    }
+}
+
+/// A job error type registered to cross processes as itself (``CallbackQueueOptions/register(_:as:)``).
+public struct CodableErrorType: Sendable {
+    /// The name it travels under.
+    public let name: String
+    /// Encodes an error of this type; `nil` for an error of another type.
+    let encode: @Sendable (any Error) throws -> Data?
+    let decode: @Sendable (Data) throws -> any Error
+
+    init<E: Error & Codable & Sendable>(_ type: E.Type, name: String) {
+        self.name = name
+        encode = { error in
+            guard let typed = error as? E else { return nil }
+            return try JSONEncoder().encode(typed)
+        }
+        decode = { data in try JSONDecoder().decode(E.self, from: data) }
     }
 }
 
@@ -88,11 +140,15 @@ public struct LockLostError: Error, Sendable, CustomStringConvertible {
     public var description: String { "LockLostError: the lease on \(key) was lost while held" }
 }
 
-/// A multi-lock could not be taken or extended as a whole.
+/// A multi-lock could not be taken or extended as a whole (dlock's aggregate error).
 public struct MultiLockError: Error, Sendable, CustomStringConvertible {
-    /// The error of each key that failed.
+    /// The error of every key that failed, by key: from `multi`, a ``LockAcquisitionError``
+    /// for each key found held in the last attempt (every held key of the slot group that
+    /// failed, and of the groups after it); from ``MultiLock/extend(by:)``, a
+    /// ``LockExtendError`` for each lock that was lost.
     public let errors: [String: any Error]
-    /// The locks that had been taken (already released again by `multi`).
+    /// From `multi`: the locks the last attempt had taken before it found a key held, given
+    /// back again. From ``MultiLock/extend(by:)``: all of the multi-lock's locks (released).
     public let locks: [Lock]
     public var description: String {
         "MultiLockError: " + errors.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }.joined(separator: "; ")
@@ -105,7 +161,8 @@ public struct FanoutTimeoutError: Error, Sendable, CustomStringConvertible {
     public var description: String { "FanoutTimeoutError: queue-no-response for job \(id)" }
 }
 
-/// A job failed in another process: its error's type name and message.
+/// A job failed in another process with an error whose type is not registered on this
+/// queue (``CallbackQueueOptions/register(_:as:)``): its type name and message.
 public struct RemoteJobError: Error, Sendable, Hashable, CustomStringConvertible {
     public let typeName: String
     public let message: String

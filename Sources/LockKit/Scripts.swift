@@ -5,13 +5,15 @@ import Hiredis
 /// redis-benchmark too.)
 package enum Scripts {
     /// KEYS: lock₁…lockₙ, fence₁…fenceₙ. ARGV: token, ttl ms.
-    /// All free → set all, return their new fencing tokens; else return {0, index} of the
-    /// first key that is held.
+    /// All free → set all, return their new fencing tokens; else return {0, index…} of
+    /// every key that is held.
     static let acquire = RedisScript("""
         local n = #KEYS / 2
+        local held = {0}
         for i = 1, n do
-          if redis.call('EXISTS', KEYS[i]) == 1 then return {0, i} end
+          if redis.call('EXISTS', KEYS[i]) == 1 then held[#held + 1] = i end
         end
+        if #held > 1 then return held end
         local fences = {}
         for i = 1, n do
           redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[2])
@@ -28,6 +30,15 @@ package enum Scripts {
         return {0, 1}
         """)
 
+    /// KEYS: locks. Read-only: the indices of the keys that are held.
+    static let held = RedisScript("""
+        local held = {}
+        for i = 1, #KEYS do
+          if redis.call('EXISTS', KEYS[i]) == 1 then held[#held + 1] = i end
+        end
+        return held
+        """)
+
     /// KEYS: job lock, fence, outcome. ARGV: token, ttl ms.
     /// -1 when the job's outcome is already stored (nothing to run), 0 when the lock is
     /// held, else the new fencing token.
@@ -39,11 +50,13 @@ package enum Scripts {
         """)
 
     /// KEYS: locks. ARGV: token, ttl ms. Extends all when all are owned by token; else
-    /// returns {0, index} of the first key that is not.
+    /// returns {0, index…} of every key that is not.
     static let extend = RedisScript("""
+        local lost = {0}
         for i = 1, #KEYS do
-          if redis.call('GET', KEYS[i]) ~= ARGV[1] then return {0, i} end
+          if redis.call('GET', KEYS[i]) ~= ARGV[1] then lost[#lost + 1] = i end
         end
+        if #lost > 1 then return lost end
         for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], ARGV[2]) end
         return {1}
         """)

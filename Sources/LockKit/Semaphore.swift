@@ -5,18 +5,25 @@ import Synchronization
 extension CallbackQueue {
     /// A counting semaphore shared by every process: at most `permits` holders at once.
     ///
-    /// - Throws: `invalidArgument` for an empty key or fewer than one permit.
-    public nonisolated func semaphore(_ key: String, permits: Int = 1) throws -> Semaphore {
+    /// - Parameter options: the semaphore's lock options (the permit lease, the re-check
+    ///   interval); `nil` uses the queue's.
+    /// - Throws: `RedisError` `invalidArgument` for an empty key, fewer than one permit, or
+    ///   invalid options.
+    public nonisolated func semaphore(_ key: String, permits: Int = 1, options: LockOptions? = nil) throws -> Semaphore {
+        let lock = try lockOptions(options)
         try validateKey(key, "semaphore key")
         guard permits >= 1 else { throw RedisError.invalidArgument("a semaphore needs at least one permit") }
-        return Semaphore(key: key, permits: permits, queue: self)
+        return Semaphore(key: key, permits: permits, options: lock, queue: self)
     }
 }
 
 /// A distributed counting semaphore. Permits are members of a sorted set scored by their
-/// expiry (server clock): a holder that dies loses its permit after the lock timeout.
+/// expiry (server clock), with the short ``LockOptions/keepAliveLease`` (1 s by default)
+/// that a watchdog renews while the permit is held: a holder that dies loses its permit
+/// within about that lease.
 /// Waiters are woken over pub/sub when a permit is returned, and re-check on a timer, so a
-/// lost message never strands them. There is no FIFO order across processes.
+/// lost message never strands them. Within one process (one ``CallbackQueue``) waiters are
+/// served first come, first served; there is no FIFO order across processes.
 ///
 /// ```swift
 /// let printer = try queue.semaphore("printer", permits: 2)
@@ -25,46 +32,99 @@ extension CallbackQueue {
 public final class Semaphore: Sendable {
     public let key: String
     public let permits: Int
+    /// The lock options its permits are taken with.
+    public let options: LockOptions
     let queue: CallbackQueue
     let redisKey: String
     private let held = Mutex<[SemaphorePermit]>([])
 
-    init(key: String, permits: Int, queue: CallbackQueue) {
+    init(key: String, permits: Int, options: LockOptions, queue: CallbackQueue) {
         self.key = key
         self.permits = permits
+        self.options = options
         self.queue = queue
         redisKey = sameSlot(queue.options.lockPrefix + key, ":permits")
     }
 
-    /// Waits for a permit.
+    /// Waits for a permit. The permit is kept alive in the background (its lease renewed
+    /// every third of ``LockOptions/keepAliveLease``) until ``SemaphorePermit/leave()``,
+    /// ``leave()``, or the end of the process; if it is lost meanwhile (Redis unreachable
+    /// for a whole lease), ``SemaphorePermit/isHeld`` turns `false`.
+    ///
+    /// This process's takers of the semaphore (through any ``Semaphore`` of the same key
+    /// and queue) are served in the order they called: only the oldest one asks Redis, the
+    /// next one as soon as it is served. A transient Redis error (``RedisError/isTransient``:
+    /// a dropped connection, a timeout, a failover) is logged and the take tried again,
+    /// until `timeout`.
     ///
     /// - Parameter timeout: give up after this long with ``LockAcquisitionError``; `nil`
     ///   waits until cancelled.
+    /// - Throws: ``LockAcquisitionError`` when no permit freed within `timeout`; the last
+    ///   transient `RedisError` when Redis kept failing until `timeout`; any other
+    ///   `RedisError` at once; `CancellationError`.
     @discardableResult
     public func take(timeout: Duration? = nil) async throws -> SemaphorePermit {
-        try await queue.ensureListening()
-        let token = OwnerToken.next()
-        let ttl = queue.options.lock.timeout
+        let permit = try await acquire(timeout: timeout)
+        permit.keepAlive()
+        return permit
+    }
+
+    /// Waits for a permit, without keeping it alive.
+    func acquire(timeout: Duration?) async throws -> SemaphorePermit {
         let clock = ContinuousClock()
         let deadline = timeout.map { clock.now + $0 }
+        guard let ticket = try await queue.waitForTurn(redisKey, until: deadline) else {
+            throw LockAcquisitionError(key: key, reason: "no permit free")
+        }
+        do {
+            let permit = try await acquireInTurn(until: deadline)
+            await queue.endTurn(redisKey, ticket)
+            return permit
+        } catch {
+            await queue.endTurn(redisKey, ticket)
+            throw error
+        }
+    }
+
+    /// The oldest local taker's loop: asks Redis, waits for a wake-up or the re-check.
+    private func acquireInTurn(until deadline: ContinuousClock.Instant?) async throws -> SemaphorePermit {
+        let ttl = options.keepAliveLease
+        let clock = ContinuousClock()
+        var backoff: Duration = .milliseconds(25)
         while true {
             try Task.checkCancellation()
+            // A token per attempt: a background return of an attempt whose reply was lost
+            // can never remove a permit taken by a later one.
+            let token = OwnerToken.next()
             let reply: RedisReply
             do {
+                try await queue.ensureListening()
                 reply = try await queue.client.run(
                     Scripts.take, keys: [redisKey], arguments: [token, permits, ttl.redisMilliseconds])
             } catch {
                 // The script may have run and taken a permit that nobody knows it holds,
                 // which would keep it from every process for a whole lease: give it back.
                 abandon(token, ttl: ttl)
-                throw error
+                guard (error as? RedisError)?.isTransient == true else { throw error }
+                var pause = backoff
+                if let deadline {
+                    guard clock.now < deadline else { throw error }
+                    pause = min(pause, deadline - clock.now)
+                }
+                queue.logger.warning("taking a permit failed; trying again",
+                                     metadata: ["key": "\(key)", "error": "\(error)", "retryIn": "\(pause)"])
+                try await Task.sleep(for: pause)   // a backoff while Redis cannot be asked
+                backoff = min(backoff * 2, queue.recheckInterval(options))
+                continue
             }
+            backoff = .milliseconds(25)
             if try reply.decode(Int.self) == 1 {
+                queue.logger.trace("permit taken", metadata: ["key": "\(key)"])
                 let permit = SemaphorePermit(semaphore: self, token: token, lease: ttl)
                 remember(permit)
                 return permit
             }
-            var wait = queue.recheckInterval * Double.random(in: 0.8...1.2)
+            var wait = queue.recheckInterval(options) * Double.random(in: 0.8...1.2)
             if let deadline {
                 guard clock.now < deadline else { throw LockAcquisitionError(key: key, reason: "no permit free") }
                 wait = min(wait, deadline - clock.now)
@@ -84,12 +144,24 @@ public final class Semaphore: Sendable {
     }
 
     /// Runs `body` holding a permit, extending it while `body` runs and returning it after.
-    /// If the permit is lost, `body` is cancelled and ``LockLostError`` is thrown.
-    public func withPermit<T: Sendable>(_ body: @escaping @Sendable (SemaphorePermit) async throws -> T) async throws -> T {
-        let permit = try await take()
+    /// If the permit is lost, `body` is cancelled and ``LockLostError`` is thrown. `body`
+    /// does not escape: it has finished when `withPermit` returns.
+    ///
+    /// - Throws: what ``take(timeout:)`` throws (it waits without a timeout);
+    ///   ``LockLostError`` when the permit was lost while `body` ran; otherwise whatever
+    ///   `body` throws.
+    public func withPermit<T: Sendable>(_ body: @Sendable (SemaphorePermit) async throws -> T) async throws -> T {
+        let permit = try await acquire(timeout: nil)
+        return try await withoutActuallyEscaping(body) { body in
+            try await hold(permit, body)
+        }
+    }
+
+    /// Runs `body` under `permit` with the watchdog, then returns the permit.
+    private func hold<T: Sendable>(_ permit: SemaphorePermit, _ body: @escaping @Sendable (SemaphorePermit) async throws -> T) async throws -> T {
         do {
             let value = try await CallbackQueue.runGuarded(
-                key: key, lease: queue.options.lock.timeout, logger: queue.logger,
+                key: key, lease: options.keepAliveLease, logger: queue.logger,
                 extend: { try await permit.extend() }, body: { try await body(permit) })
             await permit.leaveSoon()
             return value
@@ -132,6 +204,8 @@ public final class SemaphorePermit: Sendable {
     public let token: String
     let semaphore: Semaphore
     private let holding = Mutex(true)
+    /// The background watchdog of a permit from `take`.
+    private let watchdog = Mutex<Task<Void, Never>?>(nil)
     /// When the lease runs out if nobody extends it (as this process sees it).
     private let leaseEnd: Mutex<ContinuousClock.Instant>
 
@@ -144,11 +218,13 @@ public final class SemaphorePermit: Sendable {
     /// `false` once returned, or once an extend or a return found it lost.
     public var isHeld: Bool { holding.withLock { $0 } }
 
-    /// Extends the permit's lease to the lock timeout from now.
-    /// - Throws: ``LockExtendError`` when it had expired.
+    /// Extends the permit's lease to ``LockOptions/keepAliveLease`` from now (a permit from
+    /// `take` is extended in the background already).
+    /// - Throws: ``LockExtendError`` when it had expired; `RedisError` when Redis could not
+    ///   be asked.
     public func extend() async throws {
         let queue = semaphore.queue
-        let lease = queue.options.lock.timeout
+        let lease = semaphore.options.keepAliveLease
         let sent = ContinuousClock.now
         let reply = try await queue.client.run(
             Scripts.extendPermit, keys: [semaphore.redisKey], arguments: [token, lease.redisMilliseconds])
@@ -176,8 +252,28 @@ public final class SemaphorePermit: Sendable {
             semaphore.remember(self)
             throw error
         }
+        stopKeepingAlive()
         await queue.signal(semaphore.wakeSignal)
         if try reply.decode(Int.self) != 1 { throw LockReleaseError(key: semaphore.key) }
+    }
+
+    /// Starts the watchdog that renews the lease until the permit is returned or lost.
+    func keepAlive() {
+        let semaphore = semaphore
+        let task = Task { [weak self] in
+            let permit = WeakPermit(self)
+            await CallbackQueue.watch(lease: semaphore.options.keepAliveLease, key: semaphore.key, logger: semaphore.queue.logger) {
+                // Dropped by everyone (its semaphore too): nothing to keep alive.
+                guard let permit = permit.value else { throw CancellationError() }
+                try await permit.extend()
+            }
+            if !Task.isCancelled { permit.value?.markLost() }
+        }
+        watchdog.withLock { $0 = task }
+    }
+
+    func stopKeepingAlive() {
+        watchdog.withLock { $0 }?.cancel()
     }
 
     /// Returns the permit on the caller's behalf (`withPermit`), in the background until
@@ -190,6 +286,13 @@ public final class SemaphorePermit: Sendable {
 
     func markLost() {
         holding.withLock { $0 = false }
+        stopKeepingAlive()
         semaphore.forget(self)
     }
+}
+
+/// A permit its own watchdog does not keep from being freed.
+private struct WeakPermit: Sendable {
+    weak let value: SemaphorePermit?
+    init(_ value: SemaphorePermit?) { self.value = value }
 }

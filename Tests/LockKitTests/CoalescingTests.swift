@@ -1,6 +1,6 @@
 import Foundation
 import Hiredis
-import LockKit
+@testable import LockKit
 import RedisTestSupport
 import Synchronization
 import Testing
@@ -204,12 +204,17 @@ final class Outcomes: Sendable {
         // Timeouts shorter than the 1 s outage (the publish must fail and be retried), long
         // enough for the setup on a loaded machine.
         let server = try await RedisServer.start(["--appendonly", "yes", "--appendfsync", "no"])
-        let fleet = try await Fleet.start(2, lock: LockOptions(timeout: .seconds(30)), redis: TestRedis(server)) {
+        let fleet = try await Fleet.start(2, lock: LockOptions(timeout: .seconds(30), keepAliveLease: .seconds(30)), redis: TestRedis(server)) {
             $0.commandTimeout = .milliseconds(500)
             $0.connectTimeout = .milliseconds(500)
             $0.reconnect = .exponentialBackoff(initialDelay: .milliseconds(20), maximumDelay: .milliseconds(100))
         }
-        let (results, runs) = await fanoutAll(fleet, ids: ["restarting", "restarting"], timeout: .seconds(15)) { _ in
+        let (results, runs) = await fanoutAll(fleet, ids: ["restarting", "restarting"], timeout: .seconds(15)) { id in
+            // The other caller found the job held (a failed claim would be its outcome).
+            try await eventually("the other caller waits for this one") {
+                for queue in fleet.queues where await queue.waitsForAnotherOwner(id) { return true }
+                return false
+            }
             await server.kill()
             Task { try await Task.sleep(for: .seconds(1)); try await server.restart() }
             return "survived"
@@ -302,5 +307,187 @@ final class Outcomes: Sendable {
         #expect(lines.contains("running 2"), "the survivor took over: \(lines)")
         #expect(lines.last == "results value-2 5", "all five callers got the takeover's value: \(lines)")
         #expect(await survivor.exitStatus() == 0)
+    }
+}
+
+@Suite struct ClaimErrorTests {
+    /// The server holds writes back (`CLIENT PAUSE WRITE`), so the claim times out after
+    /// 300 ms: every caller of the id gets that error at once, not its 20 s timeout.
+    @Test func aRedisErrorWhileClaimingReachesEveryFanoutCaller() async throws {
+        guard TestRedis.ownsServers else { return }  // pauses its server
+        let redis = try await TestRedis.start()
+        let fleet = try await Fleet.start(1, redis: redis) { $0.commandTimeout = .milliseconds(300) }
+        let control = try await redis.connect()
+        try await fleet.queues[0].ensureListening()
+        try await control.send("CLIENT", "PAUSE", 60_000, "WRITE")
+        let runs = Counter()
+        let results = try await within(.seconds(8)) {
+            await withTaskGroup(of: Result<Int, any Error>.self) { group in
+                for _ in 0..<5 {
+                    group.addTask { await catching { try await fleet.queues[0].fanout("paused", timeout: .seconds(20)) { runs.add(); return 1 } } }
+                }
+                return await group.reduce(into: []) { $0.append($1) }
+            }
+        }
+        try await control.send("CLIENT", "UNPAUSE")
+        let all = try #require(results, "every caller got its outcome well before its 20 s timeout")
+        #expect(all.count == 5)
+        #expect(all.allSatisfy { ($0.error as? RedisError)?.code == .timeout }, "\(all)")
+        #expect(runs.total == 0)
+    }
+
+    @Test func aRedisErrorWhileClaimingReachesEveryPushCallback() async throws {
+        guard TestRedis.ownsServers else { return }  // pauses its server
+        let redis = try await TestRedis.start()
+        let fleet = try await Fleet.start(1, redis: redis) { $0.commandTimeout = .milliseconds(300) }
+        let control = try await redis.connect()
+        try await fleet.queues[0].ensureListening()
+        try await control.send("CLIENT", "PAUSE", 60_000, "WRITE")
+        let outcomes = Outcomes()
+        let delivered = AsyncStream<Void>.makeStream()
+        let record: @Sendable (Result<String, any Error>) -> Void = { outcomes.add($0); delivered.continuation.yield() }
+        let first = Task { try await fleet.queues[0].push("paused", as: String.self, timeout: .seconds(20), onComplete: record) }
+        // The second caller joins while the first one's claim is held back: "already running".
+        try await eventually("the first caller registered") { await fleet.queues[0].hasWaiters("paused") }
+        await #expect(throws: LockAcquisitionError.self) {
+            _ = try await fleet.queues[0].push("paused", as: String.self, timeout: .seconds(20), onComplete: record)
+        }
+        await #expect { _ = try await first.value } throws: { ($0 as? RedisError)?.code == .timeout }
+        let both = try await within(.seconds(8)) {
+            var count = 0
+            for await _ in delivered.stream { count += 1; if count == 2 { break } }
+            return count
+        }
+        try await control.send("CLIENT", "UNPAUSE")
+        #expect(both == 2, "both callbacks fired well before their 20 s timeout")
+        #expect(outcomes.values.allSatisfy { if case .failure(let e) = $0 { return e.typeName == "RedisError" }; return false })
+    }
+}
+
+/// With the default options, a holder killed with `kill -9` is replaced within about the
+/// 1 s keep-alive lease (it took the 10 s lock timeout before).
+@Suite struct TakeoverTests {
+    @Test func killedFanoutLeaderIsTakenOverWithinSecondsByDefault() async throws {
+        let redis = try await TestRedis.start()
+        guard let server = redis.server else { return }
+        let fleet = try await Fleet.start(1, redis: redis)   // default options
+        let id = uniqueKey("job")
+        let runs = uniqueKey("runs")
+        let leader = try HelperProcess(["fanout-default", "\(server.port)", fleet.channel, fleet.prefix, id, runs])
+        var lines = leader.lines.makeAsyncIterator()
+        #expect(await lines.next() == "running 1")
+        let tookOver = Locked<ContinuousClock.Instant?>(nil)
+        let waiter = Task {
+            try await fleet.queues[0].fanout(id) { () async throws -> String in
+                tookOver.withLock { $0 = .now }
+                return "taken over"
+            }
+        }
+        try await eventually("the test process waits for the helper's job") { await fleet.queues[0].waitsForAnotherOwner(id) }
+        let killed = ContinuousClock.now
+        leader.signal(SIGKILL)
+        #expect(try await waiter.value == "taken over")
+        let takeover = try #require(tookOver.withLock { $0 }) - killed
+        // About 1-1.4 s: the lease's rest plus one re-check; the old 10 s lease took ≥ 6 s.
+        #expect(takeover < .seconds(5), "took over after \(takeover)")
+        print("fanout takeover after \(takeover)")
+        #expect(try await fleet.client.send("GET", runs).decode(Int.self) == 1, "the helper's run; the takeover ran here")
+    }
+
+    @Test func killedSemaphoreHolderPermitFreesWithinSecondsByDefault() async throws {
+        let redis = try await TestRedis.start()
+        guard let server = redis.server else { return }
+        let fleet = try await Fleet.start(1, redis: redis)   // default options
+        let holder = try HelperProcess(["semaphore-take", "\(server.port)", fleet.channel, fleet.prefix, "shared"])
+        var lines = holder.lines.makeAsyncIterator()
+        #expect(await lines.next() == "holding")
+        // take() keeps its permit alive in the background, past its 1 s lease.
+        await #expect(throws: LockAcquisitionError.self) {
+            _ = try await fleet.queues[0].semaphore("shared").take(timeout: .milliseconds(2500))
+        }
+        let killed = ContinuousClock.now
+        holder.signal(SIGKILL)
+        let permit = try await fleet.queues[0].semaphore("shared").take(timeout: .seconds(15))
+        let freed = ContinuousClock.now - killed
+        #expect(freed < .seconds(5), "the permit freed after \(freed)")
+        print("semaphore takeover after \(freed)")
+        try await permit.leave()
+    }
+}
+
+/// A registered `Codable` job error (the helper's twin is registered under the same name).
+struct Rejection: Error, Codable, Equatable {
+    var code: Int
+    var reason: String
+}
+
+@Suite struct CodableErrorTests {
+    @Test func aRegisteredErrorArrivesAsItselfUnregisteredOnesAsRemoteJobError() async throws {
+        let redis = try await TestRedis.start()
+        let base = try await Fleet.start(1, redis: redis)
+        func queue(registering: Bool) async throws -> CallbackQueue {
+            var options = CallbackQueueOptions(channel: base.channel, lockPrefix: base.prefix)
+            if registering { options.register(Rejection.self, as: "test.Rejection") }
+            return try CallbackQueue(client: try await redis.connect(), pubsub: try await redis.subscriber(), options: options)
+        }
+        let (leader, registered, unregistered) = (try await queue(registering: true), try await queue(registering: true),
+                                                  try await queue(registering: false))
+        let running = Latch(count: 1)
+        let runs = Counter()
+        let leading = Task {
+            await catching {
+                try await leader.fanout("rejected") { () async throws -> Int in
+                    running.arrive()
+                    try await eventually("both others wait for this job") {
+                        let a = await registered.waitsForAnotherOwner("rejected")
+                        let b = await unregistered.waitsForAnotherOwner("rejected")
+                        return a && b
+                    }
+                    throw Rejection(code: 7, reason: "over quota")
+                }
+            }
+        }
+        await running.wait()
+        let others = [registered, unregistered].map { queue in
+            Task { await catching { try await queue.fanout("rejected") { () async throws -> Int in runs.add(); return 0 } } }
+        }
+        #expect(await leading.value.error as? Rejection == Rejection(code: 7, reason: "over quota"))
+        // Over pub/sub, decoded as the registered type.
+        #expect(await others[0].value.error as? Rejection == Rejection(code: 7, reason: "over quota"))
+        let remote = await others[1].value.error as? RemoteJobError
+        #expect(remote?.typeName == "Rejection")
+        // A late caller reads the stored outcome: decoded as well.
+        let late = await catching { try await registered.fanout("rejected") { () async throws -> Int in runs.add(); return 0 } }
+        #expect(late.error as? Rejection == Rejection(code: 7, reason: "over quota"))
+        #expect(runs.total == 0)
+    }
+
+    @Test func aRegisteredErrorCrossesProcesses() async throws {
+        let redis = try await TestRedis.start()
+        guard let server = redis.server else { return }
+        let base = try await Fleet.start(1, redis: redis)
+        var options = CallbackQueueOptions(channel: base.channel, lockPrefix: base.prefix)
+        options.register(Rejection.self, as: "test.Rejection")
+        let queue = try CallbackQueue(client: try await redis.connect(), pubsub: try await redis.subscriber(), options: options)
+        let id = uniqueKey("job"), goKey = uniqueKey("go")
+        let helper = try HelperProcess(["fanout-reject", "\(server.port)", base.channel, base.prefix, id, goKey])
+        var lines = helper.lines.makeAsyncIterator()
+        #expect(await lines.next() == "running")
+        let runs = Counter()
+        let waiter = Task { await catching { try await queue.fanout(id) { () async throws -> Int in runs.add(); return 0 } } }
+        try await eventually("the test process waits for the helper's job") { await queue.waitsForAnotherOwner(id) }
+        try await base.client.send("SET", goKey, 1)
+        #expect(await waiter.value.error as? Rejection == Rejection(code: 42, reason: "quota exceeded"))
+        #expect(await lines.next() == "caught 42 quota exceeded")
+        #expect(runs.total == 0)
+    }
+
+    @Test func anEmptyNameIsRefused() async throws {
+        let fleet = try await Fleet.start(1)
+        var options = CallbackQueueOptions(channel: "c")
+        options.register(Rejection.self, as: "")
+        #expect { _ = try CallbackQueue(client: fleet.client, pubsub: fleet.queues[0].pubsub, options: options) } throws: {
+            ($0 as? RedisError)?.code == .invalidArgument
+        }
     }
 }

@@ -344,8 +344,12 @@ struct JobFailed: Error, CustomStringConvertible {
 
     @Test func deadHoldersPermitFreesAfterTheTimeout() async throws {
         let fleet = try await Fleet.start(2, lock: LockOptions(timeout: .seconds(3)))
-        // The first holder takes the only permit and "dies": it never leaves or extends.
-        _ = try await fleet.queues[0].semaphore("lonely").take()
+        // A holder took the only permit with a 3 s lease and "died": nobody extends it.
+        let semaphore = try fleet.queues[0].semaphore("lonely")
+        try await fleet.client.run(RedisScript("""
+            local t = redis.call('TIME')
+            redis.call('ZADD', KEYS[1], tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + 3000, 'dead-holder')
+            """), keys: [semaphore.redisKey])
         await #expect(throws: LockAcquisitionError.self) {
             _ = try await fleet.queues[1].semaphore("lonely").take(timeout: .milliseconds(100))
         }
@@ -377,7 +381,7 @@ struct JobFailed: Error, CustomStringConvertible {
     /// and here, and returning it again works.
     @Test func aReturnThatNeverRanLeavesThePermitHeldAndCanBeRetried() async throws {
         guard TestRedis.ownsServers else { return }  // pauses its server
-        let fleet = try await Fleet.start(1, lock: LockOptions(timeout: .seconds(60)))
+        let fleet = try await Fleet.start(1, lock: LockOptions(timeout: .seconds(60), keepAliveLease: .seconds(60)))
         let control = try await fleet.redis.connect()
         let semaphore = try fleet.queues[0].semaphore("retry")
         let permit = try await semaphore.take()
@@ -403,16 +407,20 @@ struct JobFailed: Error, CustomStringConvertible {
     @Test func aTakeWhoseReplyIsLostGivesItsPermitBack() async throws {
         guard TestRedis.ownsServers else { return }  // pauses its server
         let redis = try await TestRedis.start()
-        let fleet = try await Fleet.start(1, lock: LockOptions(timeout: .seconds(60)), redis: redis) {
+        let fleet = try await Fleet.start(1, lock: LockOptions(timeout: .seconds(60), keepAliveLease: .seconds(60)), redis: redis) {
             $0.commandTimeout = .milliseconds(500)
         }
-        let other = try await Fleet.start(1, lock: LockOptions(timeout: .seconds(60)), redis: redis)
+        let other = try await Fleet.start(1, lock: LockOptions(timeout: .seconds(60), keepAliveLease: .seconds(60)), redis: redis)
         let control = try await redis.connect()
         try await control.send("CLIENT", "PAUSE", 60_000, "WRITE")
-        await #expect { try await fleet.queues[0].semaphore("lost").take() } throws: { ($0 as? RedisError)?.code == .timeout }
+        // It tries again through the timeouts (transient) until its own timeout, then throws the last one.
+        await #expect { try await fleet.queues[0].semaphore("lost").take(timeout: .milliseconds(1500)) } throws: {
+            ($0 as? RedisError)?.code == .timeout
+        }
         try await control.send("CLIENT", "UNPAUSE")
         // Same prefix and channel as the first fleet: the same semaphore.
-        let options = CallbackQueueOptions(channel: fleet.channel, lockPrefix: fleet.prefix, lock: LockOptions(timeout: .seconds(60)))
+        let options = CallbackQueueOptions(channel: fleet.channel, lockPrefix: fleet.prefix,
+                                           lock: LockOptions(timeout: .seconds(60), keepAliveLease: .seconds(60)))
         let queue = try CallbackQueue(client: other.client, pubsub: other.queues[0].pubsub, options: options)
         let permit = try await queue.semaphore("lost").take(timeout: .seconds(20))
         try await permit.leave()
@@ -427,5 +435,214 @@ struct JobFailed: Error, CustomStringConvertible {
         let permit = try await waiter.value
         try await permit.leave()
         await #expect(throws: LockReleaseError.self) { try await first.leave() }
+    }
+}
+
+@Suite struct PerCallOptionsTests {
+    /// A 30 s lease per call on a queue whose own lease is 2 s: no second queue needed.
+    @Test func everyEntryPointTakesItsOwnLease() async throws {
+        let fleet = try await Fleet.start(1, lock: LockOptions(timeout: .seconds(2), retries: 0))
+        let queue = fleet.queues[0]
+        let long = LockOptions(timeout: .seconds(30), retries: 0, keepAliveLease: .seconds(30))
+        let lock = try await queue.once("once", options: long)
+        #expect(try await fleet.client.send("PTTL", lock.redisKey).decode(Int.self) > 20_000)
+        try await lock.release()
+        let ttl = try await queue.withLock("scoped", options: long) { lock in
+            try await fleet.client.send("PTTL", lock.redisKey).decode(Int.self)
+        }
+        #expect(ttl > 20_000)
+        let multi = try await queue.multi("m1", "m2", options: long)
+        for lock in multi.locks {
+            #expect(try await fleet.client.send("PTTL", lock.redisKey).decode(Int.self) > 20_000)
+        }
+        await multi.release()
+        let semaphore = try queue.semaphore("sem", options: long)
+        let permitTTL = try await semaphore.withPermit { _ in
+            try await fleet.client.send("PTTL", semaphore.redisKey).decode(Int.self)
+        }
+        #expect(permitTTL > 20_000)
+        let jobTTL = try await queue.fanout("job", options: long) {
+            try await fleet.client.send("PTTL", fleet.prefix + "job").decode(Int.self)
+        }
+        #expect(jobTTL > 20_000)
+        // The queue's own options are unchanged.
+        let short = try await queue.once("once")
+        #expect(try await fleet.client.send("PTTL", short.redisKey).decode(Int.self) <= 2_000)
+        try await short.release()
+    }
+
+    @Test func invalidOptionsAreRejectedBeforeSending() async throws {
+        let fleet = try await Fleet.start(1)
+        let queue = fleet.queues[0]
+        let bad = [LockOptions(timeout: .zero), LockOptions(retries: -1), LockOptions(jitter: 2)]
+        let isInvalid: @Sendable (any Error) -> Bool = { ($0 as? RedisError)?.code == .invalidArgument }
+        for options in bad {
+            await #expect { _ = try await queue.once("a", options: options) } throws: { isInvalid($0) }
+            await #expect { try await queue.withLock("a", options: options) { _ in } } throws: { isInvalid($0) }
+            await #expect { _ = try await queue.multi("a", "b", options: options) } throws: { isInvalid($0) }
+            #expect { _ = try queue.semaphore("a", options: options) } throws: { isInvalid($0) }
+            await #expect { _ = try await queue.fanout("a", options: options) { 1 } } throws: { isInvalid($0) }
+            await #expect { _ = try await queue.push("a", as: Int.self, options: options) { _ in } } throws: { isInvalid($0) }
+        }
+        let keys = try await fleet.client.send("SCAN", 0, "MATCH", fleet.prefix + "*", "COUNT", 1000).decode([RedisReply].self)
+        #expect(try keys[1].decode([String].self).isEmpty, "nothing was written")
+    }
+}
+
+@Suite struct NonEscapingBodyTests {
+    /// `compute` is a non-escaping parameter: capturing it in the bodies compiles only
+    /// because `withLock` and `withPermit` do not let their bodies escape.
+    private func underLockAndPermit(_ fleet: Fleet, _ compute: @Sendable () async -> Int) async throws -> [Int] {
+        let queue = fleet.queues[0]
+        let locked = try await queue.withLock("scoped") { _ in await compute() }
+        let permitted = try await queue.semaphore("scoped-permit").withPermit { _ in await compute() + 1 }
+        return [locked, permitted]
+    }
+
+    @Test func bodiesNeedNotEscape() async throws {
+        let fleet = try await Fleet.start(1)
+        #expect(try await underLockAndPermit(fleet) { 41 } == [41, 42])
+        #expect(try await fleet.client.send("EXISTS", fleet.prefix + "scoped") == .integer(0), "released after the body")
+    }
+
+    @Test func lostPermitStillCancelsANonEscapingBody() async throws {
+        let fleet = try await Fleet.start(1, lock: LockOptions(timeout: .milliseconds(600)))
+        let semaphore = try fleet.queues[0].semaphore("vanishing-permit")
+        let bodyCancelled = Counter()
+        await #expect(throws: LockLostError.self) {
+            try await semaphore.withPermit { _ in
+                try await fleet.client.send("DEL", semaphore.redisKey)
+                do {
+                    try await untilCancelled()
+                } catch {
+                    bodyCancelled.add()
+                    throw error
+                }
+            }
+        }
+        #expect(bodyCancelled.value() == 1)
+    }
+}
+
+@Suite struct MultiLockErrorTests {
+    /// One slot group (the fleet's prefix has a hash tag): the script names every held key.
+    @Test func everyHeldKeyOfAGroupIsReported() async throws {
+        let fleet = try await Fleet.start(2, lock: LockOptions(retries: 0))
+        let b = try await fleet.queues[0].once("b")
+        let c = try await fleet.queues[0].once("c")
+        let failure = await catching { try await fleet.queues[1].multi("a", "b", "c", "d") }
+        // Read into locals: a failed #expect reflects its operands, and a Lock's Mutex does
+        // not survive reflection.
+        let error = try #require(failure.error as? MultiLockError)
+        let keys = error.errors.keys.sorted()
+        let allAcquisitionErrors = error.errors.values.allSatisfy { $0 is LockAcquisitionError }
+        let lockCount = error.locks.count
+        #expect(keys == ["b", "c"])
+        #expect(allAcquisitionErrors)
+        #expect(lockCount == 0, "one group: nothing was taken")
+        try await b.release()
+        try await c.release()
+    }
+
+    /// Groups in different slots: the locks taken before the failing group are reported
+    /// (released), and the groups after it are checked for held keys too.
+    @Test func locksTakenThenReleasedAndLaterGroupsAreReported() async throws {
+        let redis = try await TestRedis.start()
+        let prefix = "multi-\(UUID().uuidString.prefix(8)):"   // no hash tag: one group per tag below
+        func queue() async throws -> CallbackQueue {
+            try CallbackQueue(client: try await redis.connect(), pubsub: try await redis.subscriber(),
+                              options: CallbackQueueOptions(channel: uniqueKey("channel"), lockPrefix: prefix, lock: LockOptions(retries: 1, delay: .milliseconds(10))))
+        }
+        let (holder, contender) = (try await queue(), try await queue())
+        let held = try await holder.multi("{g2}b", "{g2}c", "{g3}d")
+        let failure = await catching { try await contender.multi("{g1}a", "{g2}b", "{g2}c", "{g2}e", "{g3}d", "{g3}f") }
+        let error = try #require(failure.error as? MultiLockError)
+        let keys = error.errors.keys.sorted()
+        #expect(keys == ["{g2}b", "{g2}c", "{g3}d"])
+        let released = error.locks.map { ($0.key, $0.isLocked) }
+        #expect(released.map(\.0) == ["{g1}a"])
+        #expect(released.allSatisfy { !$0.1 }, "given back")
+        #expect(try await contender.client.send("EXISTS", prefix + "{g1}a", prefix + "{g2}e", prefix + "{g3}f") == .integer(0))
+        await held.release()
+    }
+
+    @Test func extendNamesEveryLostLock() async throws {
+        let fleet = try await Fleet.start(1)
+        let multi = try await fleet.queues[0].multi("x", "y", "z")
+        try await fleet.client.send("DEL", fleet.prefix + "x", fleet.prefix + "z")
+        let failure = await catching { try await multi.extend() }
+        let error = try #require(failure.error as? MultiLockError)
+        let keys = error.errors.keys.sorted()
+        #expect(keys == ["x", "z"])
+        #expect(try await fleet.client.send("EXISTS", fleet.prefix + "y") == .integer(0), "the rest released")
+    }
+}
+
+extension Result {
+    var error: Failure? { if case .failure(let error) = self { error } else { nil } }
+}
+
+@Suite struct SemaphoreTakeTests {
+    /// Five local takers queue up in a known order on a held 1-permit semaphore; each
+    /// gets the permit in that order.
+    @Test func localTakersAreServedFirstComeFirstServed() async throws {
+        let fleet = try await Fleet.start(1)
+        let queue = fleet.queues[0]
+        let semaphore = try queue.semaphore("fifo")
+        let first = try await semaphore.take()
+        let order = Locked<[Int]>([])
+        var takers: [Task<Void, any Error>] = []
+        for index in 0..<5 {
+            takers.append(Task {
+                // A Semaphore instance each: the line is the queue's, by key.
+                let permit = try await queue.semaphore("fifo").take(timeout: .seconds(30))
+                order.withLock { $0.append(index) }
+                try await permit.leave()
+            })
+            try await eventually("taker \(index) in line") { await queue.lineLength(semaphore.redisKey) == index + 1 }
+        }
+        try await first.leave()
+        for taker in takers { try await taker.value }
+        #expect(order.withLock { $0 } == [0, 1, 2, 3, 4])
+        #expect(await queue.lineLength(semaphore.redisKey) == 0)
+    }
+
+    @Test func aCancelledOrTimedOutTakerLeavesTheLine() async throws {
+        let fleet = try await Fleet.start(1)
+        let queue = fleet.queues[0]
+        let semaphore = try queue.semaphore("leaving")
+        let first = try await semaphore.take()
+        let head = Task { try await semaphore.take(timeout: .seconds(30)) }
+        try await eventually("the head in line") { await queue.lineLength(semaphore.redisKey) == 1 }
+        let cancelled = Task { try await semaphore.take(timeout: .seconds(30)) }
+        try await eventually("a second taker in line") { await queue.lineLength(semaphore.redisKey) == 2 }
+        cancelled.cancel()
+        await #expect(throws: CancellationError.self) { _ = try await cancelled.value }
+        await #expect(throws: LockAcquisitionError.self) { _ = try await semaphore.take(timeout: .milliseconds(200)) }
+        #expect(await queue.lineLength(semaphore.redisKey) == 1)
+        try await first.leave()
+        try await head.value.leave()
+    }
+
+    /// The waiting take's script is held back by the server (`CLIENT PAUSE WRITE`) and
+    /// its connection killed (`CLIENT KILL`): a transient error. The take tries again and
+    /// gets the permit once it is returned.
+    @Test func takeKeepsTryingThroughATransientError() async throws {
+        guard TestRedis.ownsServers else { return }  // pauses its server
+        let long = LockOptions(timeout: .seconds(30), keepAliveLease: .seconds(30))
+        let fleet = try await Fleet.start(2, lock: long)
+        let control = try await fleet.redis.connect()
+        let permit = try await fleet.queues[0].semaphore("transient").take()
+        let waiterID = try await fleet.queues[1].client.send("CLIENT", "ID").decode(Int.self)
+        let waiter = Task { try await fleet.queues[1].semaphore("transient").take(timeout: .seconds(30)) }
+        try await control.send("CLIENT", "PAUSE", 60_000, "WRITE")
+        try await eventually("the waiter's next try held back") { try await control.info("blocked_clients") == "1" }
+        try await control.send("CLIENT", "KILL", "ID", waiterID)
+        try await control.send("CLIENT", "UNPAUSE")
+        try await permit.leave()
+        let taken = try await waiter.value
+        let held = taken.isHeld
+        #expect(held)
+        try await taken.leave()
     }
 }

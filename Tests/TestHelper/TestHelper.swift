@@ -66,12 +66,61 @@ struct TestHelper {
             // only permit, says so, and holds it (with its lease) until killed.
             let client = try await RedisConnection.connect(configuration)
             let pubsub = try await RedisSubscriber.connect(configuration)
+            let lease = Duration.milliseconds(Int64(arguments[6])!)
             let queue = try CallbackQueue(client: client, pubsub: pubsub, options: CallbackQueueOptions(
                 channel: arguments[3], lockPrefix: arguments[4],
-                lock: LockOptions(timeout: .milliseconds(Int64(arguments[6])!))))
+                lock: LockOptions(timeout: lease, keepAliveLease: lease)))
             try await queue.semaphore(arguments[5]).withPermit { _ in
                 say("holding")
                 try await untilCancelled()   // held until the test kills this process
+            }
+        case "semaphore-take":
+            // semaphore-take <port> <channel> <prefix> <key>: takes the only permit with
+            // `take()` and the default options, says so, and holds it until killed.
+            let client = try await RedisConnection.connect(configuration)
+            let pubsub = try await RedisSubscriber.connect(configuration)
+            let queue = try CallbackQueue(client: client, pubsub: pubsub, options: CallbackQueueOptions(
+                channel: arguments[3], lockPrefix: arguments[4]))
+            let permit = try await queue.semaphore(arguments[5]).take()
+            say("holding")
+            try await untilCancelled()   // held until the test kills this process
+            try await permit.leave()
+        case "fanout-default":
+            // fanout-default <port> <channel> <prefix> <id> <runsKey>: one caller with the
+            // default options; its job says "running <n>" and never ends (until killed).
+            let client = try await RedisConnection.connect(configuration)
+            let pubsub = try await RedisSubscriber.connect(configuration)
+            let queue = try CallbackQueue(client: client, pubsub: pubsub, options: CallbackQueueOptions(
+                channel: arguments[3], lockPrefix: arguments[4]))
+            let runsKey = arguments[6]
+            let value: String = try await queue.fanout(arguments[5]) {
+                let run = try await client.send("INCR", runsKey).decode(Int.self)
+                say("running \(run)")
+                try await untilCancelled()
+                return "never"
+            }
+            say("result \(value)")
+        case "fanout-reject":
+            // fanout-reject <port> <channel> <prefix> <id> <goKey>: one caller whose job says
+            // "running", waits until <goKey> exists, then throws a registered Codable error
+            // (HelperRejection as "test.Rejection"); says "caught <code> <reason>".
+            let client = try await RedisConnection.connect(configuration)
+            let pubsub = try await RedisSubscriber.connect(configuration)
+            var options = CallbackQueueOptions(channel: arguments[3], lockPrefix: arguments[4])
+            options.register(HelperRejection.self, as: "test.Rejection")
+            let queue = try CallbackQueue(client: client, pubsub: pubsub, options: options)
+            let goKey = arguments[6]
+            do {
+                let _: Int = try await queue.fanout(arguments[5]) {
+                    say("running")
+                    while try await client.send("EXISTS", goKey) == .integer(0) {
+                        try await Task.sleep(for: .milliseconds(20))   // polling the test's go-ahead
+                    }
+                    throw HelperRejection(code: 42, reason: "quota exceeded")
+                }
+                say("no error")
+            } catch let rejection as HelperRejection {
+                say("caught \(rejection.code) \(rejection.reason)")
             }
         default:
             FileHandle.standardError.write(Data("unknown command \(arguments[1])\n".utf8))
@@ -79,12 +128,20 @@ struct TestHelper {
         }
     }
 
+    /// A queue whose job locks keep the lease they had before keep-alive leases existed
+    /// (`timeout`), so these commands behave as they did.
     static func makeQueue(_ configuration: RedisConfiguration, channel: String, timeout: Duration, retries: Int, delay: Duration) async throws -> CallbackQueue {
         let client = try await RedisConnection.connect(configuration)
         let pubsub = try await RedisSubscriber.connect(configuration)
         return try CallbackQueue(client: client, pubsub: pubsub, options: CallbackQueueOptions(
-            channel: channel, lock: LockOptions(timeout: timeout, retries: retries, delay: delay)))
+            channel: channel, lock: LockOptions(timeout: timeout, retries: retries, delay: delay, keepAliveLease: timeout)))
     }
+}
+
+/// A job error that crosses processes as itself (registered as "test.Rejection").
+struct HelperRejection: Error, Codable {
+    var code: Int
+    var reason: String
 }
 
 /// Prints a line and flushes at once: the parent test reacts to each line.
