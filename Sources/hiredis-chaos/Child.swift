@@ -47,7 +47,7 @@ enum Settings {
     }
 
     static func lockOptions() -> CallbackQueueOptions {
-        CallbackQueueOptions(channel: "chaos:events", lock: LockOptions(timeout: lockLease, retries: 100, delay: .milliseconds(20)))
+        CallbackQueueOptions(channel: "chaos:events", lock: LockOptions(timeout: lockLease, retries: 100, delay: .milliseconds(20), keepAliveLease: lockLease))
     }
 }
 

@@ -586,7 +586,9 @@ extension Result {
     /// Five local takers queue up in a known order on a held 1-permit semaphore; each
     /// gets the permit in that order.
     @Test func localTakersAreServedFirstComeFirstServed() async throws {
-        let fleet = try await Fleet.start(1)
+        // A roomy lease: a loaded machine stalls the test process longer than the default
+        // second, and the order, not the keep-alive, is under test.
+        let fleet = try await Fleet.start(1, lock: LockOptions(keepAliveLease: .seconds(30)))
         let queue = fleet.queues[0]
         let semaphore = try queue.semaphore("fifo")
         let first = try await semaphore.take()
@@ -608,7 +610,7 @@ extension Result {
     }
 
     @Test func aCancelledOrTimedOutTakerLeavesTheLine() async throws {
-        let fleet = try await Fleet.start(1)
+        let fleet = try await Fleet.start(1, lock: LockOptions(keepAliveLease: .seconds(30)))
         let queue = fleet.queues[0]
         let semaphore = try queue.semaphore("leaving")
         let first = try await semaphore.take()

@@ -1,3 +1,4 @@
+import Dispatch
 import Foundation
 import Hiredis
 import Logging
@@ -114,6 +115,10 @@ public struct FileJobStore<Target: Codable & Sendable>: JobStore {
 
     public func create(request: [UInt8]) async throws -> JobID {
         try validateTask(request)
+        return try await blocking { try self.createNow(request) }
+    }
+
+    private func createNow(_ request: [UInt8]) throws -> JobID {
         let id = JobID()
         let staging = paths.tmp + "/" + UUID().uuidString + ".job"
         try Files.makeDirectory(staging)
@@ -127,6 +132,10 @@ public struct FileJobStore<Target: Codable & Sendable>: JobStore {
     }
 
     public func pullWork() async throws -> JobLease? {
+        try await blocking { try self.pullWorkNow() }
+    }
+
+    private func pullWorkNow() throws -> JobLease? {
         removeOnTheWay()
         for name in Files.list(paths.pendingDirectory).shuffled() {
             guard let id = try? JobID(name) else { continue }
@@ -153,6 +162,12 @@ public struct FileJobStore<Target: Codable & Sendable>: JobStore {
 
     public func fulfill(_ id: JobID, value: [UInt8]) async throws {
         try validateTask(value)
+        let waiting = try await blocking { try self.fulfillNow(id, value) }
+        if waiting && responder != nil { try await notifyNow(id) }
+    }
+
+    /// Fulfils; `true` when targets wait.
+    private func fulfillNow(_ id: JobID, _ value: [UInt8]) throws -> Bool {
         try requireJob(id)
         let temp = try Files.writeTemp(in: paths.tmp, value)
         defer { Files.remove(temp) }
@@ -170,22 +185,33 @@ public struct FileJobStore<Target: Codable & Sendable>: JobStore {
             try mark(paths.outbox(id.rawValue))
             return true
         }
-        if waiting && responder != nil { try await notifyNow(id) }
+        return waiting
     }
 
     public func queue(_ id: JobID, target: Target) async throws {
-        try requireJob(id)
         let encoded = try encodeTarget(target)
-        if let responder, let value = Files.read(paths.value(id.rawValue)) {
+        let value = try await blocking { () -> [UInt8]? in
+            try self.requireJob(id)
+            return self.responder == nil ? nil : Files.read(self.paths.value(id.rawValue))
+        }
+        if let responder, let value {
             if await responder.notify(target, id, value) { return }
-            try withJob(id) {
-                try addTarget(id.rawValue, encoded)
-                unmarkDone(id.rawValue)
-                try mark(paths.outbox(id.rawValue))
+            try await blocking {
+                try self.withJob(id) {
+                    try self.addTarget(id.rawValue, encoded)
+                    self.unmarkDone(id.rawValue)
+                    try self.mark(self.paths.outbox(id.rawValue))
+                }
             }
             return
         }
-        let fulfilled = try withJob(id) {
+        let fulfilled = try await blocking { try self.addTargetNow(id, encoded) }
+        if fulfilled && responder != nil { try await notifyNow(id) }
+    }
+
+    /// Adds a target; `true` when the job is fulfilled (it must be notified).
+    private func addTargetNow(_ id: JobID, _ encoded: [UInt8]) throws -> Bool {
+        try withJob(id) {
             try addTarget(id.rawValue, encoded)
             // Fulfilled meanwhile? Then the fulfiller may not have seen this target.
             guard Files.exists(paths.value(id.rawValue)) else { return false }
@@ -193,7 +219,6 @@ public struct FileJobStore<Target: Codable & Sendable>: JobStore {
             try mark(paths.outbox(id.rawValue))
             return true
         }
-        if fulfilled && responder != nil { try await notifyNow(id) }
     }
 
     public func unqueue(_ id: JobID, target: Target) async throws {
@@ -201,11 +226,18 @@ public struct FileJobStore<Target: Codable & Sendable>: JobStore {
     }
 
     public func unqueueAll(_ id: JobID, targets: [Target]) async throws {
-        try requireJob(id)
-        try removeTargets(id.rawValue, Set(targets.map(encodeTarget)))
+        let encoded = try Set(targets.map(encodeTarget))
+        try await blocking {
+            try self.requireJob(id)
+            try self.removeTargets(id.rawValue, encoded)
+        }
     }
 
     public func pullNotification() async throws -> NotificationLease<Target>? {
+        try await blocking { try self.pullNotificationNow() }
+    }
+
+    private func pullNotificationNow() throws -> NotificationLease<Target>? {
         removeOnTheWay()
         for name in Files.list(paths.outboxDirectory).shuffled() {
             guard let id = try? JobID(name), let lease = try tryLease(paths.lease("notify", name)) else { continue }
@@ -217,6 +249,10 @@ public struct FileJobStore<Target: Codable & Sendable>: JobStore {
     @discardableResult
     public func update(_ id: JobID, expectedVersion: Int, request: [UInt8]) async throws -> Int {
         try validateTask(request)
+        return try await blocking { try self.updateNow(id, expectedVersion, request) }
+    }
+
+    private func updateNow(_ id: JobID, _ expectedVersion: Int, _ request: [UInt8]) throws -> Int {
         try requireJob(id)
         if Files.exists(paths.value(id.rawValue)) { throw JobStoreError(.alreadyFulfilled, "job \(id) was fulfilled already") }
         guard let (current, _) = currentVersion(id.rawValue), current == expectedVersion else {
@@ -235,6 +271,10 @@ public struct FileJobStore<Target: Codable & Sendable>: JobStore {
     }
 
     public func state(_ id: JobID) async throws -> JobState {
+        try await blocking { self.stateNow(id) }
+    }
+
+    private func stateNow(_ id: JobID) -> JobState {
         // The job's directory goes first when a job is removed.
         guard Files.exists(paths.job(id.rawValue)) else { return .unknown }
         if Files.exists(paths.value(id.rawValue)) { return .fulfilled }
@@ -246,7 +286,7 @@ public struct FileJobStore<Target: Codable & Sendable>: JobStore {
     public func removeExpired(limit: Int) async throws -> Int {
         guard limit > 0 else { throw RedisError.invalidArgument("limit must be positive") }
         guard let retention else { return 0 }
-        return try removing.run { try removeExpiredStep(retention: retention, limit: limit) }
+        return try await blocking { try self.removing.run { try self.removeExpiredStep(retention: retention, limit: limit) } }
     }
 
     // MARK: Internals
@@ -478,7 +518,8 @@ public struct FileJobStore<Target: Codable & Sendable>: JobStore {
         }
         let waiting = try targets.map { try decodeTarget($0.target, as: Target.self) }
         return NotificationLease(id: id, value: value, waiting: waiting, keeper: keeper(lease)) { notified in
-            try self.removeTargets(id.rawValue, Set(notified.map(encodeTarget)))
+            let encoded = try Set(notified.map(encodeTarget))
+            try await blocking { try self.removeTargets(id.rawValue, encoded) }
         }
     }
 
@@ -488,19 +529,25 @@ public struct FileJobStore<Target: Codable & Sendable>: JobStore {
         guard let responder else { return }
         let deadline = ContinuousClock.now + leaseTimeout
         while ContinuousClock.now < deadline {
-            if waitingFiles(id.rawValue).isEmpty { return }
-            if let lease = try tryLease(paths.lease("notify", id.rawValue)) {
-                guard let notification = try notificationLease(id, lease) else { return }
+            let step = try await blocking { () -> NotifyStep<Target> in
+                if self.waitingFiles(id.rawValue).isEmpty { return .done }
+                guard let lease = try self.tryLease(self.paths.lease("notify", id.rawValue)) else { return .busy }
+                return try self.notificationLease(id, lease).map { .notify($0) } ?? .done
+            }
+            switch step {
+            case .done: return
+            case .notify(let notification):
                 try await deliver(notification, responder)
                 return
+            case .busy:
+                try await Task.sleep(for: .milliseconds(10))
             }
-            try await Task.sleep(for: .milliseconds(10))
         }
     }
 
     // MARK: Leases
 
-    struct FileLease {
+    struct FileLease: Sendable {
         let directory: String
         let generation: Int
         let token: String
@@ -574,7 +621,24 @@ public struct FileJobStore<Target: Codable & Sendable>: JobStore {
     }
 
     private func keeper(_ lease: FileLease) -> LeaseKeeper {
-        LeaseKeeper(timeout: leaseTimeout, renew: { try self.renew(lease) }, release: { self.release(lease) })
+        LeaseKeeper(timeout: leaseTimeout, renew: { try await blocking { try self.renew(lease) } },
+                    release: { try await blocking { self.release(lease) } })
+    }
+}
+
+/// What `notifyNow` found: nothing to do, a notifier at work, or a lease to notify with.
+enum NotifyStep<Target: Codable & Sendable>: Sendable {
+    case done, busy, notify(NotificationLease<Target>)
+}
+
+/// File calls block (an fsync can take milliseconds), so they run on Dispatch threads, never
+/// on the cooperative pool, which has one thread per core and runs every task of the app.
+private let fileCalls = DispatchQueue(label: "queuekit.file-job-store", attributes: .concurrent)
+
+/// Runs `body` on ``fileCalls`` and returns what it returned.
+func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        fileCalls.async { continuation.resume(with: Result { try body() }) }
     }
 }
 
