@@ -21,6 +21,7 @@ public struct RedisError: Error, Sendable, Hashable, CustomStringConvertible {
             case connectionFailed, connectionClosed, timeout, server, authenticationFailed
             case invalidArgument, wrongReplyType, protocolError
             case noSentinelReachable, unknownMaster, noMasterAvailable
+            case crossSlot, clusterUnreachable, slotNotServed, tooManyRedirections
         }
         private let base: Base
         private init(_ base: Base) { self.base = base }
@@ -49,6 +50,17 @@ public struct RedisError: Error, Sendable, Hashable, CustomStringConvertible {
         /// Sentinel: the master the sentinels named refused the connection, or is not a
         /// master (`ROLE`), for instance during a failover.
         public static let noMasterAvailable = Code(.noMasterAvailable)
+        /// Cluster: the keys of one command, script or transaction are in different slots
+        /// (the message names them); nothing was sent.
+        public static let crossSlot = Code(.crossSlot)
+        /// Cluster: none of the seed or known nodes could be reached to learn the topology.
+        public static let clusterUnreachable = Code(.clusterUnreachable)
+        /// Cluster: no primary serves the key's slot (the cluster is down or resharding
+        /// failed), and it did not recover before the command's timeout.
+        public static let slotNotServed = Code(.slotNotServed)
+        /// Cluster: a command was redirected (`MOVED`/`ASK`) more often than allowed,
+        /// a sign of a topology in flux or a misconfigured cluster.
+        public static let tooManyRedirections = Code(.tooManyRedirections)
 
         public var description: String { base.rawValue }
     }
@@ -58,9 +70,21 @@ public struct RedisError: Error, Sendable, Hashable, CustomStringConvertible {
     /// A human-readable explanation. For ``Code/server`` it is the server's error text.
     public var message: String
 
+    /// `true` when the command certainly never reached the server: the connection was
+    /// closed, closing, or not (re)established in time before the command was written.
+    /// Retrying such a command is safe, even a write; one that failed otherwise may have run.
+    public internal(set) var wasNeverSent = false
+
     public init(_ code: Code, _ message: String) {
         self.code = code
         self.message = message
+    }
+
+    /// This error, marked as one of a command that was never sent.
+    func neverSent() -> RedisError {
+        var error = self
+        error.wasNeverSent = true
+        return error
     }
 
     /// For server errors, the first word of the error reply (`ERR`, `WRONGTYPE`,
@@ -75,8 +99,10 @@ public struct RedisError: Error, Sendable, Hashable, CustomStringConvertible {
     /// found, or the server is loading its data or read-only (a failover in progress).
     /// Whether retrying is *safe* depends on the command: a timed-out write may have run.
     public var isTransient: Bool {
-        [.connectionClosed, .connectionFailed, .timeout, .noMasterAvailable, .noSentinelReachable].contains(code)
-            || serverErrorPrefix == "LOADING" || message.contains("READONLY")
+        [.connectionClosed, .connectionFailed, .timeout, .noMasterAvailable, .noSentinelReachable,
+         .clusterUnreachable, .slotNotServed, .tooManyRedirections].contains(code)
+            || serverErrorPrefix == "LOADING" || serverErrorPrefix == "CLUSTERDOWN" || serverErrorPrefix == "TRYAGAIN"
+            || message.contains("READONLY")
     }
 
     public var description: String { "RedisError.\(code): \(message)" }

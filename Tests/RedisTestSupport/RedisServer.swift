@@ -47,10 +47,20 @@ public final class RedisServer: Sendable {
             """)
     }
 
-    private static func start(_ arguments: [String], sentinelConfiguration: String?) async throws -> RedisServer {
+    /// Starts a Redis Cluster node (`--cluster-enabled yes`) on a port whose cluster bus
+    /// port (port + 10000) is free too, with a short node timeout so failovers take about
+    /// a second.
+    public static func startClusterNode(nodeTimeoutMilliseconds: Int = 1000, _ arguments: [String] = []) async throws -> RedisServer {
+        try await start(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                         "--cluster-node-timeout", "\(nodeTimeoutMilliseconds)", "--repl-diskless-sync-delay", "0"] + arguments,
+                        sentinelConfiguration: nil, choosePort: freeClusterPort)
+    }
+
+    private static func start(_ arguments: [String], sentinelConfiguration: String?,
+                              choosePort: () throws -> Int = freeLoopbackPort) async throws -> RedisServer {
         var lastError: (any Error)?
         for _ in 0..<5 {
-            let port = try freeLoopbackPort()
+            let port = try choosePort()
             let directory = FileManager.default.temporaryDirectory
                 .appendingPathComponent("hiredis-kit-redis-\(port)-\(UUID().uuidString.prefix(8))")
             try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
@@ -283,6 +293,26 @@ public func freeLoopbackPort() throws -> Int {
         $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
     }
     return Int(UInt16(bigEndian: address.sin_port))
+}
+
+/// A free loopback port of at most 55535 whose cluster bus port (+10000) is free as well.
+public func freeClusterPort() throws -> Int {
+    for _ in 0..<200 {
+        let port = Int.random(in: 20000...55535)
+        if portIsFree(port), portIsFree(port + 10000) { return port }
+    }
+    throw TestSupportError("no free port pair for a cluster node")
+}
+
+/// Whether a TCP port on 127.0.0.1 can be bound right now.
+func portIsFree(_ port: Int) -> Bool {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { return false }
+    defer { close(fd) }
+    var address = loopbackAddress(port: UInt16(port))
+    return withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    } == 0
 }
 
 func loopbackAddress(port: UInt16) -> sockaddr_in {

@@ -27,6 +27,10 @@ public struct RedisConfiguration: Sendable {
     /// The server's address. With ``sentinel`` set, the master's address comes from the
     /// sentinels instead, at every (re)connect.
     public var endpoint: Endpoint
+    /// Other addresses of an equivalent server, tried in turn after ``endpoint`` when a
+    /// (re)connect fails: for a subscriber on a cluster, where any node delivers every
+    /// message (``RedisCluster/subscriber()``). Empty by default.
+    public var fallbackEndpoints: [Endpoint] = []
     /// Find the master through Redis Sentinel (see ``sentinel(sentinels:masterName:username:password:sentinelUsername:sentinelPassword:)``).
     public var sentinel: SentinelConfiguration?
     /// The ACL user for `AUTH username password`; `nil` for the one-argument `AUTH password`.

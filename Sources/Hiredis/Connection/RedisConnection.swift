@@ -63,6 +63,10 @@ public final actor RedisConnection {
     /// sentinels named last.
     private(set) var currentEndpoint: RedisConfiguration.Endpoint
     private var discoveries = 0
+    /// Which of the endpoint and its fallbacks the next connect tries; it moves on after an
+    /// attempt that did not become ready.
+    private var endpointIndex = 0
+    private var lastAttemptReady = true
     /// ``RedisConfiguration/inlineReplyWait`` in nanoseconds; 0 = off.
     private let inlineBudget: UInt64
     /// Alone commands left that suspend at once after an inline wait ran out.
@@ -285,6 +289,7 @@ public final actor RedisConnection {
                 logger.debug("connected", metadata: ["redis.endpoint": "\(currentEndpoint)"])
             }
             reconnectAttemptsLogged = 0
+            lastAttemptReady = true
             if let waiter = firstConnect {
                 firstConnect = nil
                 waiter.resume()
@@ -332,7 +337,15 @@ public final actor RedisConnection {
 
     private func openContext() {
         guard let sentinel = configuration.sentinel else {
-            openContext(to: configuration.endpoint)
+            if configuration.fallbackEndpoints.isEmpty {
+                openContext(to: configuration.endpoint)
+                return
+            }
+            if !lastAttemptReady { endpointIndex += 1 }
+            lastAttemptReady = false
+            let all = [configuration.endpoint] + configuration.fallbackEndpoints
+            currentEndpoint = all[endpointIndex % all.count]
+            openContext(to: currentEndpoint)
             return
         }
         discoveries += 1
@@ -453,7 +466,7 @@ public final actor RedisConnection {
         closeTimer = nil
         failPending(error)
         while let command = queued.popFirst() {
-            command.waiter.fail(error)
+            command.waiter.fail(error.neverSent())
         }
         let waiters = closeWaiters
         closeWaiters = []
@@ -472,7 +485,7 @@ public final actor RedisConnection {
         case .ready:
             write(id: id, commands: commands, timeout: timeout, waiter: waiter, inline: inline)
         case .closing, .closed:
-            waiter.fail(RedisError.closed())
+            waiter.fail(RedisError.closed().neverSent())
         case .idle, .connecting, .handshaking, .waitingToReconnect:
             queued.append(QueuedCommand(
                 id: id, deadline: deadline(after: configuration.connectTimeout),
@@ -485,7 +498,7 @@ public final actor RedisConnection {
     /// inline, the read source must watch for them.
     private func write(id: UInt64, commands: some Collection<RedisCommand>, timeout: Duration?, waiter: Waiter, inline: Bool = false) {
         guard let context else {
-            waiter.fail(RedisError.closed())
+            waiter.fail(RedisError.closed().neverSent())
             return
         }
         if !inline { context.unpark() }
@@ -500,7 +513,7 @@ public final actor RedisConnection {
             appended += 1
         }
         guard appended > 0 else {
-            waiter.fail(RedisError(.connectionClosed, "the connection is closing"))
+            waiter.fail(RedisError(.connectionClosed, "the connection is closing").neverSent())
             return
         }
         // One entry for the whole call (what was appended fails with the context when it
@@ -644,7 +657,7 @@ public final actor RedisConnection {
         while index < queued.endIndex {
             if queued[index].deadline <= now {
                 let command = queued.remove(at: index)
-                command.waiter.fail(RedisError(.timeout, "not connected to \(configuration.endpoint) within \(configuration.connectTimeout)"))
+                command.waiter.fail(RedisError(.timeout, "not connected to \(configuration.endpoint) within \(configuration.connectTimeout)").neverSent())
             } else {
                 watching = true
                 index += 1

@@ -255,6 +255,19 @@ public struct RedisCommand: Sendable, Hashable {
 
     private static func headerLength(_ count: Int) -> Int { 3 + digits(count) }
 
+    /// Calls `body` with each word's bytes in order (the name first) until it returns
+    /// `false`; copies nothing (for routing a command by its keys).
+    func forEachWord(_ body: (Int, UnsafeRawBufferPointer) throws -> Bool) rethrows {
+        var position = Self.headerLength(count)
+        try resp.withUnsafeBytes { bytes in
+            for index in 0..<count {
+                let word = word(at: position)
+                guard try body(index, UnsafeRawBufferPointer(rebasing: bytes[word.bytes])) else { return }
+                position = word.next
+            }
+        }
+    }
+
     /// Calls `body` with the command encoded in RESP: the exact bytes Redis receives. A NUL
     /// follows the buffer (not counted in it): hiredis scans a formatted command with
     /// `strchr` to find its words.

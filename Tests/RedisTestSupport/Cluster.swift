@@ -1,0 +1,152 @@
+import Foundation
+import Hiredis
+
+/// A real Redis Cluster on loopback: 3 primaries with 1 replica each (by default), made
+/// with `redis-cli --cluster create`, a 1 s node timeout, free ports (≤ 55535, bus port
+/// free too) and temporary directories. Servers are killed when the value is released.
+public struct TestCluster: Sendable {
+    public let nodes: [RedisServer]
+
+    /// Starts `primaries × (1 + replicas)` nodes, creates the cluster and waits until every
+    /// node reports `cluster_state:ok`, knows every other node, and every replica is in sync.
+    public static func start(primaries: Int = 3, replicas: Int = 1) async throws -> TestCluster {
+        var nodes: [RedisServer] = []
+        for _ in 0..<(primaries * (1 + replicas)) {
+            nodes.append(try await RedisServer.startClusterNode())
+        }
+        let cli = Process()
+        cli.executableURL = URL(fileURLWithPath: findExecutable("redis-cli"))
+        cli.arguments = ["--cluster", "create"] + nodes.map { "127.0.0.1:\($0.port)" }
+            + ["--cluster-replicas", "\(replicas)", "--cluster-yes"]
+        let output = Pipe()
+        cli.standardOutput = output
+        cli.standardError = output
+        cli.standardInput = FileHandle.nullDevice
+        try cli.run()
+        let log = output.fileHandleForReading.readDataToEndOfFile()
+        cli.waitUntilExit()
+        guard cli.terminationStatus == 0 else {
+            throw TestSupportError("redis-cli --cluster create failed:\n\(String(decoding: log.suffix(2000), as: UTF8.self))")
+        }
+        let cluster = TestCluster(nodes: nodes)
+        try await cluster.waitUntilHealthy(nodes: nodes.count)
+        return cluster
+    }
+
+    /// Seed addresses for a cluster client.
+    public var seeds: [RedisConfiguration.Endpoint] { nodes.map { .tcp(host: $0.host, port: $0.port) } }
+
+    /// A configuration reaching one node (for a plain connection or a subscriber).
+    public var configuration: RedisConfiguration { nodes[0].configuration }
+
+    /// Waits until every running node says `cluster_state:ok`, sees `nodes` nodes that are
+    /// not failed, and every replica's link to its primary is up.
+    public func waitUntilHealthy(nodes expected: Int? = nil, timeout: Duration = .seconds(30)) async throws {
+        let live = nodes.filter { $0.pid != nil }
+        for node in live {
+            let connection = try await node.connect()
+            defer { Task { await connection.close() } }
+            try await eventually(timeout: timeout, "node \(node.port) to see a healthy cluster") {
+                let info = try await connection.send("CLUSTER", "INFO").decode(String.self)
+                guard info.contains("cluster_state:ok") else { return false }
+                let table = try await connection.send("CLUSTER", "NODES").decode(String.self)
+                let lines = table.split(separator: "\n")
+                let healthy = lines.filter { !$0.contains("fail") && !$0.contains("handshake") && !$0.contains("noaddr") }
+                if let expected, healthy.count != expected { return false }
+                let role = try await connection.send("ROLE")
+                if case .array(let parts) = role, let first = parts.first, (try? first.decode(String.self)) == "slave" {
+                    return try await connection.info("master_link_status") == "up"
+                }
+                return true
+            }
+        }
+    }
+
+    /// The node (among the running ones) that serves `slot` as primary.
+    public func owner(ofSlot slot: Int) async throws -> RedisServer {
+        for node in nodes where node.pid != nil {
+            let connection = try await node.connect()
+            defer { Task { await connection.close() } }
+            guard try await isPrimary(connection) else { continue }
+            let id = try await connection.send("CLUSTER", "MYID").decode(String.self)
+            let owned = try await slots(of: id, asSeenBy: connection)
+            if owned.contains(slot) { return node }
+        }
+        throw TestSupportError("no running primary serves slot \(slot)")
+    }
+
+    /// The running primaries.
+    public func primaries() async throws -> [RedisServer] {
+        var result: [RedisServer] = []
+        for node in nodes where node.pid != nil {
+            let connection = try await node.connect()
+            if try await isPrimary(connection) { result.append(node) }
+            await connection.close()
+        }
+        return result
+    }
+
+    /// The slot of `key`, as the cluster computes it.
+    public func slot(of key: String) async throws -> Int {
+        let connection = try await nodes.first { $0.pid != nil }!.connect()
+        defer { Task { await connection.close() } }
+        return try await connection.send("CLUSTER", "KEYSLOT", key).decode(Int.self)
+    }
+
+    /// Moves `slot` from the primary that serves it to `target`, the way `redis-cli
+    /// --cluster reshard` does: IMPORTING on the target, MIGRATING on the source, `MIGRATE`
+    /// of the keys in batches of `batch` (clients get `ASK` for keys already moved), then
+    /// `SETSLOT … NODE` everywhere (clients get `MOVED`). `between` runs after each batch.
+    public func migrate(slot: Int, to target: RedisServer, batch: Int = 10,
+                        between: @Sendable () async throws -> Void = {}) async throws {
+        let source = try await owner(ofSlot: slot)
+        guard source.port != target.port else { return }
+        let from = try await source.connect()
+        let to = try await target.connect()
+        defer { Task { await from.close(); await to.close() } }
+        let fromID = try await from.send("CLUSTER", "MYID").decode(String.self)
+        let toID = try await to.send("CLUSTER", "MYID").decode(String.self)
+        try await to.send("CLUSTER", "SETSLOT", slot, "IMPORTING", fromID)
+        try await from.send("CLUSTER", "SETSLOT", slot, "MIGRATING", toID)
+        while true {
+            let keys = try await from.send("CLUSTER", "GETKEYSINSLOT", slot, batch).decode([String].self)
+            if keys.isEmpty { break }
+            var command = RedisCommand("MIGRATE", target.host, target.port, "", 0, 5000, "KEYS")
+            command.append(contentsOf: keys)
+            try await from.send(command)
+            try await between()
+        }
+        for node in nodes where node.pid != nil {
+            let connection = try await node.connect()
+            guard try await isPrimary(connection) else {
+                await connection.close()
+                continue
+            }
+            try await connection.send("CLUSTER", "SETSLOT", slot, "NODE", toID)
+            await connection.close()
+        }
+    }
+
+    /// Kills `node` (SIGKILL) and, when it was a primary, waits until a replica took over
+    /// its slots and the cluster is `ok` again.
+    public func kill(_ node: RedisServer) async throws {
+        await node.kill()
+        try await waitUntilHealthy()
+    }
+
+    private func isPrimary(_ connection: RedisConnection) async throws -> Bool {
+        guard case .array(let parts) = try await connection.send("ROLE"), let first = parts.first else { return false }
+        return try first.decode(String.self) == "master"
+    }
+
+    private func slots(of id: String, asSeenBy connection: RedisConnection) async throws -> [Int] {
+        let table = try await connection.send("CLUSTER", "NODES").decode(String.self)
+        guard let line = table.split(separator: "\n").first(where: { $0.hasPrefix(id) }) else { return [] }
+        var owned: [Int] = []
+        for field in line.split(separator: " ").dropFirst(8) where !field.hasPrefix("[") {
+            let bounds = field.split(separator: "-").compactMap { Int($0) }
+            if bounds.count == 2 { owned += Array(bounds[0]...bounds[1]) } else if bounds.count == 1 { owned.append(bounds[0]) }
+        }
+        return owned
+    }
+}
