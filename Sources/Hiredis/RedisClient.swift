@@ -24,6 +24,10 @@ public protocol RedisClient: Sendable {
     /// Every key matching the glob `pattern`, found with `SCAN` (on every primary of a
     /// cluster), never `KEYS`.
     func scanKeys(matching pattern: String) async throws -> [String]
+
+    /// Closes the connection(s); commands in flight fail with
+    /// ``RedisError/Code/connectionClosed``.
+    func close() async
 }
 
 extension RedisClient {

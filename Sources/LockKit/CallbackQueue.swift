@@ -15,7 +15,7 @@ import Synchronization
 /// defer { Task { try? await lock.release() } }
 /// ```
 public final actor CallbackQueue {
-    public nonisolated let client: RedisConnection
+    public nonisolated let client: any RedisClient
     public nonisolated let pubsub: RedisSubscriber
     public nonisolated let options: CallbackQueueOptions
     nonisolated var logger: Logger { options.logger }
@@ -30,7 +30,7 @@ public final actor CallbackQueue {
 
     /// - Throws: ``Hiredis/RedisError`` `invalidArgument` for an empty channel, bad lock
     ///   options, or an error type registered under an empty name.
-    public init(client: RedisConnection, pubsub: RedisSubscriber, options: CallbackQueueOptions) throws {
+    public init(client: any RedisClient, pubsub: RedisSubscriber, options: CallbackQueueOptions) throws {
         guard !options.channel.isEmpty else { throw RedisError.invalidArgument("the pub/sub channel is required") }
         guard options.errorTypes.allSatisfy({ !$0.name.isEmpty }) else {
             throw RedisError.invalidArgument("a registered error type's name is empty")
@@ -193,10 +193,14 @@ public final actor CallbackQueue {
         if lockOptions.minReplicas > 0 {
             // The locks (and their fencing counters) reach the replicas before anyone
             // relies on them, or they are given back.
-            let acknowledged: Int
+            var acknowledged = Int.max
             do {
-                acknowledged = try await client.send("WAIT", lockOptions.minReplicas, lockOptions.replicationTimeout.redisMilliseconds)
-                    .decode(Int.self)
+                // WAIT on every primary that took a lock (one, unless on a cluster).
+                for group in groups {
+                    let wait = RedisCommand("WAIT", lockOptions.minReplicas, lockOptions.replicationTimeout.redisMilliseconds)
+                    acknowledged = min(acknowledged, try await client.send(wait, routedBy: Array(redisKeys[group[0]].utf8), timeout: nil)
+                        .decode(Int.self))
+                }
             } catch {
                 for lock in taken { await lock.releaseSoon() }
                 throw error

@@ -15,12 +15,12 @@ public final class Lock: Sendable, CustomStringConvertible {
     public let fencingToken: Int64
     /// The lease length used by ``extend(by:)`` when no duration is given.
     public let timeout: Duration
-    let connection: RedisConnection
+    let connection: any RedisClient
     private let locked = Mutex(true)
     /// When the lease runs out if nobody extends it (as this process sees it).
     private let leaseEnd: Mutex<ContinuousClock.Instant>
 
-    init(key: String, redisKey: String, token: String, fencingToken: Int64, timeout: Duration, connection: RedisConnection) {
+    init(key: String, redisKey: String, token: String, fencingToken: Int64, timeout: Duration, connection: any RedisClient) {
         self.key = key
         self.redisKey = redisKey
         self.token = token

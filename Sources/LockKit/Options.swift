@@ -59,9 +59,12 @@ public struct CallbackQueueOptions: Sendable {
     /// The pub/sub channel on which outcomes and wake-ups are broadcast. Every process that
     /// coalesces the same jobs must use the same channel and prefix.
     public var channel: String
-    /// Prepended to every key (no separator, as in dlock). Keep a hash tag in it (the
-    /// default `{dlock}`) to keep all of a queue's keys in one cluster slot.
-    public var lockPrefix: String = "{dlock}"
+    /// Prepended to every key (no separator, as in dlock; default `dlock:`). Keep hash-tag
+    /// braces out of it: each lock, semaphore and job then has its keys in its own cluster
+    /// slot (its lock key and its `{…}:fence`, `{…}:permits`, `{…}:outcome` companions share
+    /// one), so that on Redis Cluster the fleet's locks spread over every primary. Put a
+    /// hash tag in a key itself (`"{tenant:7}:report"`) to keep several locks in one slot.
+    public var lockPrefix: String = "dlock:"
     /// Lock timing.
     public var lock: LockOptions = LockOptions()
     /// Where the queue logs; silent by default.
@@ -69,7 +72,7 @@ public struct CallbackQueueOptions: Sendable {
     /// The job error types that cross processes as themselves (see ``register(_:as:)``).
     public private(set) var errorTypes: [CodableErrorType] = []
 
-    public init(channel: String, lockPrefix: String = "{dlock}", lock: LockOptions = LockOptions()) {
+    public init(channel: String, lockPrefix: String = "dlock:", lock: LockOptions = LockOptions()) {
         self.channel = channel
         self.lockPrefix = lockPrefix
         self.lock = lock

@@ -22,7 +22,7 @@ import Logging
 /// Tasks are bytes (`[UInt8]`), with `String` conveniences. Every change is one Lua
 /// script; the keys of one queue share the hash tag `{prefix:queue}`.
 public struct WorkQueue: Sendable {
-    public let client: RedisConnection
+    public let client: any RedisClient
     public let subscriber: RedisSubscriber
     public let options: WorkQueueOptions
     let registry: RegistryKeys
@@ -30,7 +30,7 @@ public struct WorkQueue: Sendable {
     var logger: Logger { options.logger }
 
     /// - Throws: ``Hiredis/RedisError`` `invalidArgument` for invalid options.
-    public init(client: RedisConnection, subscriber: RedisSubscriber, options: WorkQueueOptions = WorkQueueOptions()) throws {
+    public init(client: any RedisClient, subscriber: RedisSubscriber, options: WorkQueueOptions = WorkQueueOptions()) throws {
         try options.validate()
         self.client = client
         self.subscriber = subscriber
@@ -107,8 +107,9 @@ public struct WorkQueue: Sendable {
         metrics.enqueued(queue, result.enqueued.count)
         logger.trace("enqueued", metadata: ["queue": "\(queue)", "count": "\(result.enqueued.count)"])
         if minReplicas > 0 {
-            let acknowledged = try await client.send("WAIT", minReplicas, options.replicationTimeout.redisMilliseconds)
-                .decode(Int.self)
+            // WAIT where the tasks were written (on a cluster, the queue's primary).
+            let acknowledged = try await client.send(RedisCommand("WAIT", minReplicas, options.replicationTimeout.redisMilliseconds),
+                                                     routedBy: Array(keys.pending.utf8), timeout: nil).decode(Int.self)
             guard acknowledged >= minReplicas else {
                 throw WorkQueueError(.notReplicated, "only \(acknowledged) of \(minReplicas) replicas acknowledged the enqueue to \(queue)")
             }
@@ -155,19 +156,11 @@ public struct WorkQueue: Sendable {
     public func getQueues() async throws -> [String] {
         let head = "{\(options.prefix):"
         let tail = "}:queue"
-        let pattern = globEscaped(head) + "*" + globEscaped(tail)
-        var cursor = "0"
         var names: Set<String> = []
-        repeat {
-            let reply = try await client.send("SCAN", cursor, "MATCH", pattern, "COUNT", 1000)
-            guard case .array(let parts) = reply, parts.count == 2 else {
-                throw RedisError(.wrongReplyType, "unexpected SCAN reply")
-            }
-            cursor = try parts[0].decode(String.self)
-            for key in try parts[1].decode([String].self) where key.hasPrefix(head) && key.hasSuffix(tail) {
-                if let name = QueueName.decode(String(key.dropFirst(head.count).dropLast(tail.count))) { names.insert(name) }
-            }
-        } while cursor != "0"
+        for key in try await client.scanKeys(matching: globEscaped(head) + "*" + globEscaped(tail))
+        where key.hasPrefix(head) && key.hasSuffix(tail) {
+            if let name = QueueName.decode(String(key.dropFirst(head.count).dropLast(tail.count))) { names.insert(name) }
+        }
         return names.sorted()
     }
 

@@ -75,7 +75,7 @@ public final actor Worker: Service {
         let handler: @Sendable (WorkProcess) async throws -> Void
     }
 
-    nonisolated var client: RedisConnection { workQueue.client }
+    nonisolated var client: any RedisClient { workQueue.client }
     nonisolated var options: WorkQueueOptions { workQueue.options }
     nonisolated var logger: Logger { workQueue.options.logger }
 

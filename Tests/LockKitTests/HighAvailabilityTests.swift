@@ -33,7 +33,7 @@ import Testing
         let topology = try await SentinelTopology.start()
         let locks = try await queue(topology, minReplicas: 2, replicationTimeout: .milliseconds(200))
         await #expect(throws: LockAcquisitionError.self) { try await locks.once("underreplicated") }
-        #expect(try await locks.client.send("EXISTS", "{dlock}underreplicated") == .integer(0), "given back")
+        #expect(try await locks.client.send("EXISTS", "dlock:underreplicated") == .integer(0), "given back")
     }
 
     /// With `minReplicas: 1` a lock's fencing counter reaches the replica before the lock

@@ -29,7 +29,7 @@ struct Fleet {
         return Fleet(redis: redis, queues: queues, channel: channel, prefix: prefix)
     }
 
-    var client: RedisConnection { queues[0].client }
+    var client: any RedisClient { queues[0].client }
 }
 
 /// Counts by key, shared by concurrent tasks.
@@ -113,7 +113,7 @@ struct JobFailed: Error, CustomStringConvertible {
             $0.reconnect = .never
         }
         await server.kill()
-        try await eventually("the loss to be noticed") { await !fleet.client.isOpen }
+        try await eventually("the loss to be noticed") { await !(fleet.client as! RedisConnection).isOpen }
         await #expect {
             _ = try await fleet.queues[0].once("down")
         } throws: { $0 is RedisError }

@@ -15,7 +15,14 @@ struct WorkerProcess {
 
     static func spawn(_ redis: TestRedis, prefix: String, queue: String, concurrency: Int,
                       log: String, done: String, total: Int, handlerMilliseconds: Int) async throws -> WorkerProcess {
-        let helper = try HelperProcess(["queue-worker", redis.url, prefix, queue, "\(concurrency)", log, done,
+        try await spawn(redis.url, prefix: prefix, queue: queue, concurrency: concurrency, log: log, done: done,
+                        total: total, handlerMilliseconds: handlerMilliseconds)
+    }
+
+    /// A worker process on the Redis `spec` names (a URL, or a cluster: ``RedisTarget``).
+    static func spawn(_ spec: String, prefix: String, queue: String, concurrency: Int,
+                      log: String, done: String, total: Int, handlerMilliseconds: Int) async throws -> WorkerProcess {
+        let helper = try HelperProcess(["queue-worker", spec, prefix, queue, "\(concurrency)", log, done,
                                         "\(total)", "\(handlerMilliseconds)"])
         var id = ""
         for await line in helper.lines {

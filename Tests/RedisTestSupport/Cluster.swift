@@ -150,3 +150,50 @@ public struct TestCluster: Sendable {
         return owned
     }
 }
+
+/// A Redis to reach, as helper processes are told on their command line: a port, a
+/// `redis://` URL, or `cluster:host:port,host:port…` (seed nodes of a cluster).
+public enum RedisTarget: Sendable {
+    case single(RedisConfiguration)
+    case cluster([RedisConfiguration.Endpoint])
+
+    public init(_ spec: String) throws {
+        if let port = Int(spec) {
+            self = .single(RedisConfiguration(host: "127.0.0.1", port: port))
+        } else if spec.hasPrefix("cluster:") {
+            let seeds = spec.dropFirst("cluster:".count).split(separator: ",").compactMap { seed -> RedisConfiguration.Endpoint? in
+                guard let colon = seed.lastIndex(of: ":"), let port = Int(seed[seed.index(after: colon)...]) else { return nil }
+                return .tcp(host: String(seed[..<colon]), port: port)
+            }
+            guard !seeds.isEmpty else { throw TestSupportError("no seed in \(spec)") }
+            self = .cluster(seeds)
+        } else {
+            self = .single(try RedisConfiguration(url: spec))
+        }
+    }
+
+    /// A new client: a connection, or a cluster client.
+    public func client() async throws -> any RedisClient {
+        switch self {
+        case .single(let configuration): return try await RedisConnection.connect(configuration)
+        case .cluster(let seeds): return try await RedisCluster.connect(RedisClusterConfiguration(seeds: seeds))
+        }
+    }
+
+    /// A new subscriber (on a cluster: one that moves between nodes).
+    public func subscriber() async throws -> RedisSubscriber {
+        switch self {
+        case .single(let configuration): return try await RedisSubscriber.connect(configuration)
+        case .cluster(let seeds):
+            var configuration = RedisConfiguration()
+            configuration.endpoint = seeds[0]
+            configuration.fallbackEndpoints = Array(seeds.dropFirst())
+            return try await RedisSubscriber.connect(configuration)
+        }
+    }
+}
+
+extension TestCluster {
+    /// The spec helper processes take (``RedisTarget``).
+    public var spec: String { "cluster:" + nodes.map { "127.0.0.1:\($0.port)" }.joined(separator: ",") }
+}

@@ -395,7 +395,7 @@ public func eventually(
     throw TestSupportError("timed out waiting for \(what)")
 }
 
-extension RedisConnection {
+extension RedisClient {
     /// A field of `INFO` (e.g. `blocked_clients`, `connected_clients`).
     public func info(_ field: String) async throws -> String? {
         let text = try await send("INFO").decode(String.self)

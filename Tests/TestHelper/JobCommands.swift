@@ -13,7 +13,7 @@ enum JobCommands {
         if arguments[0] == "file" {
             return try FileJobStore<String>(directory: URL(fileURLWithPath: arguments[1]), leaseTimeout: lease)
         }
-        let client = try await RedisConnection.connect(try RedisConfiguration(url: arguments[1]))
+        let client = try await RedisTarget(arguments[1]).client()
         return try RedisJobStore<String>(client: client, prefix: arguments[2], leaseTimeout: lease)
     }
 

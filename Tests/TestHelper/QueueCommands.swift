@@ -5,9 +5,9 @@ import RedisTestSupport
 
 /// Work-queue commands of the test helper.
 enum QueueCommands {
-    static func run(_ command: String, _ configuration: RedisConfiguration, _ arguments: [String]) async throws {
-        let client = try await RedisConnection.connect(configuration)
-        let subscriber = try await RedisSubscriber.connect(configuration)
+    static func run(_ command: String, _ configuration: RedisTarget, _ arguments: [String]) async throws {
+        let client = try await configuration.client()
+        let subscriber = try await configuration.subscriber()
         switch command {
         case "queue-worker":
             // queue-worker <redis> <prefix> <queue> <concurrency> <logKey> <doneKey> <total> <handlerMs>

@@ -10,19 +10,14 @@ struct TestHelper {
     static func main() async throws {
         let arguments = CommandLine.arguments
         guard arguments.count >= 3 else {
-            FileHandle.standardError.write(Data("usage: hiredis-test-helper <command> <port or redis:// URL> ...\n".utf8))
+            FileHandle.standardError.write(Data("usage: hiredis-test-helper <command> <port, redis:// URL or cluster:host:port,…> ...\n".utf8))
             exit(2)
         }
         if arguments[1].hasPrefix("jobs-") {
             try await JobCommands.run(arguments[1], Array(arguments.dropFirst(2)))
             return
         }
-        let configuration: RedisConfiguration
-        if let port = Int(arguments[2]) {
-            configuration = RedisConfiguration(host: "127.0.0.1", port: port)
-        } else {
-            configuration = try RedisConfiguration(url: arguments[2])
-        }
+        let configuration = try RedisTarget(arguments[2])
         switch arguments[1] {
         case "queue-worker", "queue-hold", "queue-take":
             try await QueueCommands.run(arguments[1], configuration, Array(arguments.dropFirst(3)))
@@ -64,8 +59,8 @@ struct TestHelper {
         case "semaphore-hold":
             // semaphore-hold <port> <channel> <prefix> <key> <timeoutMilliseconds>: takes the
             // only permit, says so, and holds it (with its lease) until killed.
-            let client = try await RedisConnection.connect(configuration)
-            let pubsub = try await RedisSubscriber.connect(configuration)
+            let client = try await configuration.client()
+            let pubsub = try await configuration.subscriber()
             let lease = Duration.milliseconds(Int64(arguments[6])!)
             let queue = try CallbackQueue(client: client, pubsub: pubsub, options: CallbackQueueOptions(
                 channel: arguments[3], lockPrefix: arguments[4],
@@ -77,8 +72,8 @@ struct TestHelper {
         case "semaphore-take":
             // semaphore-take <port> <channel> <prefix> <key>: takes the only permit with
             // `take()` and the default options, says so, and holds it until killed.
-            let client = try await RedisConnection.connect(configuration)
-            let pubsub = try await RedisSubscriber.connect(configuration)
+            let client = try await configuration.client()
+            let pubsub = try await configuration.subscriber()
             let queue = try CallbackQueue(client: client, pubsub: pubsub, options: CallbackQueueOptions(
                 channel: arguments[3], lockPrefix: arguments[4]))
             let permit = try await queue.semaphore(arguments[5]).take()
@@ -88,8 +83,8 @@ struct TestHelper {
         case "fanout-default":
             // fanout-default <port> <channel> <prefix> <id> <runsKey>: one caller with the
             // default options; its job says "running <n>" and never ends (until killed).
-            let client = try await RedisConnection.connect(configuration)
-            let pubsub = try await RedisSubscriber.connect(configuration)
+            let client = try await configuration.client()
+            let pubsub = try await configuration.subscriber()
             let queue = try CallbackQueue(client: client, pubsub: pubsub, options: CallbackQueueOptions(
                 channel: arguments[3], lockPrefix: arguments[4]))
             let runsKey = arguments[6]
@@ -104,8 +99,8 @@ struct TestHelper {
             // fanout-reject <port> <channel> <prefix> <id> <goKey>: one caller whose job says
             // "running", waits until <goKey> exists, then throws a registered Codable error
             // (HelperRejection as "test.Rejection"); says "caught <code> <reason>".
-            let client = try await RedisConnection.connect(configuration)
-            let pubsub = try await RedisSubscriber.connect(configuration)
+            let client = try await configuration.client()
+            let pubsub = try await configuration.subscriber()
             var options = CallbackQueueOptions(channel: arguments[3], lockPrefix: arguments[4])
             options.register(HelperRejection.self, as: "test.Rejection")
             let queue = try CallbackQueue(client: client, pubsub: pubsub, options: options)
@@ -130,9 +125,9 @@ struct TestHelper {
 
     /// A queue whose job locks keep the lease they had before keep-alive leases existed
     /// (`timeout`), so these commands behave as they did.
-    static func makeQueue(_ configuration: RedisConfiguration, channel: String, timeout: Duration, retries: Int, delay: Duration) async throws -> CallbackQueue {
-        let client = try await RedisConnection.connect(configuration)
-        let pubsub = try await RedisSubscriber.connect(configuration)
+    static func makeQueue(_ configuration: RedisTarget, channel: String, timeout: Duration, retries: Int, delay: Duration) async throws -> CallbackQueue {
+        let client = try await configuration.client()
+        let pubsub = try await configuration.subscriber()
         return try CallbackQueue(client: client, pubsub: pubsub, options: CallbackQueueOptions(
             channel: channel, lock: LockOptions(timeout: timeout, retries: retries, delay: delay, keepAliveLease: timeout)))
     }

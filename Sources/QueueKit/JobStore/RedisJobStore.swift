@@ -25,7 +25,7 @@ import Logging
 /// }
 /// ```
 public struct RedisJobStore<Target: Codable & Sendable>: JobStore {
-    public let client: RedisConnection
+    public let client: any RedisClient
     public let prefix: String
     /// How long a lease lives without renewal (default 10 s; renewed every third).
     public let leaseTimeout: Duration
@@ -47,7 +47,7 @@ public struct RedisJobStore<Target: Codable & Sendable>: JobStore {
     ///   - onResponseFailure: told when `respond` throws; the target stays queued.
     /// - Throws: `RedisError` `invalidArgument` for a bad prefix, a lease timeout under 30 ms
     ///   or a retention that is not positive.
-    public init(client: RedisConnection, prefix: String = "jobstore", leaseTimeout: Duration = .seconds(10),
+    public init(client: any RedisClient, prefix: String = "jobstore", leaseTimeout: Duration = .seconds(10),
                 retention: Duration? = .seconds(3600),
                 logger: Logger = Logger(label: "queuekit.jobstore", factory: { _ in SwiftLogNoOpLogHandler() }),
                 respond: JobResponder<Target>? = nil, onResponseFailure: JobResponseFailureHandler<Target>? = nil) throws {
