@@ -224,6 +224,35 @@ import Testing
         await subscriber.close()
     }
 
+    @Test func aSlotThatNoPrimaryServesIsATypedErrorAtTheCommandsTimeout() async throws {
+        let cluster = try await TestCluster.start()
+        let client = try await Self.connect(cluster)
+        let slot = ClusterSlot.of("orphan")
+        for node in cluster.nodes {
+            let connection = try await node.connect()
+            _ = try? await connection.send("CLUSTER", "DELSLOTS", slot)
+            await connection.close()
+        }
+        try await eventually(timeout: .seconds(20), "every node to forget the slot") {
+            for node in cluster.nodes {
+                let connection = try await node.connect()
+                defer { Task { await connection.close() } }
+                let shards = try await connection.send("CLUSTER", "SLOTS")
+                guard case .array(let ranges) = shards else { return false }
+                for case .array(let range) in ranges {
+                    let start = try range[0].decode(Int.self), end = try range[1].decode(Int.self)
+                    if (start...end).contains(slot) { return false }
+                }
+            }
+            return true
+        }
+        await #expect {
+            try await client.send(RedisCommand("SET", "orphan", "x"), timeout: .seconds(1))
+        } throws: { error in
+            (error as? RedisError)?.code == .slotNotServed
+        }
+    }
+
     @Test func anUnreachableClusterIsATypedError() async throws {
         let port = try freeClusterPort()
         var configuration = RedisClusterConfiguration(seeds: [.tcp(host: "127.0.0.1", port: port)])
