@@ -60,6 +60,55 @@ import Glibc
         }
     }
 
+    /// The primary serving a queue is killed (`kill -9`) while 2 worker processes work on
+    /// it: a replica takes over, the workers follow, and every task whose enqueue was
+    /// acknowledged by a replica (`minReplicas: 1`) is done at least once. (A finish or a
+    /// dequeue the old primary had not replicated is lost with it: such a task runs again.)
+    @Test func aPrimaryKilledMidRunLosesNoAcknowledgedTask() async throws {
+        let cluster = try await TestCluster.start()
+        let client = try await RedisCluster.connect(RedisClusterConfiguration(seeds: cluster.seeds))
+        let prefix = uniqueName("p")
+        let book = uniqueName("book")
+        let log = "{\(book)}:log", done = "{\(book)}:done"   // one slot
+        // The bookkeeping lives on primaries that survive: the queue's own is the one killed.
+        let spared = Set([log, done, "{\(prefix)}"].map { client.primary(for: $0)! })
+        guard let name = (0..<200).map({ "q\($0)" }).first(where: {
+            !spared.contains(client.primary(for: "{\(prefix):\($0)}:queue")!)
+        }) else {
+            Issue.record("no queue name on another primary")
+            return
+        }
+        let queue = try WorkQueue(client: client, subscriber: try await client.subscriber(),
+                                  options: WorkQueueOptions(prefix: prefix, workerTimeout: .seconds(10)))
+        let total = 600
+        var workers: [WorkerProcess] = []
+        for _ in 0..<2 {
+            workers.append(try await WorkerProcess.spawn(cluster.spec, prefix: prefix, queue: name, concurrency: 4,
+                                                         log: log, done: done, total: total, handlerMilliseconds: 20))
+        }
+        for batch in stride(from: 0, to: total, by: 50) {
+            try await queue.enqueue(name, (batch..<batch + 50).map { "task-\($0)" }, minReplicas: 1)
+        }
+        try await eventually(timeout: .seconds(30), "work to be under way") {
+            try await client.send("LLEN", log).decode(Int.self) >= 150
+        }
+        let primary = try await cluster.owner(ofSlot: ClusterSlot.of("\(prefix):\(name)"))
+        let clock = ContinuousClock()
+        let killedAt = clock.now
+        await primary.kill()
+        for worker in workers {
+            #expect(await worker.helper.lines.collect().last == "done")
+            #expect(await worker.helper.exitStatus() == 0)
+        }
+        let finishedAfter = clock.now - killedAt
+        let counts = try await client.send("HGETALL", done).decode([String].self)
+        var doneCount: [String: Int] = [:]
+        for index in stride(from: 0, to: counts.count, by: 2) { doneCount[counts[index]] = Int(counts[index + 1])! }
+        #expect(doneCount.count == total, "every acknowledged task was done")
+        let again = doneCount.values.filter { $0 > 1 }.count
+        print("primary kill under the queue: all \(doneCount.count) tasks done \(finishedAfter) after the kill; \(again) ran twice")
+    }
+
     /// Queues spread over the primaries: each queue's keys in its own slot.
     @Test func queuesSpreadOverThePrimaries() async throws {
         let cluster = try await TestCluster.start()
