@@ -125,16 +125,17 @@ import Glibc
         #expect(try await queue.getQueues().count == 60, "SCAN of every primary finds them all")
     }
 
-    /// Eight processes pull 500 jobs from one Redis job store on the cluster: each job is
-    /// fulfilled exactly once.
+    /// Eight processes pull 500 jobs from one Redis job store spread over 16 shards on the
+    /// cluster: each job is fulfilled exactly once, and the shards live on several primaries.
     @Test func pullWorkIsExclusiveAcrossProcessesOnTheCluster() async throws {
         let cluster = try await TestCluster.start()
         let client = try await RedisCluster.connect(RedisClusterConfiguration(seeds: cluster.seeds))
         let prefix = uniqueName("jobs")
-        let store = try RedisJobStore<String>(client: client, prefix: prefix)
+        let store = try RedisJobStore<String>(client: client, prefix: prefix, shards: 16)   // as the helper's
+        #expect(Set((0..<16).map { client.primary(for: "{\(prefix):\($0)}:pending")! }).count > 1)
         var created: Set<String> = []
         for index in 0..<500 { created.insert(try await store.create(request: "job-\(index)").rawValue) }
-        let helpers = try (0..<8).map { _ in try HelperProcess(["jobs-pull", "redis", cluster.spec, prefix, "10000"]) }
+        let helpers = try (0..<8).map { _ in try HelperProcess(["jobs-pull", "redis-sharded", cluster.spec, prefix, "10000"]) }
         var fulfilled: [String] = []
         for helper in helpers {
             let lines = await helper.lines.collect()

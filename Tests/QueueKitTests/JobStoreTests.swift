@@ -12,6 +12,10 @@ import Glibc
 
 enum Backend: String, CaseIterable, Sendable {
     case file, redis
+    /// The Redis store spread over 16 shards (slots), on one server (the helper's `redis-sharded`).
+    case shardedRedis = "redis-sharded"
+
+    static let shards = 16
 }
 
 /// Where one test's store lives: a fresh directory, or a fresh prefix on a test Redis.
@@ -24,7 +28,7 @@ struct StoreLocation: Sendable {
     static func make(_ backend: Backend) async throws -> StoreLocation {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("jobstore-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        let redis = backend == .redis ? try await TestRedis.start() : nil
+        let redis = backend == .file ? nil : try await TestRedis.start()
         return StoreLocation(backend: backend, directory: directory, redis: redis, prefix: uniqueName("jobs"))
     }
 
@@ -36,10 +40,10 @@ struct StoreLocation: Sendable {
         case .file:
             return try FileJobStore<String>(directory: directory, leaseTimeout: lease, retention: retention, logger: logger,
                                             respond: respond, onResponseFailure: onResponseFailure)
-        case .redis:
+        case .redis, .shardedRedis:
             return try RedisJobStore<String>(client: try await redis!.connect(), prefix: prefix, leaseTimeout: lease,
-                                             retention: retention, logger: logger,
-                                             respond: respond, onResponseFailure: onResponseFailure)
+                                             retention: retention, shards: backend == .redis ? 1 : Backend.shards,
+                                             logger: logger, respond: respond, onResponseFailure: onResponseFailure)
         }
     }
 
@@ -49,13 +53,13 @@ struct StoreLocation: Sendable {
         switch backend {
         case .file:
             return try FileManager.default.subpathsOfDirectory(atPath: directory.path).sorted()
-        case .redis:
+        case .redis, .shardedRedis:
             let client = try await redis!.connect()
             let keys = await catching {
                 var keys: [String] = []
                 var cursor = "0"
                 repeat {
-                    guard case .array(let reply) = try await client.send("SCAN", cursor, "MATCH", "{\(prefix)}:*", "COUNT", "1000"),
+                    guard case .array(let reply) = try await client.send("SCAN", cursor, "MATCH", "{\(prefix)*", "COUNT", "1000"),
                           reply.count == 2 else { throw JobStoreTestError("SCAN") }
                     cursor = try reply[0].decode(String.self)
                     keys += try reply[1].decode([String].self)
@@ -72,6 +76,7 @@ struct StoreLocation: Sendable {
         switch backend {
         case .file: return ["done", "jobs", "leases", "outbox", "pending", "tmp", "values", "waiting"]
         case .redis: return ["{\(prefix)}:fence", "{\(prefix)}:seq"]
+        case .shardedRedis: return (0..<Backend.shards).flatMap { ["{\(prefix):\($0)}:fence", "{\(prefix):\($0)}:seq"] }.sorted()
         }
     }
 
@@ -554,8 +559,9 @@ struct JobStoreTestError: Error, CustomStringConvertible {
         defer { location.keepAlive() }
         let store: any JobStore<FlakyTarget> = switch backend {
         case .file: try FileJobStore<FlakyTarget>(directory: location.directory, leaseTimeout: .seconds(60))
-        case .redis: try RedisJobStore<FlakyTarget>(client: try await location.redis!.connect(), prefix: location.prefix,
-                                                    leaseTimeout: .seconds(60))
+        case .redis, .shardedRedis:
+            try RedisJobStore<FlakyTarget>(client: try await location.redis!.connect(), prefix: location.prefix,
+                                           leaseTimeout: .seconds(60), shards: backend == .redis ? 1 : Backend.shards)
         }
         let target = FlakyTarget("target-\(UUID().uuidString)")
         let id = try await store.create(request: Array("r".utf8))

@@ -14,7 +14,8 @@ enum JobCommands {
             return try FileJobStore<String>(directory: URL(fileURLWithPath: arguments[1]), leaseTimeout: lease)
         }
         let client = try await RedisTarget(arguments[1]).client()
-        return try RedisJobStore<String>(client: client, prefix: arguments[2], leaseTimeout: lease)
+        return try RedisJobStore<String>(client: client, prefix: arguments[2], leaseTimeout: lease,
+                                         shards: arguments[0] == "redis-sharded" ? 16 : 1)
     }
 
     static func run(_ command: String, _ arguments: [String]) async throws {

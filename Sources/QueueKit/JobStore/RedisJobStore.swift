@@ -8,7 +8,9 @@ import Logging
 /// target waiting is listed in `done`, scored by the server's time, and removed once it has
 /// been there for the store's ``retention``.
 ///
-/// All keys share the hash tag `{prefix}` (one cluster slot per store):
+/// With one shard (the default) all keys share the hash tag `{prefix}` (one cluster slot
+/// per store); with `shards: n`, a job's keys and its shard's indexes share `{prefix:s}`,
+/// `s` chosen by the job's id, so that on Redis Cluster a store spreads over n slots:
 /// `…:job:<id>` (hash: state, version, request, value), `…:pending`, `…:leased`,
 /// `…:outbox`, `…:notifying`, `…:done` (sorted sets), `…:waiting:<id>` (set of targets as
 /// JSON), `…:lease:<id>` and `…:notify:<id>` (lease tokens), `…:fence`, `…:seq`. An empty
@@ -31,11 +33,20 @@ public struct RedisJobStore<Target: Codable & Sendable>: JobStore {
     public let leaseTimeout: Duration
     /// How long a fulfilled job is kept once no target waits for it (`nil`: for ever).
     public let retention: Duration?
+    /// How many slots the store spreads over (default 1).
+    public let shards: Int
     let responder: Responder<Target>?
-    let tag: String
+    /// The hash-tagged key prefix of each shard.
+    let tags: [String]
 
     /// - Parameters:
     ///   - prefix: the namespace; no `{`, `}` or `:`.
+    ///   - shards: how many cluster slots the store spreads over (1...1024, default 1). Each
+    ///     shard has its own indexes and fencing counter (a job's fencing tokens still only
+    ///     grow: a job stays in its shard); a pull tries the shards in turn from a random
+    ///     one, so an empty store costs up to `shards` round trips per pull. Every process
+    ///     of a store must use the same count. Worth it on Redis Cluster, for a store whose
+    ///     load one primary cannot carry.
     ///   - retention: how long a fulfilled job stays once no target waits for it and no lease
     ///     is held on it (default 1 hour, counted on the server's clock; `nil`: for ever, as
     ///     fs-job-store). Expired jobs are removed a few at a time by ``pullWork()`` and
@@ -48,33 +59,54 @@ public struct RedisJobStore<Target: Codable & Sendable>: JobStore {
     /// - Throws: `RedisError` `invalidArgument` for a bad prefix, a lease timeout under 30 ms
     ///   or a retention that is not positive.
     public init(client: any RedisClient, prefix: String = "jobstore", leaseTimeout: Duration = .seconds(10),
-                retention: Duration? = .seconds(3600),
+                retention: Duration? = .seconds(3600), shards: Int = 1,
                 logger: Logger = Logger(label: "queuekit.jobstore", factory: { _ in SwiftLogNoOpLogHandler() }),
                 respond: JobResponder<Target>? = nil, onResponseFailure: JobResponseFailureHandler<Target>? = nil) throws {
         try validateName(prefix, what: "job store prefix")
         guard leaseTimeout >= .milliseconds(30) else { throw RedisError.invalidArgument("leaseTimeout must be at least 30 ms") }
         try validateRetention(retention)
+        guard (1...1024).contains(shards) else { throw RedisError.invalidArgument("shards must be in 1...1024") }
         self.client = client
+        self.shards = shards
         self.prefix = prefix
         self.leaseTimeout = leaseTimeout
         self.retention = retention
         self.responder = Responder(respond, onFailure: onResponseFailure, logger: logger)
-        self.tag = "{\(prefix)}:"
+        self.tags = shards == 1 ? ["{\(prefix)}:"] : (0..<shards).map { "{\(prefix):\($0)}:" }
+    }
+
+    /// The key prefix of `id`'s shard.
+    private func tag(_ id: JobID) -> String {
+        shards == 1 ? tags[0] : tags[ClusterSlot.of(id.rawValue) % shards]
+    }
+
+    /// Every shard's key prefix, from a random one on (pulls spread over the shards).
+    private var shuffledTags: some Sequence<String> {
+        let start = shards == 1 ? 0 : Int.random(in: 0..<shards)
+        return (0..<shards).lazy.map { self.tags[(start + $0) % self.shards] }
     }
 
     private var ttl: Int64 { leaseTimeout.redisMilliseconds }
     /// The retention in ms for the scripts; -1 keeps jobs for ever.
     private var retentionMilliseconds: Int64 { retention?.redisMilliseconds ?? -1 }
-    private func job(_ id: JobID) -> String { tag + "job:" + id.rawValue }
+    private func job(_ id: JobID) -> String { tag(id) + "job:" + id.rawValue }
 
     public func create(request: [UInt8]) async throws -> JobID {
         try validateTask(request)
         let id = JobID()
+        let tag = tag(id)
         try await client.run(JobScripts.create, keys: [job(id), tag + "pending", tag + "seq"], arguments: [id.rawValue, request])
         return id
     }
 
     public func pullWork() async throws -> JobLease? {
+        for tag in shuffledTags {
+            if let lease = try await pullWork(tag) { return lease }
+        }
+        return nil
+    }
+
+    private func pullWork(_ tag: String) async throws -> JobLease? {
         let token = OwnerToken.next()
         let reply = try await client.run(JobScripts.pullWork, keys: [tag + "pending", tag + "leased", tag + "fence", tag + "done"],
                                          arguments: [tag, token, ttl, retentionMilliseconds, opportunisticRemovals])
@@ -88,6 +120,7 @@ public struct RedisJobStore<Target: Codable & Sendable>: JobStore {
     public func fulfill(_ id: JobID, value: [UInt8]) async throws {
         try validateTask(value)
         let token = OwnerToken.next()
+        let tag = tag(id)
         let reply = try await client.run(
             JobScripts.fulfill, keys: [job(id), tag + "pending", tag + "leased", tag + "outbox", tag + "notifying", tag + "done"],
             arguments: [tag, id.rawValue, value, token, ttl, responder == nil ? "0" : "1"])
@@ -105,6 +138,7 @@ public struct RedisJobStore<Target: Codable & Sendable>: JobStore {
 
     public func queue(_ id: JobID, target: Target) async throws {
         let encoded = try encodeTarget(target)
+        let tag = tag(id)
         let keys: [any RedisArgument] = [job(id), tag + "waiting:" + id.rawValue, tag + "outbox", tag + "done"]
         let reply = try await client.run(JobScripts.queue, keys: keys, arguments: [encoded, responder == nil ? "0" : "1"])
         guard case .array(let parts) = reply, let status = parts.first else { throw RedisError(.wrongReplyType, "queue") }
@@ -125,12 +159,20 @@ public struct RedisJobStore<Target: Codable & Sendable>: JobStore {
     public func unqueueAll(_ id: JobID, targets: [Target]) async throws {
         var arguments: [any RedisArgument] = []
         for target in targets { arguments.append(try encodeTarget(target)) }
+        let tag = tag(id)
         let removed = try await client.run(JobScripts.unqueue, keys: [job(id), tag + "waiting:" + id.rawValue, tag + "outbox", tag + "done"],
                                            arguments: arguments).decode(Int.self)
         if removed < 0 { throw JobStoreError(.unknownJob, "no job \(id)") }
     }
 
     public func pullNotification() async throws -> NotificationLease<Target>? {
+        for tag in shuffledTags {
+            if let lease = try await pullNotification(tag) { return lease }
+        }
+        return nil
+    }
+
+    private func pullNotification(_ tag: String) async throws -> NotificationLease<Target>? {
         let token = OwnerToken.next()
         let reply = try await client.run(JobScripts.pullNotification, keys: [tag + "outbox", tag + "notifying", tag + "done"],
                                          arguments: [tag, token, ttl, retentionMilliseconds, opportunisticRemovals])
@@ -156,8 +198,12 @@ public struct RedisJobStore<Target: Codable & Sendable>: JobStore {
     public func removeExpired(limit: Int) async throws -> Int {
         guard limit > 0 else { throw RedisError.invalidArgument("limit must be positive") }
         guard retention != nil else { return 0 }
-        return try await client.run(JobScripts.removeExpired, keys: [tag + "done"],
-                                    arguments: [tag, retentionMilliseconds, limit]).decode(Int.self)
+        var removed = 0
+        for tag in shuffledTags where removed < limit {
+            removed += try await client.run(JobScripts.removeExpired, keys: [tag + "done"],
+                                            arguments: [tag, retentionMilliseconds, limit - removed]).decode(Int.self)
+        }
+        return removed
     }
 
     public func state(_ id: JobID) async throws -> JobState {
@@ -172,7 +218,7 @@ public struct RedisJobStore<Target: Codable & Sendable>: JobStore {
     // MARK: Leases
 
     private func leaseKeeper(kind: String, zset: String, id: JobID, token: String) -> LeaseKeeper {
-        let client = self.client, tag = self.tag, ttl = self.ttl
+        let client = self.client, tag = self.tag(id), ttl = self.ttl
         let renewTimeout = max(leaseTimeout / 3, .milliseconds(10))
         let keys: [any RedisArgument] = [tag + kind + ":" + id.rawValue, tag + zset, job(id), tag + (zset == "leased" ? "pending" : "outbox")]
         return LeaseKeeper(timeout: leaseTimeout, renew: {
@@ -186,7 +232,7 @@ public struct RedisJobStore<Target: Codable & Sendable>: JobStore {
     }
 
     private func notificationLease(id: JobID, value: [UInt8], waiting: [Target], token: String) -> NotificationLease<Target> {
-        let client = self.client, tag = self.tag
+        let client = self.client, tag = self.tag(id)
         let keys: [any RedisArgument] = [tag + "waiting:" + id.rawValue, tag + "outbox", job(id), tag + "done"]
         return NotificationLease(id: id, value: value, waiting: waiting,
                                  keeper: leaseKeeper(kind: "notify", zset: "notifying", id: id, token: token)) { targets in
