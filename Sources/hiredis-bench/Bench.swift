@@ -52,9 +52,13 @@ struct Measure: AsyncParsableCommand {
         for shape in shapes(context) where only.map({ shape.name.contains($0) }) ?? true {
             var ours: [Run] = []
             var references: [Run] = []
+            var baselines: [Run] = []
             var best: [Double] = []
             for _ in 0..<max(1, rounds) {
                 ours.append(try await shape.ours(context, shape.count))
+                if let baseline = shape.baseline {
+                    baselines.append(try await baseline.run(context, shape.count))
+                }
                 if let reference = shape.reference {
                     references.append(try reference.run(host: host, port: port, count: shape.count))
                 }
@@ -64,7 +68,7 @@ struct Measure: AsyncParsableCommand {
                     best.append(1 / seconds.reduce(0, +))
                 }
             }
-            var figures = summarize(shape, ours, references)
+            var figures = summarize(shape, ours, references, baselines)
             if !best.isEmpty {
                 figures.bestLabel = shape.bestLabel
                 figures.bestMedian = median(best)
@@ -89,6 +93,7 @@ struct Measure: AsyncParsableCommand {
             try encoder.encode(report).write(to: URL(fileURLWithPath: json))
             print("wrote \(json)")
         }
+        await context.cluster.stop()
         if let server { await server.kill() }
     }
 
@@ -98,7 +103,7 @@ struct Measure: AsyncParsableCommand {
         var memory: String
     }
 
-    func summarize(_ shape: Shape, _ ours: [Run], _ references: [Run]) -> Figures {
+    func summarize(_ shape: Shape, _ ours: [Run], _ references: [Run], _ baselines: [Run]) -> Figures {
         let rates = ours.map(\.perSecond)
         let middle = ours.sorted { $0.perSecond < $1.perSecond }[ours.count / 2]
         var figures = Figures(shape: shape.name, unit: shape.unit, median: median(rates), minimum: rates.min() ?? 0,
@@ -116,6 +121,15 @@ struct Measure: AsyncParsableCommand {
             figures.ratio = figures.median / median(referenceRates)
             (figures.referenceCPUMicroseconds, figures.referenceCPUUserMicroseconds) =
                 (referenceMiddle.cpuMicroseconds?.total, referenceMiddle.cpuMicroseconds?.user)
+        }
+        if let baseline = shape.baseline, !baselines.isEmpty {
+            let baselineMiddle = baselines.sorted { $0.perSecond < $1.perSecond }[baselines.count / 2]
+            figures.baseline = baseline.label
+            figures.baselineMedian = median(baselines.map(\.perSecond))
+            figures.baselineP50Milliseconds = baselineMiddle.percentile(0.5)
+            figures.baselineP99Milliseconds = baselineMiddle.percentile(0.99)
+            figures.baselineCPUMicroseconds = baselineMiddle.cpuMicroseconds?.total
+            figures.ratioToBaseline = figures.median / median(baselines.map(\.perSecond))
         }
         return figures
     }
@@ -185,21 +199,27 @@ func row(_ figures: Figures) -> String {
     if let label = figures.bestLabel, let best = figures.bestMedian, let ratio = figures.ratioToBest {
         text += "; \(label): \(format(best)) \(figures.unit), ours \(String(format: "%.2f", ratio)) of it"
     }
+    if let baseline = figures.baseline {
+        text += "; \(baseline): \(format(figures.baselineMedian)) \(figures.unit), p50 \(format(figures.baselineP50Milliseconds)) ms, p99 \(format(figures.baselineP99Milliseconds)) ms, client CPU \(format(figures.baselineCPUMicroseconds)) µs/op; ratio \(String(format: "%.2f", figures.ratioToBaseline ?? 0))"
+        if let target = figures.target { text += " (target ≥ \(target)× single node: \(figures.met == true ? "met" : "NOT met"))" }
+    }
     if let floor = figures.floor { text += " (target ≥ \(format(floor)) \(figures.unit): \(figures.met == true ? "met" : "NOT met"))" }
     if let note = figures.note, !note.isEmpty { text += "; \(note)" }
     return text
 }
 
 func table(_ all: [Figures]) -> String {
-    var lines = ["| shape | ours (median) | min–max | p50 ms | p99 ms | reference (median) | ref p50/p99 ms | ratio | target | client CPU µs/op (ours / ref) |",
+    var lines = ["| shape | ours (median) | min–max | p50 ms | p99 ms | reference or single node (median) | ref p50/p99 ms | ratio | target | client CPU µs/op (ours / ref) |",
                  "|---|---|---|---|---|---|---|---|---|---|"]
     for f in all {
-        let reference = f.reference.map { "\($0): \(format(f.referenceMedian))" } ?? "—"
-        let referenceLatency = f.reference == nil ? "—" : "\(format(f.referenceP50Milliseconds)) / \(format(f.referenceP99Milliseconds))"
-        let ratio = f.ratio.map { String(format: "%.2f", $0) } ?? "—"
-        let target = f.target.map { "≥ \($0) \(f.met == true ? "met" : "not met")" }
+        let reference = f.reference.map { "\($0): \(format(f.referenceMedian))" }
+            ?? f.baseline.map { "\($0): \(format(f.baselineMedian))" } ?? "—"
+        let referenceLatency = f.reference != nil ? "\(format(f.referenceP50Milliseconds)) / \(format(f.referenceP99Milliseconds))"
+            : f.baseline != nil ? "\(format(f.baselineP50Milliseconds)) / \(format(f.baselineP99Milliseconds))" : "—"
+        let ratio = (f.ratio ?? f.ratioToBaseline).map { String(format: "%.2f", $0) } ?? "—"
+        let target = f.target.map { "≥ \($0)\(f.baseline == nil ? "" : "× single node") \(f.met == true ? "met" : "not met")" }
             ?? f.floor.map { "≥ \(format($0)) \(f.unit) \(f.met == true ? "met" : "not met")" } ?? "report"
-        let cpu = "\(format(f.cpuMicroseconds)) / \(format(f.referenceCPUMicroseconds))"
+        let cpu = "\(format(f.cpuMicroseconds)) / \(format(f.referenceCPUMicroseconds ?? f.baselineCPUMicroseconds))"
         lines.append("| \(f.shape) | \(format(f.median)) \(f.unit) | \(format(f.minimum))–\(format(f.maximum)) | \(format(f.p50Milliseconds)) | \(format(f.p99Milliseconds)) | \(reference) | \(referenceLatency) | \(ratio) | \(target) | \(cpu) |")
     }
     return lines.joined(separator: "\n")

@@ -51,13 +51,21 @@ struct Figures: Codable, Sendable {
     var bestLabel: String?
     var bestMedian: Double?
     var ratioToBest: Double?
+    /// The same shape on a single node, measured beside ours (cluster shapes); `target`
+    /// applies to `ratioToBaseline` when there is no reference.
+    var baseline: String?
+    var baselineMedian: Double?
+    var baselineP50Milliseconds: Double?
+    var baselineP99Milliseconds: Double?
+    var baselineCPUMicroseconds: Double?
+    var ratioToBaseline: Double?
     var target: Double?
     var floor: Double?
     var note: String?
 
     var met: Bool? {
         if let floor { return median >= floor }
-        guard let ratio, let target else { return nil }
+        guard let ratio = ratio ?? ratioToBaseline, let target else { return nil }
         return ratio >= target
     }
 }

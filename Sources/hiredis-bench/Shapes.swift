@@ -16,6 +16,8 @@ struct Context: Sendable {
     let port: Int
     let quick: Bool
     let executable: String
+    /// The cluster of the cluster shapes, started by the first of them.
+    let cluster = BenchCluster()
 
     func count(_ full: Int) -> Int { quick ? max(full / 20, 200) : full }
 }
@@ -35,12 +37,14 @@ struct Shape: Sendable {
     /// times add up to the best a client could do on this server; labelled `bestLabel`.
     var steps: [Reference] = []
     var bestLabel = ""
+    /// Our client on a single node, measured in each round right after `ours`.
+    var baseline: Baseline? = nil
 }
 
 func shapes(_ context: Context) -> [Shape] {
     let value = "xxx"   // redis-benchmark's default 3-byte value
     let fanoutNotes = Locked<[String]>([])
-    return [
+    let standalone: [Shape] = [
         Shape(name: "sequential SET, 1 connection, 1 in flight", unit: "ops/s", count: context.count(100_000),
               reference: Reference(label: "redis-benchmark -t set -c 1", test: "SET", arguments: ["-t", "set", "-c", "1"]),
               target: 0.9) { context, count in
@@ -174,6 +178,7 @@ func shapes(_ context: Context) -> [Shape] {
             return try await jobStoreRun(store, count)
         },
     ]
+    return standalone + clusterShapes(context)
 }
 
 func callbackQueue(_ context: Context, retries: Int = 0, delay: Duration = .milliseconds(100)) async throws -> CallbackQueue {
