@@ -14,56 +14,89 @@ struct CommandKeys: Sendable {
 
     /// Lowercased name (or `container|sub`) → spec.
     private(set) var specs: [String: Spec]
+    /// Names of the commands that have subcommands with specs of their own.
+    private let containers: Set<String>
 
     init(specs: [String: Spec] = CommandKeys.builtIn) {
         self.specs = specs
+        containers = Set(specs.keys.compactMap { key in key.firstIndex(of: "|").map { String(key[..<$0]) } })
     }
 
-    /// Where the keys of `command` are.
-    enum Keys {
-        /// The byte ranges of the keys (empty: a keyless command, any node will do).
-        case keys([[UInt8]])
-        /// The positions depend on the arguments in a way only the server knows
+    /// Where `command` goes.
+    enum Route {
+        /// The one slot of its keys; `nil` for a keyless command (any primary will do).
+        case slot(Int?)
+        /// The keys' positions depend on the arguments in a way only the server knows
         /// (`COMMAND GETKEYS` tells).
         case askServer
     }
 
-    func keys(of command: RedisCommand) throws -> Keys {
+    /// The slot of `command`'s keys, found in one walk over its words, copying nothing.
+    ///
+    /// - Throws: ``RedisError/Code/crossSlot`` (naming the keys) when they are in different slots.
+    func route(_ command: RedisCommand) throws -> Route {
         var name = ""
-        var sub = ""
-        command.forEachWord { index, bytes in
-            if index == 0 { name = String(decoding: bytes, as: UTF8.self).lowercased() }
-            if index == 1 { sub = String(decoding: bytes, as: UTF8.self).lowercased() }
-            return index < 1
+        command.forEachWord { _, bytes in
+            name = String(decoding: bytes, as: UTF8.self).lowercased()
+            return false
         }
         let count = command.count
-        // Scripts and functions: numkeys, then the keys.
+        var positions: StrideTo<Int>
         if Self.scriptCommands.contains(name) {
-            guard count >= 3 else { return .keys([]) }
+            // Scripts and functions: numkeys, then the keys.
+            guard count >= 3 else { return .slot(nil) }
             var numkeys = 0
             command.forEachWord { index, bytes in
                 if index == 2 { numkeys = Int(String(decoding: bytes, as: UTF8.self)) ?? 0 }
                 return index < 2
             }
-            return .keys(words(of: command, in: 3..<min(3 + max(numkeys, 0), count)))
+            positions = stride(from: 3, to: min(3 + max(numkeys, 0), count), by: 1)
+        } else {
+            guard var spec = specs[name] else { return .askServer }
+            if containers.contains(name) {
+                var sub = ""
+                command.forEachWord { index, bytes in
+                    if index == 1 { sub = String(decoding: bytes, as: UTF8.self).lowercased() }
+                    return index < 1
+                }
+                if let subSpec = specs[name + "|" + sub] { spec = subSpec }
+            }
+            if spec.movable { return .askServer }
+            guard spec.first > 0, spec.first < count else { return .slot(nil) }
+            let last = spec.last < 0 ? count + spec.last : min(spec.last, count - 1)
+            guard last >= spec.first else { return .slot(nil) }
+            positions = stride(from: spec.first, to: last + 1, by: max(spec.step, 1))
         }
-        guard var spec = specs[name] else { return .askServer }
-        if let subSpec = specs[name + "|" + sub] { spec = subSpec }
-        if spec.movable { return .askServer }
-        guard spec.first > 0, spec.first < count else { return .keys([]) }
-        let last = spec.last < 0 ? count + spec.last : min(spec.last, count - 1)
-        guard last >= spec.first else { return .keys([]) }
-        return .keys(words(of: command, in: spec.first..<(last + 1), step: max(spec.step, 1)))
-    }
-
-    private func words(of command: RedisCommand, in positions: Range<Int>, step: Int = 1) -> [[UInt8]] {
-        var keys: [[UInt8]] = []
-        guard !positions.isEmpty else { return keys }
+        var slot: Int?
+        var crossed = false
+        var next = positions.makeIterator()
+        var wanted = next.next()
         command.forEachWord { index, bytes in
-            if index >= positions.lowerBound, (index - positions.lowerBound) % step == 0 { keys.append(Array(bytes)) }
-            return index + 1 < positions.upperBound
+            guard let position = wanted else { return false }
+            if index == position {
+                let keySlot = ClusterSlot.of(bytes)
+                if let slot, slot != keySlot { crossed = true }
+                slot = slot ?? keySlot
+                wanted = next.next()
+            }
+            return !crossed
         }
-        return keys
+        if crossed {
+            var keys: [String] = []
+            var all = positions.makeIterator()
+            var want = all.next()
+            command.forEachWord { index, bytes in
+                guard let position = want else { return false }
+                if index == position {
+                    keys.append(String(decoding: bytes.prefix(64), as: UTF8.self))
+                    want = all.next()
+                }
+                return true
+            }
+            throw RedisError(.crossSlot, "the keys of \(command.name) are in different slots (use a hash tag): "
+                             + keys.joined(separator: ", "))
+        }
+        return .slot(slot)
     }
 
     static let scriptCommands: Set<String> = ["eval", "evalsha", "eval_ro", "evalsha_ro", "fcall", "fcall_ro"]

@@ -54,6 +54,8 @@ public final class RedisCluster: RedisClient {
     private struct State {
         var topology = ClusterTopology.empty
         var connections: [RedisConfiguration.Endpoint: Task<RedisConnection, any Error>] = [:]
+        /// The connections of `connections` that are up: the hot path takes them without a wait.
+        var ready: [RedisConfiguration.Endpoint: RedisConnection] = [:]
         var refresh: Task<ClusterTopology, any Error>?
         var keys = CommandKeys()
         var closed = false
@@ -105,6 +107,7 @@ public final class RedisCluster: RedisClient {
     public func close() async {
         let tasks = state.withLock { state -> [Task<RedisConnection, any Error>] in
             state.closed = true
+            state.ready = [:]
             defer { state.connections = [:] }
             return Array(state.connections.values)
         }
@@ -170,8 +173,11 @@ public final class RedisCluster: RedisClient {
         let slots = routes
         // One batch per node, sent concurrently; results back in the caller's order.
         var groups: [RedisConfiguration.Endpoint: [Int]] = [:]
+        let topology = state.withLock { $0.topology }
         for (index, slot) in slots.enumerated() {
-            groups[try await endpoint(for: slot), default: []].append(index)
+            var endpoint = slot.flatMap { topology.owner(of: $0) }
+            if endpoint == nil { endpoint = try await self.endpoint(for: slot) }
+            groups[endpoint!, default: []].append(index)
         }
         var results = [Result<RedisReply, RedisError>?](repeating: nil, count: commands.count)
         try await withThrowingTaskGroup(of: [(Int, Result<RedisReply, RedisError>)].self) { group in
@@ -248,24 +254,24 @@ public final class RedisCluster: RedisClient {
 
     /// The one slot of `command`'s keys; `nil` for a keyless command.
     func slot(of command: RedisCommand) async throws -> Int? {
-        let keys: [[UInt8]]
-        switch try state.withLock({ try $0.keys.keys(of: command) }) {
-        case .keys(let found): keys = found
+        let table = state.withLock { $0.keys }   // routed outside the lock
+        switch try table.route(command) {
+        case .slot(let slot): return slot
         case .askServer:
             var getKeys = RedisCommand("COMMAND", "GETKEYS")
             command.forEachWord { _, bytes in
                 getKeys.append(Array(bytes))
                 return true
             }
-            keys = try await send(getKeys, slot: nil, timeout: nil).decode([RedisBytes].self).map(\.bytes)
+            let keys = try await send(getKeys, slot: nil, timeout: nil).decode([RedisBytes].self).map(\.bytes)
+            guard let first = keys.first else { return nil }
+            let slot = ClusterSlot.of(first)
+            for key in keys.dropFirst() where ClusterSlot.of(key) != slot {
+                throw RedisError(.crossSlot, "the keys of \(command.name) are in different slots (use a hash tag): "
+                                 + keys.map { String(decoding: $0.prefix(64), as: UTF8.self) }.joined(separator: ", "))
+            }
+            return slot
         }
-        guard let first = keys.first else { return nil }
-        let slot = ClusterSlot.of(first)
-        for key in keys.dropFirst() where ClusterSlot.of(key) != slot {
-            throw RedisError(.crossSlot, "the keys of \(command.name) are in different slots (use a hash tag): "
-                             + keys.map { String(decoding: $0.prefix(64), as: UTF8.self) }.joined(separator: ", "))
-        }
-        return slot
     }
 
     private func describe(_ keys: [any RedisArgument]) -> String {
@@ -311,9 +317,19 @@ public final class RedisCluster: RedisClient {
             guard remaining > .zero else {
                 throw lastError ?? RedisError(.timeout, "no reply within \(limit)")
             }
+            // The usual case: the slot's primary is known and its connection is up (one
+            // lock, no wait).
+            var ready: (RedisConfiguration.Endpoint, RedisConnection)?
+            if asking == nil, moved == nil, let slot {
+                ready = state.withLock { state in
+                    state.topology.owner(of: slot).flatMap { endpoint in state.ready[endpoint].map { (endpoint, $0) } }
+                }
+            }
             let endpoint: RedisConfiguration.Endpoint
             do {
-                if let target = asking ?? moved {
+                if let ready {
+                    endpoint = ready.0
+                } else if let target = asking ?? moved {
                     endpoint = target
                 } else {
                     endpoint = try await self.endpoint(for: slot)
@@ -323,7 +339,8 @@ public final class RedisCluster: RedisClient {
                 continue
             }
             do {
-                let connection = try await connection(to: endpoint)
+                let connection: RedisConnection
+                if let ready { connection = ready.1 } else { connection = try await self.connection(to: endpoint) }
                 if asking != nil {
                     let replies = try await connection.pipeline([RedisCommand("ASKING"), command], timeout: remaining)
                     asking = nil
@@ -407,7 +424,9 @@ public final class RedisCluster: RedisClient {
             return task
         }
         do {
-            return try await task.value
+            let connection = try await task.value
+            state.withLock { state in if state.connections[endpoint] == task { state.ready[endpoint] = connection } }
+            return connection
         } catch {
             forget(endpoint, task)
             if let error = error as? RedisError { throw error }
@@ -420,6 +439,7 @@ public final class RedisCluster: RedisClient {
         let dropped = state.withLock { state -> Task<RedisConnection, any Error>? in
             guard let task = state.connections[endpoint], only == nil || only == task else { return nil }
             state.connections[endpoint] = nil
+            state.ready[endpoint] = nil
             return task
         }
         if let dropped { Task { if let connection = try? await dropped.value { await connection.close() } } }
