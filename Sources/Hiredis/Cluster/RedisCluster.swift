@@ -411,9 +411,11 @@ public final class RedisCluster: RedisClient {
 
     /// The pooled connection to `endpoint`, connecting once for every concurrent caller.
     func connection(to endpoint: RedisConfiguration.Endpoint) async throws -> RedisConnection {
-        let task = try state.withLock { state -> Task<RedisConnection, any Error> in
+        enum Pooled { case ready(RedisConnection), connecting(Task<RedisConnection, any Error>) }
+        let pooled = try state.withLock { state -> Pooled in
             if state.closed { throw RedisError.closed("the cluster client is closed").neverSent() }
-            if let task = state.connections[endpoint] { return task }
+            if let ready = state.ready[endpoint] { return .ready(ready) }
+            if let task = state.connections[endpoint] { return .connecting(task) }
             var configuration = self.configuration.node
             configuration.endpoint = endpoint
             // A lost node connection is not re-established in place: the pool makes a new
@@ -421,7 +423,12 @@ public final class RedisCluster: RedisClient {
             configuration.reconnect = .never
             let task = Task { try await RedisConnection.connect(configuration) }
             state.connections[endpoint] = task
-            return task
+            return .connecting(task)
+        }
+        let task: Task<RedisConnection, any Error>
+        switch pooled {
+        case .ready(let connection): return connection
+        case .connecting(let connecting): task = connecting
         }
         do {
             let connection = try await task.value
