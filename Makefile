@@ -8,8 +8,10 @@ PID_DIR := $(or $(TMPDIR),/tmp)/hiredis-kit-test-pids
 TEST_TIMEOUT ?= 840
 
 # `make chaos`: seconds of fault injection, and the schedule's seed (random when empty).
+# CLUSTER=1: against a Redis Cluster (3 primaries + replicas), with primary kills and slot migrations.
 DURATION ?= 120
 SEED ?=
+CLUSTER ?=
 # `make test` ends with a short chaos run.
 TEST_CHAOS_DURATION ?= 20
 
@@ -72,11 +74,11 @@ demo: deps
 	$(SWIFT) build --product hiredis-demo
 	@status=0; .build/debug/hiredis-demo || status=$$?; $(MAKE) --no-print-directory kill-strays; exit $$status
 
-## chaos: fault-injection soak; verifies nothing lost, no two holders, no hang (DURATION=120, SEED=…)
+## chaos: fault-injection soak; verifies nothing lost, no two holders, no hang (DURATION=120, SEED=…, CLUSTER=1)
 chaos: deps
 	$(SWIFT) build --product hiredis-chaos
 	@status=0; timeout --kill-after=10 $$(( $(DURATION) + 180 )) .build/debug/hiredis-chaos --duration $(DURATION) \
-	  $(if $(SEED),--seed $(SEED)) || status=$$?; \
+	  $(if $(SEED),--seed $(SEED)) $(if $(filter 1 yes true,$(CLUSTER)),--cluster) || status=$$?; \
 	$(MAKE) --no-print-directory kill-strays; exit $$status
 
 ## docs: DocC documentation into .build/docs

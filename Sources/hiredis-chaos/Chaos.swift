@@ -28,6 +28,9 @@ struct Run: AsyncParsableCommand {
     @Flag(help: "Keep the logs directory even when every figure held.")
     var keepLogs = false
 
+    @Flag(help: "Run against a Redis Cluster (3 primaries, 1 replica each) and add primary kills and slot migrations to the faults.")
+    var cluster = false
+
     func validate() throws {
         guard duration >= 5 else { throw ValidationError("--duration must be at least 5 seconds") }
         guard (1...16).contains(workers) else { throw ValidationError("--workers must be 1…16") }
@@ -35,7 +38,7 @@ struct Run: AsyncParsableCommand {
 
     func run() async throws {
         let seed = self.seed ?? UInt64.random(in: 1...999_999)
-        let passed = try await Conductor(duration: .seconds(duration), seed: seed, workers: workers, keep: keepLogs).run()
+        let passed = try await Conductor(duration: .seconds(duration), seed: seed, workers: workers, keep: keepLogs, cluster: cluster).run()
         if !passed { throw ExitCode(1) }
     }
 }
@@ -45,7 +48,7 @@ struct ChildCommand: AsyncParsableCommand {
                                                     shouldDisplay: false)
 
     @Option var directory: String
-    @Option var url: String
+    @Option(help: "A redis:// URL, or cluster:host:port,… (RedisTarget).") var url: String
     @Option var name: String
 
     func run() async throws {

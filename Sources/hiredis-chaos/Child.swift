@@ -5,6 +5,7 @@ import Foundation
 import Hiredis
 import LockKit
 import QueueKit
+import RedisTestSupport
 import Synchronization
 
 /// The figures every chaos process agrees on.
@@ -29,25 +30,67 @@ enum Settings {
     static let operationLimitMillis: Int64 = 10_000
     static let fanoutLimitMillis: Int64 = 8_000 + 3_000
 
+    /// On a cluster: how long a `WAIT` for one replica may block (it blocks the shared
+    /// connection to that primary, so it stays well under the command timeout).
+    static let replicationTimeoutMillis = 100
+    static let replicationTimeout: Duration = .milliseconds(replicationTimeoutMillis)
+
     static func configuration(url: String) throws -> RedisConfiguration {
-        var configuration = try RedisConfiguration(url: url)
+        configure(try RedisConfiguration(url: url))
+    }
+
+    /// The timeouts and reconnection of every connection (to the server, or to each node).
+    static func configure(_ base: RedisConfiguration) -> RedisConfiguration {
+        var configuration = base
         configuration.commandTimeout = commandTimeout
         configuration.connectTimeout = .seconds(1)
         configuration.reconnect = .exponentialBackoff(initialDelay: .milliseconds(50), maximumDelay: .milliseconds(500))
         return configuration
     }
 
-    static func queueOptions() -> WorkQueueOptions {
+    /// A client for `target`: a connection, or a cluster client whose node connections
+    /// have ``configure(_:)``'s settings.
+    static func client(_ target: RedisTarget) async throws -> any RedisClient {
+        switch target {
+        case .single(let configuration): try await RedisConnection.connect(configure(configuration))
+        case .cluster(let seeds): try await RedisCluster.connect(RedisClusterConfiguration(seeds: seeds, node: configure(RedisConfiguration())))
+        }
+    }
+
+    /// A subscriber beside `client` (on a cluster, one that moves between nodes).
+    static func subscriber(_ target: RedisTarget, client: any RedisClient) async throws -> RedisSubscriber {
+        if let cluster = client as? RedisCluster { return try await cluster.subscriber() }
+        guard case .single(let configuration) = target else { throw ChaosError("a cluster target needs a cluster client") }
+        return try await RedisSubscriber.connect(configure(configuration))
+    }
+
+    static func queueOptions(cluster: Bool = false) -> WorkQueueOptions {
         var options = WorkQueueOptions(prefix: queuePrefix, heartbeatInterval: .milliseconds(500), workerTimeout: workerTimeout,
                                        cleanupInterval: .seconds(1), maxDeliveries: maxDeliveries)
         options.pollInterval = .seconds(1)
         options.reregisterAfterFailure = true
         options.shutdownGracePeriod = .seconds(2)
+        if cluster { options.replicationTimeout = replicationTimeout }
         return options
     }
 
-    static func lockOptions() -> CallbackQueueOptions {
-        CallbackQueueOptions(channel: "chaos:events", lock: LockOptions(timeout: lockLease, retries: 100, delay: .milliseconds(20), keepAliveLease: lockLease))
+    /// On a cluster a lock is only handed out once a replica has it (and its fencing
+    /// counter), so that a primary kill cannot hand the same token out twice; fewer
+    /// retries keep an acquisition that keeps failing its `WAIT` under the operation limit.
+    static func lockOptions(cluster: Bool = false) -> CallbackQueueOptions {
+        var lock = LockOptions(timeout: lockLease, retries: cluster ? 60 : 100, delay: .milliseconds(20), keepAliveLease: lockLease)
+        if cluster {
+            lock.minReplicas = 1
+            lock.replicationTimeout = replicationTimeout
+        }
+        return CallbackQueueOptions(channel: "chaos:events", lock: lock)
+    }
+
+    /// `WAIT 1` on the primary that holds `key` (after a write there on this client).
+    static func waitForReplica(_ client: any RedisClient, key: String) async throws {
+        let wait = RedisCommand("WAIT", 1, replicationTimeoutMillis)
+        let acknowledged = try await client.send(wait, routedBy: Array(key.utf8), timeout: nil).decode(Int.self)
+        guard acknowledged >= 1 else { throw ChaosError("no replica acknowledged the write within \(replicationTimeout)") }
     }
 }
 
@@ -80,14 +123,15 @@ struct Child {
 
     func run() async throws {
         log.record("P", String(getpid()))
-        let configuration = try Settings.configuration(url: url)
-        let client = try await retrying("connect") { try await RedisConnection.connect(configuration) }
-        let subscriber = try await retrying("subscriber connect") { try await RedisSubscriber.connect(configuration) }
-        let locks = try CallbackQueue(client: client, pubsub: subscriber, options: Settings.lockOptions())
+        let target = try RedisTarget(url)
+        let cluster = if case .cluster = target { true } else { false }
+        let client = try await retrying("connect") { try await Settings.client(target) }
+        let subscriber = try await retrying("subscriber connect") { try await Settings.subscriber(target, client: client) }
+        let locks = try CallbackQueue(client: client, pubsub: subscriber, options: Settings.lockOptions(cluster: cluster))
         let resource = try FencedResource(path: directory.appendingPathComponent("resource").path)
         let redisJobs = try RedisJobStore<String>(client: client, prefix: Settings.jobPrefix, leaseTimeout: Settings.jobLease)
         let fileJobs = try FileJobStore<String>(directory: directory.appendingPathComponent("jobs"), leaseTimeout: Settings.jobLease)
-        let queue = try WorkQueue(client: client, subscriber: subscriber, options: Settings.queueOptions())
+        let queue = try WorkQueue(client: client, subscriber: subscriber, options: Settings.queueOptions(cluster: cluster))
         let worker = try await retrying("worker start") { try await queue.startWorker() }
         log.record("R")
 

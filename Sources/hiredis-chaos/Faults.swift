@@ -13,6 +13,29 @@ enum FaultKind: String, CaseIterable, Sendable {
     case debugSleep = "DEBUG SLEEP"
     case restartRedis = "restart redis-server"
     case scriptFlush = "SCRIPT FLUSH"
+    // Cluster only (`--cluster`).
+    case killPrimary = "kill -9 primary"
+    case migrateSlot = "slot migration"
+
+    /// One round of the single-server schedule (its order is part of what a seed replays).
+    static let singleServer: [FaultKind] = [.killWorker, .stopWorker, .stopRedis, .clientKillNormal, .clientKillPubsub,
+                                            .debugSleep, .restartRedis, .scriptFlush]
+    /// One round on a cluster: no restart of "the" server; primary kills and (twice as
+    /// often) slot migrations instead.
+    static let cluster: [FaultKind] = [.killWorker, .stopWorker, .stopRedis, .clientKillNormal, .clientKillPubsub,
+                                       .debugSleep, .scriptFlush, .killPrimary, .migrateSlot, .migrateSlot]
+
+    /// The name in the run's output and table (on a cluster the Redis faults strike a
+    /// primary, or every node).
+    func label(cluster: Bool) -> String {
+        guard cluster else { return rawValue }
+        switch self {
+        case .stopRedis: return "SIGSTOP primary"
+        case .debugSleep: return "DEBUG SLEEP primary"
+        case .clientKillNormal, .clientKillPubsub, .scriptFlush: return rawValue + " (every node)"
+        default: return rawValue
+        }
+    }
 
     /// A short name for the event log.
     var tag: String {
@@ -25,6 +48,8 @@ enum FaultKind: String, CaseIterable, Sendable {
         case .debugSleep: "sleep"
         case .restartRedis: "restart"
         case .scriptFlush: "flush"
+        case .killPrimary: "kill-primary"
+        case .migrateSlot: "migrate"
         }
     }
 
@@ -60,22 +85,29 @@ struct SeededGenerator: RandomNumberGenerator {
 }
 
 /// The schedule: kinds in shuffled rounds (so a short run still sees each kind early),
-/// a pause of 0.5–2 s before each fault, and the worker slot it strikes.
+/// a pause of 0.5–2 s before each fault, the worker slot it strikes, and (on a cluster) a
+/// number that picks the node or Redis slot it strikes.
 struct FaultSchedule {
     private var generator: SeededGenerator
     private var round: [FaultKind] = []
     let slots: Int
+    let kinds: [FaultKind]
+    let picks: Bool
 
-    init(seed: UInt64, slots: Int) {
+    init(seed: UInt64, slots: Int, kinds: [FaultKind] = FaultKind.singleServer, picks: Bool = false) {
         generator = SeededGenerator(seed: seed)
         self.slots = slots
+        self.kinds = kinds
+        self.picks = picks
     }
 
-    mutating func next() -> (pause: Duration, kind: FaultKind, slot: Int) {
-        if round.isEmpty { round = FaultKind.allCases.shuffled(using: &generator) }
+    mutating func next() -> (pause: Duration, kind: FaultKind, slot: Int, pick: Int) {
+        if round.isEmpty { round = kinds.shuffled(using: &generator) }
         let kind = round.removeFirst()
         let pause = Duration.milliseconds(Int.random(in: 500...2000, using: &generator))
-        return (pause, kind, Int.random(in: 0..<slots, using: &generator))
+        let slot = Int.random(in: 0..<slots, using: &generator)
+        // Drawn only with picks, so that a single-server seed replays as it always did.
+        return (pause, kind, slot, picks ? Int.random(in: 0..<1_000_000, using: &generator) : 0)
     }
 }
 
@@ -90,7 +122,7 @@ final class Fleet: Sendable {
 
     let executable: String
     let directory: URL
-    let url: String
+    let url: String   // a redis:// URL or a cluster spec (``RedisTarget``)
     private let slots: Mutex<[Slot]>
     private let stopping = Atomic<Bool>(false)
     let crashes = Mutex<[String]>([])
