@@ -485,8 +485,15 @@ public final actor Worker: Service {
         guard process.worker == id else {
             throw WorkQueueError(.processNotOwned, "\(process.id) belongs to worker \(process.worker), not \(id)")
         }
-        defer { release(process.queue, [process.number]) }
-        try await workQueue.finish(queue: process.queue, worker: process.worker, number: process.number, result: result)
+        do {
+            try await workQueue.finish(queue: process.queue, worker: process.worker, number: process.number, result: result)
+        } catch let error as WorkQueueError {
+            release(process.queue, [process.number])   // not (or no longer) held: Redis said so
+            throw error
+        }
+        // A transport error leaves it held here: the finish may not have run, and a
+        // reconciliation must not mistake it for a ghost while the caller tries again.
+        release(process.queue, [process.number])
     }
 
     /// The `String` form of ``finish(_:result:)-(_,[UInt8]?)``.
@@ -546,8 +553,15 @@ public final actor Worker: Service {
         guard process.worker == id else {
             throw WorkQueueError(.processNotOwned, "\(process.id) belongs to worker \(process.worker), not \(id)")
         }
-        defer { release(process.queue, [process.number]) }
-        return try await workQueue.stop(queue: process.queue, worker: process.worker, number: process.number, reason: reason)
+        let outcome: StopOutcome
+        do {
+            outcome = try await workQueue.stop(queue: process.queue, worker: process.worker, number: process.number, reason: reason)
+        } catch let error as WorkQueueError {
+            release(process.queue, [process.number])
+            throw error
+        }
+        release(process.queue, [process.number])   // as finish: only once Redis answered
+        return outcome
     }
 
     /// Gives processes back to the front of their queue in dequeue order, without counting
