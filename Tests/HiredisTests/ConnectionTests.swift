@@ -371,3 +371,22 @@ private func code(_ expected: RedisError.Code) -> @Sendable (any Error) -> Bool 
         await observer.close()
     }
 }
+
+@Suite struct BrokenPipeTests {
+    /// Writing to a server that was killed raises SIGPIPE, whose default action ends the
+    /// process: the connection ignores it, so the write fails as a lost connection instead
+    /// (without that, this test process dies).
+    @Test(.enabled(if: TestRedis.ownsServers)) func writingToAKilledServerFailsInsteadOfKillingTheProcess() async throws {
+        let server = try await RedisServer.start()
+        let connection = try await server.connect { $0.reconnect = .never }
+        try await connection.send("SET", "k", "v")
+        await server.kill()
+        let big = [UInt8](repeating: 0x61, count: 8 * 1024 * 1024)
+        for _ in 0..<3 {
+            await #expect(throws: RedisError.self) { try await connection.send("SET", "k", big) }
+        }
+        var disposition = sigaction()
+        _ = sigaction(SIGPIPE, nil, &disposition)
+        #expect(disposition.__sigaction_handler.sa_handler != nil, "SIGPIPE is no longer fatal")
+    }
+}

@@ -84,7 +84,25 @@ final class HiredisContext: @unchecked Sendable {
 
     init(queue: DispatchQueue) {
         self.queue = queue
+        _ = Self.sigpipeIgnored
     }
+
+    /// hiredis writes with `write(2)`, which raises SIGPIPE when the server has gone away
+    /// (a killed primary, a restart), and SIGPIPE's default action ends the process. So the
+    /// first connection sets SIGPIPE to be ignored, unless the application installed a
+    /// handler of its own; the write then fails with EPIPE, and the connection is lost as it
+    /// should be. (Server frameworks, SwiftNIO among them, do the same.)
+    private static let sigpipeIgnored: Void = {
+        var current = sigaction()
+        guard sigaction(SIGPIPE, nil, &current) == 0 else { return }
+        // SIG_DFL is the null handler.
+        #if canImport(Darwin)
+        let isDefault = current.__sigaction_u.__sa_handler == nil
+        #else
+        let isDefault = current.__sigaction_handler.sa_handler == nil
+        #endif
+        if isDefault { _ = signal(SIGPIPE, SIG_IGN) }
+    }()
 
     /// `true` while the hiredis context exists.
     var isOpen: Bool { context != nil }
