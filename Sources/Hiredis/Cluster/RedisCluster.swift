@@ -387,8 +387,10 @@ public final class RedisCluster: RedisClient {
                     try await waitOrGiveUp(error)
                     continue
                 }
-                if error.code == .connectionClosed || error.code == .timeout {
-                    // It may have run: never sent again. The next command finds the new primary.
+                if error.code == .connectionClosed {
+                    // The connection is gone, and the command may have run: it is never sent
+                    // again. The next command finds the slot's primary anew. (A timeout
+                    // leaves the connection to the others in flight on it.)
                     forget(endpoint)
                     startRefresh()
                 }
