@@ -375,6 +375,11 @@ public final actor RedisConnection {
     }
 
     private func openContext(to endpoint: RedisConfiguration.Endpoint) {
+        // `validate()` refused it already; never fall back to plaintext.
+        if configuration.tls != nil, !TLSSupport.isAvailable {
+            perform(machine.connectFailed(TLSSupport.unavailable))
+            return
+        }
         let context = HiredisContext(queue: executor.queue)
         context.delegate = self
         if var error = context.connect(to: endpoint) {
