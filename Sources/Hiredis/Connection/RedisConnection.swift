@@ -351,8 +351,9 @@ public final actor RedisConnection {
         discoveries += 1
         let discovery = discoveries
         let timeout = configuration.connectTimeout
+        let logger = logger
         Task { [weak self] in
-            let address = await SentinelDiscovery.masterAddress(sentinel, connectTimeout: timeout)
+            let address = await SentinelDiscovery.masterAddress(sentinel, connectTimeout: timeout, logger: logger)
             await self?.discovered(address, discovery)
         }
     }
@@ -407,32 +408,40 @@ public final actor RedisConnection {
         perform(machine.connectFailed(error))
     }
 
-    private func sendHandshake() {
-        guard let context else { return }
-        var steps: [(RedisCommand, HandshakeStep)] = []
-        if let password = configuration.password {
+    /// The command of one handshake step.
+    private func command(for step: HandshakeStep) -> RedisCommand {
+        switch step {
+        case .auth:
             var auth = RedisCommand("AUTH")
             if let username = configuration.username { auth.append(username) }
-            auth.append(password)
-            steps.append((auth, .auth))
+            auth.append(configuration.password ?? "")
+            return auth
+        case .select: return RedisCommand("SELECT", configuration.database)
+        case .setName: return RedisCommand("CLIENT", "SETNAME", configuration.clientName ?? "")
+        case .role: return RedisCommand("ROLE")
         }
-        if configuration.database != 0 {
-            steps.append((RedisCommand("SELECT", configuration.database), .select))
-        }
-        if let name = configuration.clientName {
-            steps.append((RedisCommand("CLIENT", "SETNAME", name), .setName))
-        }
-        if configuration.sentinel != nil {
-            steps.append((RedisCommand("ROLE"), .role))
-        }
+    }
+
+    private func sendHandshake() {
+        guard let context else { return }
+        var steps: [HandshakeStep] = []
+        if configuration.password != nil { steps.append(.auth) }
+        if configuration.database != 0 { steps.append(.select) }
+        if configuration.clientName != nil { steps.append(.setName) }
+        if configuration.sentinel != nil { steps.append(.role) }
         guard !steps.isEmpty else {
             perform(machine.handshakeSucceeded())
             return
         }
-        for (index, (command, step)) in steps.enumerated() {
+        let tracing = logger.logLevel <= .trace
+        for (index, step) in steps.enumerated() {
+            let command = command(for: step)
             guard context.send(command) else {
                 contextFailed(context, RedisError(.connectionClosed, "the connection closed during the handshake"))
                 return
+            }
+            if tracing {
+                logger.trace("send", metadata: ["redis.command": "\(command.loggableDescription)", "redis.handshake": "true"])
             }
             pending.append(PendingReply(id: 0, deadline: 0, waiter: .handshake(step, last: index == steps.count - 1), remaining: 1))
         }
@@ -513,7 +522,7 @@ public final actor RedisConnection {
         for command in commands {
             guard context.send(command) else { break }  // the context is going away
             if tracing {
-                logger.trace("send", metadata: ["redis.command": "\(command.name)"])
+                logger.trace("send", metadata: ["redis.command": "\(command.loggableDescription)"])
             }
             appended += 1
         }
