@@ -132,3 +132,34 @@ extension RedisError {
         RedisError(.connectionClosed, message)
     }
 }
+
+extension RedisError {
+    /// `self`, made ``Code/noPermission`` when it is a `-NOPERM` reply to `command`, with the
+    /// command and its keys named after the server's text (computed only here, on the
+    /// error path).
+    func naming(_ command: RedisCommand) -> RedisError {
+        guard code == .server, Self.isPermissionDenial(message) else { return self }
+        var error = RedisError.noPermission(message, command: command, context: nil)
+        error.wasNeverSent = wasNeverSent
+        return error
+    }
+
+    /// Whether a server error reply is an ACL refusal: `-NOPERM …`, or, from a script on
+    /// Redis before 7.2, `-ERR The user executing the script can't …` (possibly inside
+    /// `Error running script …`).
+    static func isPermissionDenial(_ message: String) -> Bool {
+        message.hasPrefix("NOPERM") || (message.hasPrefix("ERR") && message.contains("The user executing the script can't"))
+    }
+
+    /// A `-NOPERM` reply to `command`: the server's text first (so that
+    /// ``serverErrorPrefix`` is `NOPERM`), then the command's name and its keys.
+    static func noPermission(_ serverMessage: String, command: RedisCommand, context: String?) -> RedisError {
+        var name = ""
+        command.forEachWord { _, bytes in
+            RedisCommand.appendLoggable(bytes, to: &name)
+            return false
+        }
+        let keys = CommandKeys.builtInTable.describeKeys(of: command) ?? "keys not known to the client"
+        return RedisError(.noPermission, "\(serverMessage) (command \(name), \(keys)\(context.map { ", \($0)" } ?? ""))")
+    }
+}
