@@ -13,6 +13,9 @@
 ///
 /// Server error replies (`-ERR …`, `-WRONGTYPE …`, `-NOSCRIPT …`) have the code
 /// ``Code/server`` and keep the server's message; ``serverErrorPrefix`` gives its first word.
+/// `-NOPERM …` (an ACL refusal) has its own code, ``Code/noPermission``.
+///
+/// No error's message or description ever contains a password or a key passphrase.
 public struct RedisError: Error, Sendable, Hashable, CustomStringConvertible {
     /// What kind of failure happened. New codes may be added in later versions, so a
     /// `switch` over codes should keep a default case.
@@ -22,6 +25,7 @@ public struct RedisError: Error, Sendable, Hashable, CustomStringConvertible {
             case invalidArgument, wrongReplyType, protocolError
             case noSentinelReachable, unknownMaster, noMasterAvailable
             case crossSlot, clusterUnreachable, slotNotServed, tooManyRedirections
+            case noPermission, tlsUnavailable
         }
         private let base: Base
         private init(_ base: Base) { self.base = base }
@@ -62,6 +66,17 @@ public struct RedisError: Error, Sendable, Hashable, CustomStringConvertible {
         /// a sign of a topology in flux or a misconfigured cluster.
         public static let tooManyRedirections = Code(.tooManyRedirections)
 
+        /// The server refused a command because the connection's ACL user may not run it
+        /// or may not touch one of its keys or channels: a `-NOPERM …` error reply (from a
+        /// script on Redis 7.0, `-ERR The user executing the script can't …`). The message
+        /// is the server's text, then the command and its keys; ``RedisError/serverErrorPrefix``
+        /// is `"NOPERM"`. Not transient: retrying does not help until the user's rules change.
+        public static let noPermission = Code(.noPermission)
+        /// The configuration asks for TLS (``RedisConfiguration/tls``, a `rediss://` URL),
+        /// which this build cannot do. Reported at connect, before any socket is opened:
+        /// nothing is ever sent in plaintext instead. The message says what to install.
+        public static let tlsUnavailable = Code(.tlsUnavailable)
+
         public var description: String { base.rawValue }
     }
 
@@ -88,8 +103,10 @@ public struct RedisError: Error, Sendable, Hashable, CustomStringConvertible {
     }
 
     /// For server errors, the first word of the error reply (`ERR`, `WRONGTYPE`,
-    /// `NOSCRIPT`, `READONLY`, `BUSY`, …); `nil` for other codes.
+    /// `NOSCRIPT`, `READONLY`, `BUSY`, …; `NOPERM` for ``Code/noPermission``); `nil` for
+    /// other codes.
     public var serverErrorPrefix: Substring? {
+        if code == .noPermission { return "NOPERM" }   // also Redis 7.0's "ERR The user executing the script can't …"
         guard code == .server else { return nil }
         return message.split(separator: " ", maxSplits: 1).first
     }
@@ -102,7 +119,7 @@ public struct RedisError: Error, Sendable, Hashable, CustomStringConvertible {
         [.connectionClosed, .connectionFailed, .timeout, .noMasterAvailable, .noSentinelReachable,
          .clusterUnreachable, .slotNotServed, .tooManyRedirections].contains(code)
             || serverErrorPrefix == "LOADING" || serverErrorPrefix == "CLUSTERDOWN" || serverErrorPrefix == "TRYAGAIN"
-            || message.contains("READONLY")
+            || (code == .server && message.contains("READONLY"))
     }
 
     public var description: String { "RedisError.\(code): \(message)" }
@@ -113,5 +130,36 @@ extension RedisError {
     public static func invalidArgument(_ message: String) -> RedisError { RedisError(.invalidArgument, message) }
     static func closed(_ message: String = "the connection is closed") -> RedisError {
         RedisError(.connectionClosed, message)
+    }
+}
+
+extension RedisError {
+    /// `self`, made ``Code/noPermission`` when it is a `-NOPERM` reply to `command`, with the
+    /// command and its keys named after the server's text (computed only here, on the
+    /// error path).
+    func naming(_ command: RedisCommand) -> RedisError {
+        guard code == .server, Self.isPermissionDenial(message) else { return self }
+        var error = RedisError.noPermission(message, command: command, context: nil)
+        error.wasNeverSent = wasNeverSent
+        return error
+    }
+
+    /// Whether a server error reply is an ACL refusal: `-NOPERM …`, or, from a script on
+    /// Redis before 7.2, `-ERR The user executing the script can't …` (possibly inside
+    /// `Error running script …`).
+    static func isPermissionDenial(_ message: String) -> Bool {
+        message.hasPrefix("NOPERM") || (message.hasPrefix("ERR") && message.contains("The user executing the script can't"))
+    }
+
+    /// A `-NOPERM` reply to `command`: the server's text first (so that
+    /// ``serverErrorPrefix`` is `NOPERM`), then the command's name and its keys.
+    static func noPermission(_ serverMessage: String, command: RedisCommand, context: String?) -> RedisError {
+        var name = ""
+        command.forEachWord { _, bytes in
+            RedisCommand.appendLoggable(bytes, to: &name)
+            return false
+        }
+        let keys = CommandKeys.builtInTable.describeKeys(of: command) ?? "keys not known to the client"
+        return RedisError(.noPermission, "\(serverMessage) (command \(name), \(keys)\(context.map { ", \($0)" } ?? ""))")
     }
 }

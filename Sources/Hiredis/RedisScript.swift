@@ -33,7 +33,8 @@ public final class RedisScript: Sendable, CustomStringConvertible {
 extension RedisConnection {
     /// Runs `script` with `EVALSHA`, falling back to `EVAL` on `NOSCRIPT`.
     ///
-    /// - Throws: ``RedisError`` (a Lua error is ``RedisError/Code/server``).
+    /// - Throws: ``RedisError`` (a Lua error is ``RedisError/Code/server``; a key or
+    ///   command the ACL user may not touch, ``RedisError/Code/noPermission``).
     @discardableResult
     public nonisolated func run(
         _ script: RedisScript,

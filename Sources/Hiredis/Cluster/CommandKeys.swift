@@ -31,41 +31,57 @@ struct CommandKeys: Sendable {
         case askServer
     }
 
-    /// The slot of `command`'s keys, found in one walk over its words, copying nothing.
-    ///
-    /// - Throws: ``RedisError/Code/crossSlot`` (naming the keys) when they are in different slots.
-    func route(_ command: RedisCommand) throws -> Route {
+    /// Where the keys of a command are.
+    enum KeyPositions {
+        /// These word positions (empty for a keyless command).
+        case keys(StrideTo<Int>)
+        /// The positions depend on the arguments in a way only the server knows.
+        case askServer
+    }
+
+    /// The word positions of `command`'s keys (`EVAL`/`EVALSHA`/`FCALL`: from numkeys).
+    func keyPositions(of command: RedisCommand) -> KeyPositions {
         var name = ""
         command.forEachWord { _, bytes in
             name = String(decoding: bytes, as: UTF8.self).lowercased()
             return false
         }
         let count = command.count
-        var positions: StrideTo<Int>
+        let none = KeyPositions.keys(stride(from: 0, to: 0, by: 1))
         if Self.scriptCommands.contains(name) {
             // Scripts and functions: numkeys, then the keys.
-            guard count >= 3 else { return .slot(nil) }
+            guard count >= 3 else { return none }
             var numkeys = 0
             command.forEachWord { index, bytes in
                 if index == 2 { numkeys = Int(String(decoding: bytes, as: UTF8.self)) ?? 0 }
                 return index < 2
             }
-            positions = stride(from: 3, to: min(3 + max(numkeys, 0), count), by: 1)
-        } else {
-            guard var spec = specs[name] else { return .askServer }
-            if containers.contains(name) {
-                var sub = ""
-                command.forEachWord { index, bytes in
-                    if index == 1 { sub = String(decoding: bytes, as: UTF8.self).lowercased() }
-                    return index < 1
-                }
-                if let subSpec = specs[name + "|" + sub] { spec = subSpec }
+            return .keys(stride(from: 3, to: min(3 + max(numkeys, 0), count), by: 1))
+        }
+        guard var spec = specs[name] else { return .askServer }
+        if containers.contains(name) {
+            var sub = ""
+            command.forEachWord { index, bytes in
+                if index == 1 { sub = String(decoding: bytes, as: UTF8.self).lowercased() }
+                return index < 1
             }
-            if spec.movable { return .askServer }
-            guard spec.first > 0, spec.first < count else { return .slot(nil) }
-            let last = spec.last < 0 ? count + spec.last : min(spec.last, count - 1)
-            guard last >= spec.first else { return .slot(nil) }
-            positions = stride(from: spec.first, to: last + 1, by: max(spec.step, 1))
+            if let subSpec = specs[name + "|" + sub] { spec = subSpec }
+        }
+        if spec.movable { return .askServer }
+        guard spec.first > 0, spec.first < count else { return none }
+        let last = spec.last < 0 ? count + spec.last : min(spec.last, count - 1)
+        guard last >= spec.first else { return none }
+        return .keys(stride(from: spec.first, to: last + 1, by: max(spec.step, 1)))
+    }
+
+    /// The slot of `command`'s keys, found in one walk over its words, copying nothing.
+    ///
+    /// - Throws: ``RedisError/Code/crossSlot`` (naming the keys) when they are in different slots.
+    func route(_ command: RedisCommand) throws -> Route {
+        let positions: StrideTo<Int>
+        switch keyPositions(of: command) {
+        case .askServer: return .askServer
+        case .keys(let keys): positions = keys
         }
         var slot: Int?
         var crossed = false
@@ -97,6 +113,29 @@ struct CommandKeys: Sendable {
                              + keys.joined(separator: ", "))
         }
         return .slot(slot)
+    }
+
+    /// The built-in table, for messages about commands sent outside a cluster.
+    static let builtInTable = CommandKeys()
+
+    /// `command`'s keys for an error message (at most `limit`, each shown as in
+    /// ``RedisCommand/loggableDescription``): `"keys: a, b"`, `"no keys"`, or `nil` when the
+    /// table does not know where they are.
+    func describeKeys(of command: RedisCommand, limit: Int = 8) -> String? {
+        guard case .keys(let positions) = keyPositions(of: command) else { return nil }
+        var wanted = Set(positions)
+        guard !wanted.isEmpty else { return "no keys" }
+        let total = wanted.count
+        var shown: [String] = []
+        command.forEachWord { index, bytes in
+            guard wanted.remove(index) != nil else { return !wanted.isEmpty }
+            var text = ""
+            RedisCommand.appendLoggable(bytes, to: &text)
+            shown.append(text)
+            return shown.count < limit && !wanted.isEmpty
+        }
+        let more = total > shown.count ? " …(+\(total - shown.count) keys)" : ""
+        return (total == 1 ? "key: " : "keys: ") + shown.joined(separator: ", ") + more
     }
 
     static let scriptCommands: Set<String> = ["eval", "evalsha", "eval_ro", "evalsha_ro", "fcall", "fcall_ro"]

@@ -2,6 +2,9 @@ import Logging
 
 /// Where and how to connect.
 ///
+/// The password never appears in a description, an error or a log (at any level): a
+/// description shows it as `(redacted)`.
+///
 /// ```swift
 /// var configuration = RedisConfiguration(host: "127.0.0.1", port: 6379)
 /// configuration.password = "s3cret"
@@ -35,8 +38,14 @@ public struct RedisConfiguration: Sendable {
     public var sentinel: SentinelConfiguration?
     /// The ACL user for `AUTH username password`; `nil` for the one-argument `AUTH password`.
     public var username: String?
-    /// The password; `nil` skips `AUTH`.
+    /// The password; `nil` skips `AUTH`. Never shown: descriptions, errors and logs say
+    /// `(redacted)`.
     public var password: String?
+    /// Connect over TLS (see ``RedisTLSConfiguration``); `nil`, the default, for plain TCP.
+    /// A `rediss://` URL sets the default, verified configuration. With a build that
+    /// cannot do TLS, connecting throws ``RedisError/Code/tlsUnavailable`` before any
+    /// socket is opened.
+    public var tls: RedisTLSConfiguration?
     /// The logical database (`SELECT`), re-selected after every reconnect.
     public var database: Int = 0
     /// A name for `CLIENT SETNAME`, shown by `CLIENT LIST`; no spaces allowed.
@@ -100,75 +109,8 @@ public struct RedisConfiguration: Sendable {
         return configuration
     }
 
-    /// Parses `redis://[[username]:password@]host[:port][/database]` (`redis://secret@host`
-    /// is a password, as in `AUTH secret`; IPv6 hosts in brackets) or
-    /// `unix:///path/to/socket` (`?db=N` may follow a socket path).
-    public init(url: String) throws {
-        func bad(_ why: String) -> RedisError { .invalidArgument("invalid Redis URL \"\(url)\": \(why)") }
-        if url.hasPrefix("unix://") {
-            var rest = url.dropFirst("unix://".count)
-            var db = 0
-            if let q = rest.firstIndex(of: "?") {
-                let query = rest[rest.index(after: q)...]
-                rest = rest[..<q]
-                for pair in query.split(separator: "&") where pair.hasPrefix("db=") {
-                    guard let n = Int(pair.dropFirst(3)) else { throw bad("db is not a number") }
-                    db = n
-                }
-            }
-            guard !rest.isEmpty else { throw bad("no socket path") }
-            self.init(unixSocketPath: String(rest))
-            database = db
-            return
-        }
-        guard url.hasPrefix("redis://") else { throw bad("the scheme must be redis:// or unix://") }
-        var rest = url.dropFirst("redis://".count)
-        var user: String?
-        var pass: String?
-        if let at = rest.lastIndex(of: "@") {
-            let credentials = rest[..<at]
-            rest = rest[rest.index(after: at)...]
-            if let colon = credentials.firstIndex(of: ":") {
-                let u = credentials[..<colon]
-                user = u.isEmpty ? nil : String(u)
-                pass = String(credentials[credentials.index(after: colon)...])
-            } else {
-                pass = String(credentials)
-            }
-        }
-        var db = 0
-        if let slash = rest.firstIndex(of: "/") {
-            let path = rest[rest.index(after: slash)...]
-            rest = rest[..<slash]
-            if !path.isEmpty {
-                guard let n = Int(path) else { throw bad("the database is not a number") }
-                db = n
-            }
-        }
-        var host = String(rest)
-        var port = 6379
-        if rest.hasPrefix("[") {
-            guard let close = rest.firstIndex(of: "]") else { throw bad("unclosed [") }
-            host = String(rest[rest.index(after: rest.startIndex)..<close])
-            let after = rest[rest.index(after: close)...]
-            if after.hasPrefix(":") {
-                guard let p = Int(after.dropFirst()) else { throw bad("the port is not a number") }
-                port = p
-            }
-        } else if let colon = rest.lastIndex(of: ":") {
-            host = String(rest[..<colon])
-            if host.contains(":") { throw bad("an IPv6 address needs brackets, as in redis://[::1]:6379") }
-            guard let p = Int(rest[rest.index(after: colon)...]) else { throw bad("the port is not a number") }
-            port = p
-        }
-        if host.isEmpty { host = "127.0.0.1" }
-        self.init(host: host, port: port)
-        username = user
-        password = pass
-        database = db
-    }
-
-    /// Checks the values before anything is sent.
+    /// Checks the values before anything is sent, then that the transport asked for is
+    /// available: ``RedisError/Code/invalidArgument``, then ``RedisError/Code/tlsUnavailable``.
     func validate() throws {
         switch endpoint {
         case .tcp(let host, let port):
@@ -192,7 +134,9 @@ public struct RedisConfiguration: Sendable {
             throw RedisError.invalidArgument("a username needs a password")
         }
         try reconnect.validate()
+        try tls?.validate()
         if let sentinel { try sentinel.validate() }
+        if tls != nil || sentinel?.tls != nil, !TLSSupport.isAvailable { throw TLSSupport.unavailable }
     }
 }
 
@@ -204,14 +148,20 @@ public struct SentinelConfiguration: Sendable, Hashable {
     public var masterName: String
     /// The sentinels' ACL user, if they require one.
     public var username: String?
-    /// The sentinels' password (`requirepass` in sentinel.conf), if any.
+    /// The sentinels' password (`requirepass` in sentinel.conf), if any. Never shown.
     public var password: String?
+    /// Reach the sentinels over TLS; `nil` for plain TCP. (The master's TLS is
+    /// ``RedisConfiguration/tls``.) Without TLS support in the build, connecting throws
+    /// ``RedisError/Code/tlsUnavailable`` before any socket is opened.
+    public var tls: RedisTLSConfiguration?
 
-    public init(sentinels: [RedisConfiguration.Endpoint], masterName: String, username: String? = nil, password: String? = nil) {
+    public init(sentinels: [RedisConfiguration.Endpoint], masterName: String, username: String? = nil, password: String? = nil,
+                tls: RedisTLSConfiguration? = nil) {
         self.sentinels = sentinels
         self.masterName = masterName
         self.username = username
         self.password = password
+        self.tls = tls
     }
 
     func validate() throws {
@@ -221,6 +171,7 @@ public struct SentinelConfiguration: Sendable, Hashable {
             throw RedisError.invalidArgument("sentinel \(host):\(port) is not a valid address")
         }
         if username != nil && password == nil { throw RedisError.invalidArgument("a sentinel username needs a password") }
+        try tls?.validate()
     }
 }
 

@@ -143,7 +143,8 @@ public final actor RedisConnection {
     ///
     /// Arguments are binary-safe: `String`, `[UInt8]`, `Data`, integers, `Double`.
     ///
-    /// - Throws: ``RedisError`` with ``RedisError/Code/server`` for an error reply,
+    /// - Throws: ``RedisError`` with ``RedisError/Code/server`` for an error reply
+    ///   (``RedisError/Code/noPermission`` for `-NOPERM`: the ACL user may not run it),
     ///   ``RedisError/Code/timeout``, ``RedisError/Code/connectionClosed``,
     ///   ``RedisError/Code/invalidArgument`` (nothing sent); `CancellationError` when the
     ///   calling task is cancelled.
@@ -163,23 +164,28 @@ public final actor RedisConnection {
         let alone = callsInFlight.add(1, ordering: .relaxed).oldValue == 0
         let inline = alone && !executor.isCurrent
         defer { callsInFlight.subtract(1, ordering: .relaxed) }
-        return try await withTaskCancellationHandler {
-            try Task.checkCancellation()
-            return try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<RedisReply, any Error>) in
-                submit(alone: alone) {
-                    if inline { $0.context?.readPending() }
-                    $0.enqueue(id: id, commands: CollectionOfOne(command), timeout: timeout, waiter: .command(continuation), inline: inline)
-                    if inline { $0.waitInline(for: id) }
+        do {
+            return try await withTaskCancellationHandler {
+                try Task.checkCancellation()
+                return try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<RedisReply, any Error>) in
+                    submit(alone: alone) {
+                        if inline { $0.context?.readPending() }
+                        $0.enqueue(id: id, commands: CollectionOfOne(command), timeout: timeout, waiter: .command(continuation), inline: inline)
+                        if inline { $0.waitInline(for: id) }
+                    }
                 }
+            } onCancel: {
+                executor.queue.async { self.assumeIsolated { $0.cancel(id: id) } }
             }
-        } onCancel: {
-            executor.queue.async { self.assumeIsolated { $0.cancel(id: id) } }
+        } catch let error as RedisError where error.code == .server {
+            throw error.naming(command)   // NOPERM: name the command and its keys
         }
     }
 
     /// Sends several commands with one suspension and returns one result per command, in
-    /// order. A server error in one command is that command's `.failure`; the others still
-    /// run. A timeout, cancellation or lost connection fails the whole call.
+    /// order. A server error in one command is that command's `.failure` (a `-NOPERM` one
+    /// ``RedisError/Code/noPermission``); the others still run. A timeout, cancellation or
+    /// lost connection fails the whole call.
     public nonisolated func pipeline(
         _ commands: [RedisCommand], timeout: Duration? = nil
     ) async throws -> [Result<RedisReply, RedisError>] {
@@ -195,7 +201,7 @@ public final actor RedisConnection {
             return try await withUnsafeThrowingContinuation {
                 (continuation: UnsafeContinuation<[Result<RedisReply, RedisError>], any Error>) in
                 submit(alone: alone) {
-                    let batch = PipelineBatch(count: commands.count, continuation: continuation)
+                    let batch = PipelineBatch(commands: commands, continuation: continuation)
                     if inline { $0.context?.readPending() }
                     $0.enqueue(id: id, commands: commands, timeout: timeout, waiter: .pipeline(batch), inline: inline)
                     if inline { $0.waitInline(for: id) }
@@ -351,8 +357,9 @@ public final actor RedisConnection {
         discoveries += 1
         let discovery = discoveries
         let timeout = configuration.connectTimeout
+        let logger = logger
         Task { [weak self] in
-            let address = await SentinelDiscovery.masterAddress(sentinel, connectTimeout: timeout)
+            let address = await SentinelDiscovery.masterAddress(sentinel, connectTimeout: timeout, logger: logger)
             await self?.discovered(address, discovery)
         }
     }
@@ -375,6 +382,11 @@ public final actor RedisConnection {
     }
 
     private func openContext(to endpoint: RedisConfiguration.Endpoint) {
+        // `validate()` refused it already; never fall back to plaintext.
+        if configuration.tls != nil, !TLSSupport.isAvailable {
+            perform(machine.connectFailed(TLSSupport.unavailable))
+            return
+        }
         let context = HiredisContext(queue: executor.queue)
         context.delegate = self
         if var error = context.connect(to: endpoint) {
@@ -402,32 +414,40 @@ public final actor RedisConnection {
         perform(machine.connectFailed(error))
     }
 
-    private func sendHandshake() {
-        guard let context else { return }
-        var steps: [(RedisCommand, HandshakeStep)] = []
-        if let password = configuration.password {
+    /// The command of one handshake step.
+    private func command(for step: HandshakeStep) -> RedisCommand {
+        switch step {
+        case .auth:
             var auth = RedisCommand("AUTH")
             if let username = configuration.username { auth.append(username) }
-            auth.append(password)
-            steps.append((auth, .auth))
+            auth.append(configuration.password ?? "")
+            return auth
+        case .select: return RedisCommand("SELECT", configuration.database)
+        case .setName: return RedisCommand("CLIENT", "SETNAME", configuration.clientName ?? "")
+        case .role: return RedisCommand("ROLE")
         }
-        if configuration.database != 0 {
-            steps.append((RedisCommand("SELECT", configuration.database), .select))
-        }
-        if let name = configuration.clientName {
-            steps.append((RedisCommand("CLIENT", "SETNAME", name), .setName))
-        }
-        if configuration.sentinel != nil {
-            steps.append((RedisCommand("ROLE"), .role))
-        }
+    }
+
+    private func sendHandshake() {
+        guard let context else { return }
+        var steps: [HandshakeStep] = []
+        if configuration.password != nil { steps.append(.auth) }
+        if configuration.database != 0 { steps.append(.select) }
+        if configuration.clientName != nil { steps.append(.setName) }
+        if configuration.sentinel != nil { steps.append(.role) }
         guard !steps.isEmpty else {
             perform(machine.handshakeSucceeded())
             return
         }
-        for (index, (command, step)) in steps.enumerated() {
+        let tracing = logger.logLevel <= .trace
+        for (index, step) in steps.enumerated() {
+            let command = command(for: step)
             guard context.send(command) else {
                 contextFailed(context, RedisError(.connectionClosed, "the connection closed during the handshake"))
                 return
+            }
+            if tracing {
+                logger.trace("send", metadata: ["redis.command": "\(command.loggableDescription)", "redis.handshake": "true"])
             }
             pending.append(PendingReply(id: 0, deadline: 0, waiter: .handshake(step, last: index == steps.count - 1), remaining: 1))
         }
@@ -508,7 +528,7 @@ public final actor RedisConnection {
         for command in commands {
             guard context.send(command) else { break }  // the context is going away
             if tracing {
-                logger.trace("send", metadata: ["redis.command": "\(command.name)"])
+                logger.trace("send", metadata: ["redis.command": "\(command.loggableDescription)"])
             }
             appended += 1
         }
@@ -561,7 +581,7 @@ public final actor RedisConnection {
             }
         case .pipeline(let batch):
             switch reply {
-            case .error(let message)?: batch.append(.failure(RedisError(.server, message)))
+            case .error(let message)?: batch.appendError(message)
             case let reply?: batch.append(.success(reply))
             case nil: batch.fail(RedisError(.connectionClosed, "the connection was lost before the reply arrived"))
             }
@@ -570,6 +590,8 @@ public final actor RedisConnection {
             if case .error(let message) = reply {
                 let error: RedisError
                 switch step {
+                case _ where step != .auth && RedisError.isPermissionDenial(message):
+                    error = RedisError.noPermission(message, command: command(for: step), context: "during the connection handshake")
                 case .auth: error = RedisError(.authenticationFailed, message)
                 case .select: error = RedisError(.server, "SELECT \(configuration.database) failed: \(message)")
                 case .setName: error = RedisError(.server, "CLIENT SETNAME failed: \(message)")
@@ -763,14 +785,23 @@ struct QueuedCommand {
 /// Collects the replies of one `pipeline` call, which arrive in order; lives on the
 /// connection's queue.
 final class PipelineBatch {
+    /// The commands, to name the one a `-NOPERM` reply refused.
+    private let commands: [RedisCommand]
     private let count: Int
     private var results: [Result<RedisReply, RedisError>] = []
     private var continuation: UnsafeContinuation<[Result<RedisReply, RedisError>], any Error>?
 
-    init(count: Int, continuation: UnsafeContinuation<[Result<RedisReply, RedisError>], any Error>) {
-        self.count = count
+    init(commands: [RedisCommand], continuation: UnsafeContinuation<[Result<RedisReply, RedisError>], any Error>) {
+        self.commands = commands
+        self.count = commands.count
         results.reserveCapacity(count)
         self.continuation = continuation
+    }
+
+    /// The next command's error reply.
+    func appendError(_ message: String) {
+        let error = RedisError(.server, message)
+        append(.failure(results.count < commands.count ? error.naming(commands[results.count]) : error))
     }
 
     var isFinished: Bool { continuation == nil }

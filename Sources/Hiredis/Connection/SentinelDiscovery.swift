@@ -1,12 +1,17 @@
+import Logging
+
 /// Asks Redis Sentinel where the master is.
 enum SentinelDiscovery {
     /// The master's address from the first sentinel that knows it, asking in order.
     ///
     /// - Returns: ``RedisError/Code/noSentinelReachable`` when no sentinel answered,
     ///   ``RedisError/Code/unknownMaster`` when those that answered do not know the name.
+    /// The sentinel connections log to `logger` (their `AUTH` redacted, as every command).
     static func masterAddress(
-        _ sentinel: SentinelConfiguration, connectTimeout: Duration
+        _ sentinel: SentinelConfiguration, connectTimeout: Duration, logger: Logger
     ) async -> Result<RedisConfiguration.Endpoint, RedisError> {
+        var logger = logger
+        logger[metadataKey: "redis.role"] = "sentinel"
         var unreachable: [String] = []
         var answered = 0
         for endpoint in sentinel.sentinels {
@@ -17,6 +22,8 @@ enum SentinelDiscovery {
             }
             configuration.username = sentinel.username
             configuration.password = sentinel.password
+            configuration.tls = sentinel.tls
+            configuration.logger = logger
             configuration.reconnect = .never
             configuration.connectTimeout = connectTimeout
             configuration.commandTimeout = connectTimeout
