@@ -12,6 +12,10 @@ shift
 SCRATCH=${FUZZ_SCRATCH:-.build-fuzz}
 BIN=${FUZZ_BUILD:-$SCRATCH/bin}
 names=("$@"); [ ${#names[@]} -gt 0 ] || names=(url command reply)
+# Swift's own crash backtracer, reading the crashed process's stack, trips ASan
+# (stack-buffer-underflow in memserver_read) and hides the real report, or hangs: libFuzzer's
+# deadly-signal handler prints the stack instead.
+export SWIFT_BACKTRACE=${SWIFT_BACKTRACE:-enable=no}
 failed=()
 for name in "${names[@]}"; do
   corpus="$SCRATCH/corpus/$name" artifacts="$SCRATCH/artifacts/$name" log="$SCRATCH/logs/$name.log"

@@ -84,7 +84,8 @@ private func append(_ word: ArraySlice<UInt8>, to command: inout RedisCommand) -
         if let claim = payload.first, claim & 1 == 0 {
             command.append(Unsized(bytes: bytes))
         } else {
-            command.append(Miscounted(bytes: bytes, claimed: Int(payload.first ?? 0) >> 1))
+            // Any claim, negative ones too: -64…63.
+            command.append(Miscounted(bytes: bytes, claimed: Int(Int8(bitPattern: payload.first ?? 0) >> 1)))
         }
         return bytes
     }

@@ -18,8 +18,9 @@ public func asanDefaultOptions() -> UnsafePointer<CChar> {
         .assumingMemoryBound(to: CChar.self)
 }
 
-/// hiredis 0.14 rejects arrays nested more than 7 deep (its `rstack` has 9 entries).
-private let maximumDepth = 8
+/// hiredis 0.14 reads 9 levels (its `rstack` has 9 tasks): arrays nested 8 deep, and their
+/// elements; deeper is a protocol error. (hiredis 1.x grows its stack instead.)
+private let maximumDepth = 9
 
 private func depth(_ reply: RedisReply) -> Int {
     guard case .array(let elements) = reply else { return 1 }
