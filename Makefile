@@ -14,8 +14,11 @@ SEED ?=
 CLUSTER ?=
 # `make test` ends with a short chaos run.
 TEST_CHAOS_DURATION ?= 20
+# `make fuzz`: seconds each libFuzzer target runs; `make test` runs each for TEST_FUZZ_SECONDS.
+FUZZ_SECONDS ?= 120
+TEST_FUZZ_SECONDS ?= 30
 
-.PHONY: all deps build test test-hiredis1 bench demo chaos docs clean docker-test kill-strays
+.PHONY: all deps build test test-hiredis1 bench demo chaos fuzz docs clean docker-test kill-strays
 
 all: build
 
@@ -46,7 +49,8 @@ test: deps
 	timeout --kill-after=10 $(TEST_TIMEOUT) $(SWIFT) test --skip-build --disable-xctest || status=$$?; \
 	$(MAKE) --no-print-directory kill-strays; \
 	[ $$status -eq 0 ] || exit $$status; \
-	$(MAKE) --no-print-directory chaos DURATION=$(TEST_CHAOS_DURATION)
+	$(MAKE) --no-print-directory chaos DURATION=$(TEST_CHAOS_DURATION) || exit $$?; \
+	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(TEST_FUZZ_SECONDS)
 
 ## test-hiredis1: the same suite linked against hiredis 1.x (sources from PyPI's hiredis sdist)
 test-hiredis1: deps
@@ -80,6 +84,11 @@ chaos: deps
 	@status=0; timeout --kill-after=10 $$(( $(DURATION) + 180 )) .build/debug/hiredis-chaos --duration $(DURATION) \
 	  $(if $(SEED),--seed $(SEED)) $(if $(filter 1 yes true,$(CLUSTER)),--cluster) || status=$$?; \
 	$(MAKE) --no-print-directory kill-strays; exit $$status
+
+## fuzz: libFuzzer targets with ASan (URL parsing, command encoding, reply conversion) built into .build-fuzz, each run FUZZ_SECONDS (120); fails on a crash
+fuzz: deps
+	SWIFT=$(SWIFT) Fuzz/build.sh
+	Fuzz/run.sh $(FUZZ_SECONDS)
 
 ## docs: DocC documentation into .build/docs
 docs:
