@@ -68,9 +68,11 @@ extension CallbackQueue {
     nonisolated func coalesceSignal(_ id: String) -> String { "outcome:" + id }
     nonisolated func lockKey(_ id: String) -> String { options.lockPrefix + id }
     nonisolated func outcomeKey(_ id: String) -> String { sameSlot(lockKey(id), ":outcome") }
-    /// How long an outcome stays readable after it was published: long enough for a waiter
-    /// that missed the message to find it at its next re-check.
-    nonisolated func outcomeTTL(_ lock: LockOptions) -> Duration { max(recheckInterval(lock) * 3, .seconds(1)) }
+    /// How long an outcome stays readable after it was published: 3 re-checks of the lock
+    /// timeout's pace (each min(timeout/3, 1 s)), at least 1 s; 3 s by default. Kept on the
+    /// lock timeout, not on the faster keep-alive re-checks, so that a caller arriving just
+    /// after a job completed (or stalled a second) still gets its outcome.
+    nonisolated func outcomeTTL(_ lock: LockOptions) -> Duration { max(min(lock.timeout / 3, .seconds(1)) * 3, .seconds(1)) }
 
     /// Reads a stored outcome of `id`, if any.
     nonisolated func storedOutcome(_ id: String) async throws -> Result<[UInt8], any Error>? {

@@ -71,6 +71,7 @@ import Testing
         ("redis://:\(URLTests.secret)@h]:6379", "the host"),
         ("redis://al%ZZice:\(URLTests.secret)@h", "the username"),
         ("redis://alice:\(URLTests.secret)%G1@h", "the password"),
+        ("redis://alice:@h", "the password"),   // a username without a password (found by the URL fuzzer)
         ("redis://:\(URLTests.secret)%@h", "the password"),
         ("redis://:\(URLTests.secret)%4@h", "the password"),
         ("redis://:%FF\(URLTests.secret)@h", "the password"),

@@ -58,6 +58,7 @@ extension RedisConfiguration {
             }
             guard let decoded = percentDecoded(passwordText) else { throw bad(invalidEncoding("the password")) }
             pass = decoded.isEmpty ? nil : decoded
+            if user != nil && pass == nil { throw bad("the password: a username needs a password") }
         }
         if rest.contains("?") { throw bad("the query is not supported in a redis:// URL (only unix:// takes ?db=)") }
         var database = 0
