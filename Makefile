@@ -2,6 +2,8 @@
 SHELL := /bin/bash
 SWIFT ?= swift
 APT_PACKAGES := libhiredis-dev redis-server redis-sentinel redis-tools pkg-config
+# The TLS suite: hiredis 1.x's libhiredis_ssl is built against libssl-dev; openssl makes the certificates.
+TLS_APT_PACKAGES := libssl-dev openssl
 PID_DIR := $(or $(TMPDIR),/tmp)/hiredis-kit-test-pids
 # A crashed test binary can leave redis-server children holding its output pipe, so that
 # `swift test` would wait for ever: a deadline turns that into a failure (seconds).
@@ -18,7 +20,7 @@ TEST_CHAOS_DURATION ?= 20
 FUZZ_SECONDS ?= 120
 TEST_FUZZ_SECONDS ?= 30
 
-.PHONY: all deps build test test-hiredis1 bench demo chaos fuzz docs clean docker-test kill-strays
+.PHONY: all deps tls-deps build test test-hiredis1 test-tls bench demo chaos fuzz docs clean docker-test kill-strays
 
 all: build
 
@@ -38,6 +40,16 @@ deps:
 	  echo "deps: hiredis $$(pkg-config --modversion hiredis), $$(redis-server --version | cut -d' ' -f3)"; \
 	fi
 
+## tls-deps: what the TLS suite needs besides deps (idempotent)
+tls-deps: deps
+	@missing=""; \
+	for package in $(TLS_APT_PACKAGES); do dpkg -s $$package >/dev/null 2>&1 || missing="$$missing $$package"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "Installing$$missing"; \
+	  SUDO=""; [ "$$(id -u)" -ne 0 ] && SUDO="sudo"; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
 ## build: debug build of every target
 build: deps
 	$(SWIFT) build
@@ -49,12 +61,18 @@ test: deps
 	timeout --kill-after=10 $(TEST_TIMEOUT) $(SWIFT) test --skip-build --disable-xctest || status=$$?; \
 	$(MAKE) --no-print-directory kill-strays; \
 	[ $$status -eq 0 ] || exit $$status; \
+	$(MAKE) --no-print-directory test-tls || exit $$?; \
 	$(MAKE) --no-print-directory chaos DURATION=$(TEST_CHAOS_DURATION) || exit $$?; \
 	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(TEST_FUZZ_SECONDS)
 
 ## test-hiredis1: the same suite linked against hiredis 1.x (sources from PyPI's hiredis sdist)
 test-hiredis1: deps
 	@status=0; scripts/test-hiredis1.sh || status=$$?; $(MAKE) --no-print-directory kill-strays; exit $$status
+
+## test-tls: the TLS suites (TLS in their names), linked against hiredis 1.x with libhiredis_ssl built here
+test-tls: tls-deps
+	@status=0; HIREDISKIT_REQUIRE_TLS=1 TEST_FILTER=TLS scripts/test-hiredis1.sh || status=$$?; \
+	$(MAKE) --no-print-directory kill-strays; exit $$status
 
 # Kills redis-server processes that a crashed test run left behind.
 kill-strays:

@@ -25,7 +25,7 @@ public struct RedisError: Error, Sendable, Hashable, CustomStringConvertible {
             case invalidArgument, wrongReplyType, protocolError
             case noSentinelReachable, unknownMaster, noMasterAvailable
             case crossSlot, clusterUnreachable, slotNotServed, tooManyRedirections
-            case noPermission, tlsUnavailable
+            case noPermission, tlsUnavailable, tlsHandshakeFailed, tlsVerificationFailed
         }
         private let base: Base
         private init(_ base: Base) { self.base = base }
@@ -76,6 +76,14 @@ public struct RedisError: Error, Sendable, Hashable, CustomStringConvertible {
         /// which this build cannot do. Reported at connect, before any socket is opened:
         /// nothing is ever sent in plaintext instead. The message says what to install.
         public static let tlsUnavailable = Code(.tlsUnavailable)
+        /// The TLS handshake failed or was refused: the server does not speak TLS on that
+        /// port (a plaintext port), asked for a client certificate that was not given, or
+        /// ended the handshake with an alert (the message gives OpenSSL's reason).
+        public static let tlsHandshakeFailed = Code(.tlsHandshakeFailed)
+        /// The server's TLS certificate was refused: not signed by a trusted authority, expired,
+        /// or not issued for the server name checked (``RedisTLSConfiguration/serverName``,
+        /// else the host connected to). The message gives OpenSSL's reason.
+        public static let tlsVerificationFailed = Code(.tlsVerificationFailed)
 
         public var description: String { base.rawValue }
     }

@@ -87,7 +87,8 @@ final class RecordingListener: Sendable {
 
     /// `rediss://` with a password: a typed error, and not even a TCP connection is made,
     /// so nothing (no AUTH) is ever sent in plaintext. Every way to connect checks it.
-    @Test func tlsIsATypedErrorBeforeAnySocketIsOpened() async throws {
+    @Test(.enabled(if: !RedisTLSConfiguration.isAvailable, "this build has TLS"))
+    func tlsIsATypedErrorBeforeAnySocketIsOpened() async throws {
         let listener = try RecordingListener()
         let password = makeSecret("password")
         let configuration = try RedisConfiguration(url: "rediss://:\(password)@127.0.0.1:\(listener.port)")

@@ -168,9 +168,16 @@ public enum RedisTarget: Sendable {
             guard !seeds.isEmpty else { throw TestSupportError("no seed in \(spec)") }
             self = .cluster(seeds)
         } else {
-            self = .single(try RedisConfiguration(url: spec))
+            var configuration = try RedisConfiguration(url: spec)
+            if configuration.tls != nil, let ca = ProcessInfo.processInfo.environment[Self.caEnvironmentVariable] {
+                configuration.tls?.caCertificateFile = ca
+            }
+            self = .single(configuration)
         }
     }
+
+    /// For a `rediss://` spec: the certificate authority to trust (the tests' own).
+    public static let caEnvironmentVariable = "HIREDISKIT_TEST_TLS_CA"
 
     /// A new client: a connection, or a cluster client.
     public func client() async throws -> any RedisClient {

@@ -389,9 +389,10 @@ public final actor RedisConnection {
         }
         let context = HiredisContext(queue: executor.queue)
         context.delegate = self
-        if var error = context.connect(to: endpoint) {
-            // Refused at once (e.g. ECONNREFUSED on loopback, unresolvable host).
-            if configuration.sentinel != nil {
+        if var error = context.connect(to: endpoint, tls: configuration.tls) {
+            // Refused at once (e.g. ECONNREFUSED on loopback, unresolvable host), or TLS
+            // could not be set up (a missing CA file, no libhiredis_ssl).
+            if configuration.sentinel != nil, error.code == .connectionFailed {
                 error = RedisError(.noMasterAvailable, "the master named by the sentinels refused: \(error.message)")
             }
             perform(machine.connectFailed(error))
@@ -408,7 +409,14 @@ public final actor RedisConnection {
 
     private func connectTimedOut(_ timedOut: HiredisContext) {
         guard timedOut === context else { return }
-        let error = RedisError(.timeout, "connecting to \(configuration.endpoint) took longer than \(configuration.connectTimeout)")
+        var error = RedisError(.timeout, "connecting to \(configuration.endpoint) took longer than \(configuration.connectTimeout)")
+        if timedOut.tlsHandshakePending {
+            // A plaintext server waits for a command line that a TLS hello never ends.
+            error = RedisError(.tlsHandshakeFailed, """
+                the TLS handshake with \(currentEndpoint) did not finish within \(configuration.connectTimeout) \
+                (is it a plaintext port? TLS needs the server's tls-port)
+                """)
+        }
         context = nil
         timedOut.free(reason: error)
         perform(machine.connectFailed(error))
@@ -425,6 +433,7 @@ public final actor RedisConnection {
         case .select: return RedisCommand("SELECT", configuration.database)
         case .setName: return RedisCommand("CLIENT", "SETNAME", configuration.clientName ?? "")
         case .role: return RedisCommand("ROLE")
+        case .ping: return RedisCommand("PING")
         }
     }
 
@@ -435,6 +444,9 @@ public final actor RedisConnection {
         if configuration.database != 0 { steps.append(.select) }
         if configuration.clientName != nil { steps.append(.setName) }
         if configuration.sentinel != nil { steps.append(.role) }
+        // Over TLS, one round trip at least: the handshake completes (or fails, typed)
+        // within the connect, not on the first command.
+        if steps.isEmpty, configuration.tls != nil { steps.append(.ping) }
         guard !steps.isEmpty else {
             perform(machine.handshakeSucceeded())
             return
@@ -587,7 +599,7 @@ public final actor RedisConnection {
             }
         case .handshake(let step, let last):
             guard let reply else { return }  // the disconnect callback reports the loss
-            if case .error(let message) = reply {
+            if case .error(let message) = reply, step != .ping {  // PING only proves the round trip
                 let error: RedisError
                 switch step {
                 case _ where step != .auth && RedisError.isPermissionDenial(message):
@@ -596,6 +608,7 @@ public final actor RedisConnection {
                 case .select: error = RedisError(.server, "SELECT \(configuration.database) failed: \(message)")
                 case .setName: error = RedisError(.server, "CLIENT SETNAME failed: \(message)")
                 case .role: error = RedisError(.noMasterAvailable, "ROLE failed on \(currentEndpoint): \(message)")
+                case .ping: error = RedisError(.server, message)
                 }
                 if let context { contextFailed(context, error) }
             } else if step == .role, (try? reply.decode([RedisReply].self).first?.decode(String.self)) != "master" {
@@ -739,7 +752,7 @@ extension RedisConnection {
 
 // MARK: - Bookkeeping types
 
-enum HandshakeStep: Sendable { case auth, select, setName, role }
+enum HandshakeStep: Sendable { case auth, select, setName, role, ping }
 
 /// Who waits for the replies of one call.
 enum Waiter {

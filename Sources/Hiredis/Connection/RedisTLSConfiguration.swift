@@ -66,6 +66,17 @@ public struct RedisTLSConfiguration: Sendable, Hashable {
         return configuration
     }
 
+    /// Whether this build can make TLS connections: it links hiredis ≥ 1.0, and that
+    /// hiredis's TLS library (`libhiredis_ssl`, with OpenSSL) was found. Where it is
+    /// `false`, connecting with a TLS configuration throws ``unavailableReason``.
+    public static var isAvailable: Bool { TLSSupport.isAvailable }
+
+    /// Why TLS connections cannot be made here (``RedisError/Code/tlsUnavailable``, saying
+    /// what to install), or `nil` when they can.
+    public static var unavailableReason: RedisError? {
+        TLSSupport.isAvailable ? nil : TLSSupport.unavailable
+    }
+
     /// Checks the values before anything is attempted.
     func validate() throws {
         for (value, name) in [(caCertificateFile, "caCertificateFile"), (caCertificateDirectory, "caCertificateDirectory"),
@@ -120,25 +131,30 @@ func redactedSecret(_ secret: String?) -> String? {
 enum TLSSupport {
     /// The hiredis version this build was compiled against.
     static let hiredisVersion = "\(HIREDIS_MAJOR).\(HIREDIS_MINOR).\(HIREDIS_PATCH)"
-    /// Whether the hiredis built against has `hiredis_ssl` at all (1.0 and later may).
+    /// Whether the hiredis built against can have `hiredis_ssl` at all (1.0 and later).
     static let hiredisCanDoTLS: Bool = Int(HIREDIS_MAJOR) >= 1
 
-    /// `false` for now: the connection does not use `hiredis_ssl` yet, and hiredis 0.14
-    /// has none.
-    static let isAvailable = false
+    /// Whether a TLS connection can be made: hiredis ≥ 1.0 and its `libhiredis_ssl` found
+    /// (see ``TLSLibrary``).
+    static var isAvailable: Bool {
+        if case .success = TLSLibrary.shared { return true }
+        return false
+    }
 
     /// The error a configuration with TLS gets at connect when ``isAvailable`` is `false`.
     static var unavailable: RedisError {
-        if !hiredisCanDoTLS {
-            return RedisError(.tlsUnavailable, """
-                TLS is not available: this build links hiredis \(hiredisVersion), which has no TLS support. \
-                Install hiredis >= 1.0 built with hiredis_ssl (libhiredis-dev on Debian 13 or Ubuntu 24.04, \
-                `brew install hiredis` on macOS) and rebuild. Nothing was sent.
-                """)
+        switch TLSLibrary.shared {
+        case .success: return RedisError(.tlsUnavailable, "TLS is available")  // not reached
+        case .failure(let error): return error
         }
-        return RedisError(.tlsUnavailable, """
-            TLS is not available: this version of HiredisKit does not use hiredis_ssl yet (hiredis \(hiredisVersion)). \
-            Nothing was sent.
+    }
+
+    /// Why a build against hiredis 0.x has no TLS.
+    static var noTLSInHiredis: RedisError {
+        RedisError(.tlsUnavailable, """
+            TLS is not available: this build links hiredis \(hiredisVersion), which has no TLS support. \
+            Install hiredis >= 1.0 with hiredis_ssl (libhiredis-dev on Debian 13 or Ubuntu 24.04, \
+            `brew install hiredis` on macOS) and rebuild. Nothing was sent.
             """)
     }
 }

@@ -81,6 +81,18 @@ final class HiredisContext: @unchecked Sendable {
     private var isTCP = false
     /// Why we freed the context ourselves: hiredis reports `REDIS_OK` after `redisAsyncFree`.
     private var abortReason: RedisError?
+    /// Inside ``append(_:subscription:)``: hiredis's `addWrite` then means "a command was
+    /// appended" (the owner flushes); at other times it means the socket must be watched.
+    private var appending = false
+    /// The connection's `SSL` object when it uses TLS. hiredis owns it and frees it with
+    /// the context: it is forgotten when the context goes (see `forgetTLS()`).
+    private var ssl: OpaquePointer?
+    private var tls: TLSLibrary?
+    /// The server's certificate is verified (a failure is a verification error).
+    private var tlsVerifying = false
+    /// A reply arrived over this TLS connection (see ``TLSLibrary/failure(of:verifying:answered:endpoint:hiredisMessage:)``).
+    private var tlsAnswered = false
+    private var endpointName = ""
 
     init(queue: DispatchQueue) {
         self.queue = queue
@@ -111,7 +123,7 @@ final class HiredisContext: @unchecked Sendable {
 
     /// Starts a non-blocking connect; the outcome arrives through the delegate. Returns an
     /// error (and the delegate hears nothing) when the attempt failed at once.
-    func connect(to endpoint: RedisConfiguration.Endpoint) -> RedisError? {
+    func connect(to endpoint: RedisConfiguration.Endpoint, tls configuration: RedisTLSConfiguration? = nil) -> RedisError? {
         dispatchPrecondition(condition: .onQueue(queue))
         precondition(context == nil, "a HiredisContext is used for one connection only")
         let made: UnsafeMutablePointer<redisAsyncContext>?
@@ -124,6 +136,11 @@ final class HiredisContext: @unchecked Sendable {
             let message = ac.pointee.errstr.map { String(cString: $0) } ?? "error \(ac.pointee.err)"
             redisAsyncFree(ac)  // not connected and no hooks attached: frees at once, calls nothing
             return RedisError(.connectionFailed, "\(endpoint): \(message)")
+        }
+        endpointName = "\(endpoint)"
+        if let configuration, let error = startTLS(on: ac, configuration, endpoint: endpoint) {
+            redisAsyncFree(ac)
+            return error
         }
         let readFD = dup(ac.pointee.c.fd)
         let writeFD = dup(ac.pointee.c.fd)
@@ -163,6 +180,53 @@ final class HiredisContext: @unchecked Sendable {
         return nil
     }
 
+    /// Hands hiredis a configured `SSL` object right after the connect started (before any
+    /// byte is written): the handshake then runs within hiredis's reads and writes.
+    private func startTLS(on ac: UnsafeMutablePointer<redisAsyncContext>, _ configuration: RedisTLSConfiguration,
+                          endpoint: RedisConfiguration.Endpoint) -> RedisError? {
+        let library: TLSLibrary
+        switch TLSLibrary.shared {
+        case .success(let found): library = found
+        case .failure(let error): return error
+        }
+        let host: String?
+        switch endpoint {
+        case .tcp(let name, _): host = name
+        case .unixSocket: host = nil
+        }
+        do {
+            let made = try library.makeSSL(configuration, host: host)
+            // `c` is the first member of redisAsyncContext.
+            let context = UnsafeMutableRawPointer(ac).assumingMemoryBound(to: redisContext.self)
+            if let error = library.initiate(made, on: context, verifying: configuration.verifyPeer, endpoint: endpointName) {
+                return error
+            }
+            ssl = made
+            tls = library
+            tlsVerifying = configuration.verifyPeer
+            return nil
+        } catch {
+            return error
+        }
+    }
+
+    /// Called when hiredis frees (or has freed) the context, and `ssl` with it.
+    private func forgetTLS() {
+        ssl = nil
+    }
+
+    /// A TLS connection whose handshake has not completed yet.
+    var tlsHandshakePending: Bool {
+        guard context != nil, let ssl, let tls else { return false }
+        return !tls.handshakeFinished(ssl)
+    }
+
+    /// The TLS reason for a failure hiredis reported as `message`, if TLS is the reason.
+    private func tlsFailure(_ message: String) -> RedisError? {
+        guard let ssl, let tls else { return nil }
+        return tls.failure(of: ssl, verifying: tlsVerifying, answered: tlsAnswered, endpoint: endpointName, hiredisMessage: message)
+    }
+
     // MARK: Commands
 
     /// Appends one command; its reply (or NULL) reaches the delegate in FIFO order.
@@ -179,6 +243,8 @@ final class HiredisContext: @unchecked Sendable {
 
     private func append(_ command: RedisCommand, subscription: Bool) -> Bool {
         guard let ac = context else { return false }
+        appending = true
+        defer { appending = false }
         // The command is encoded in RESP by `RedisCommand`, with explicit lengths (never
         // a format string); hiredis copies the bytes into its output buffer.
         return command.withRESP { resp -> Bool in
@@ -207,6 +273,7 @@ final class HiredisContext: @unchecked Sendable {
         guard let ac = context else { return }
         abortReason = reason
         redisAsyncFree(ac)
+        forgetTLS()
     }
 
     /// ``free(reason:)`` on a later turn of the queue: safe from inside a callback.
@@ -241,12 +308,12 @@ final class HiredisContext: @unchecked Sendable {
     }
 
     private func addWrite() {
-        if connected && !inHandleWrite {
+        if connected && !inHandleWrite && appending {
             // A command was appended: the owner says when to write (`flush(now:)`).
             writePending = true
         } else {
-            // Waiting for the connect to finish, or the socket buffer is full: wait for
-            // the kernel to say the socket is writable.
+            // Waiting for the connect to finish, the socket buffer is full, or TLS has to
+            // write after a read: wait for the kernel to say the socket is writable.
             armWriteSource()
         }
     }
@@ -376,6 +443,7 @@ final class HiredisContext: @unchecked Sendable {
 
     private func handleRead(_ ac: UnsafeMutablePointer<redisAsyncContext>) {
         inRead = true
+        if let tls, ssl != nil { tls.clearErrors() }  // what OpenSSL reports next is this read's
         redisAsyncHandleRead(ac)  // may free `ac` (the server closed): not touched after
         inRead = false
         deliver()
@@ -414,6 +482,7 @@ final class HiredisContext: @unchecked Sendable {
         guard let ac = context else { return }
         writePending = false
         inHandleWrite = true
+        if let tls, ssl != nil { tls.clearErrors() }
         redisAsyncHandleWrite(ac)
         inHandleWrite = false
     }
@@ -438,6 +507,8 @@ final class HiredisContext: @unchecked Sendable {
         writePending = false
         writing = false
         context = nil
+        // `ssl` stays: hiredis 1.x runs this hook before the disconnect callback, which
+        // still reads it (hiredis frees it after both); that callback forgets it.
     }
 
     // MARK: Callbacks from hiredis (C function pointers cannot capture: they find the
@@ -459,6 +530,7 @@ final class HiredisContext: @unchecked Sendable {
             report(.connected(nil))
         } else {
             let message = ac.pointee.errstr.map { String(cString: $0) } ?? "connect failed"
+            forgetTLS()  // hiredis frees the context once this returns
             report(.connected(RedisError(.connectionFailed, message)))
         }
     }
@@ -470,15 +542,20 @@ final class HiredisContext: @unchecked Sendable {
             if status != REDIS_OK {
                 let message = ac.pointee.errstr.map { String(cString: $0) } ?? "connection lost"
                 // REDIS_ERR_PROTOCOL: the server sent bytes hiredis could not parse.
-                error = RedisError(ac.pointee.err == REDIS_ERR_PROTOCOL ? .protocolError : .connectionClosed, message)
+                error = me.tlsFailure(message)
+                    ?? RedisError(ac.pointee.err == REDIS_ERR_PROTOCOL ? .protocolError : .connectionClosed, message)
             }
+            me.forgetTLS()  // hiredis frees the context, and `ssl`, once this returns
             me.report(.disconnected(error))
         }
     }
 
     fileprivate static func didReply(_ ac: UnsafeMutablePointer<redisAsyncContext>, reply: UnsafeMutableRawPointer?) {
         let value = reply.map { RedisReply(copying: $0.assumingMemoryBound(to: redisReply.self)) }
-        with(ac.pointee.data) { $0.report(.reply(value)) }
+        with(ac.pointee.data) { me in
+            if value != nil, me.ssl != nil { me.tlsAnswered = true }
+            me.report(.reply(value))
+        }
     }
 
     fileprivate static func didPush(_ ac: UnsafeMutablePointer<redisAsyncContext>, reply: UnsafeMutableRawPointer?) {

@@ -1,0 +1,148 @@
+import Foundation
+import Hiredis
+import Synchronization
+
+/// Certificates made for the TLS tests with Debian's `openssl` command, once per process, in
+/// a temporary directory: a certificate authority, a server certificate for `localhost`
+/// and `127.0.0.1` that it signed, a client certificate (plain and passphrase-protected
+/// key), and a second authority that signed nothing the server presents.
+public struct TestCertificates: Sendable {
+    public let directory: URL
+    public var caCertificate: String { path("ca.crt") }
+    public var otherCACertificate: String { path("other-ca.crt") }
+    public var serverCertificate: String { path("server.crt") }
+    public var serverKey: String { path("server.key") }
+    public var clientCertificate: String { path("client.crt") }
+    public var clientKey: String { path("client.key") }
+    /// ``clientKey`` encrypted with ``clientKeyPassphrase``.
+    public var encryptedClientKey: String { path("client-encrypted.key") }
+    public let clientKeyPassphrase: String
+
+    private func path(_ name: String) -> String { directory.appendingPathComponent(name).path }
+
+    /// The certificates of this process (made on first use).
+    public static func shared() throws -> TestCertificates {
+        try made.withLock { made in
+            if let made { return try made.get() }
+            let result = Result { try make() }
+            made = result
+            return try result.get()
+        }
+    }
+
+    private static let made = Mutex<Result<TestCertificates, any Error>?>(nil)
+
+    private static func make() throws -> TestCertificates {
+        let directory = FileManager.default.temporaryDirectory
+            .appendingPathComponent("hiredis-kit-certificates-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let passphrase = "client-key-" + UUID().uuidString.prefix(8)
+        let certificates = TestCertificates(directory: directory, clientKeyPassphrase: passphrase)
+        func run(_ arguments: [String]) throws {
+            try openssl(arguments, in: directory)
+        }
+        let key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+        for ca in ["ca", "other-ca"] {
+            try run(["req", "-x509"] + key + ["-keyout", "\(ca).key", "-out", "\(ca).crt", "-days", "3",
+                                               "-subj", "/CN=HiredisKit test \(ca)"])
+        }
+        try "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n"
+            .write(to: directory.appendingPathComponent("server.ext"), atomically: true, encoding: .utf8)
+        try "extendedKeyUsage=clientAuth\n"
+            .write(to: directory.appendingPathComponent("client.ext"), atomically: true, encoding: .utf8)
+        for (name, subject) in [("server", "/CN=localhost"), ("client", "/CN=hiredis-kit-client")] {
+            try run(["req"] + key + ["-keyout", "\(name).key", "-out", "\(name).csr", "-subj", subject])
+            try run(["x509", "-req", "-in", "\(name).csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+                     "-out", "\(name).crt", "-days", "3", "-extfile", "\(name).ext"])
+        }
+        try run(["pkey", "-in", "client.key", "-aes256", "-passout", "pass:\(passphrase)", "-out", "client-encrypted.key"])
+        return certificates
+    }
+
+    /// Whether the `openssl` command is there.
+    public static var opensslAvailable: Bool {
+        ["/usr/bin/openssl", "/usr/local/bin/openssl", "/opt/homebrew/bin/openssl"].contains {
+            FileManager.default.isExecutableFile(atPath: $0)
+        }
+    }
+
+    private static func openssl(_ arguments: [String], in directory: URL) throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["openssl"] + arguments
+        process.currentDirectoryURL = directory
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = output
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        let log = output.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else {
+            throw TestSupportError("openssl \(arguments.joined(separator: " ")) failed: \(String(decoding: log, as: UTF8.self))")
+        }
+    }
+}
+
+/// A throwaway `redis-server` that listens for TLS on ``tlsPort`` (and plaintext on
+/// ``plaintextPort``, for the tests that connect to the wrong one).
+public struct TLSRedis: Sendable {
+    public let server: RedisServer
+    public let tlsPort: Int
+    public let certificates: TestCertificates
+    public var plaintextPort: Int { server.port }
+
+    /// Whether TLS tests can run here: this build can do TLS (hiredis ≥ 1.0 with
+    /// `libhiredis_ssl`) and `openssl` is installed. With `HIREDISKIT_REQUIRE_TLS=1`
+    /// (`make test-tls`) the tests run regardless, so that a missing piece fails them
+    /// instead of skipping them.
+    public static var isAvailable: Bool {
+        if ProcessInfo.processInfo.environment["HIREDISKIT_REQUIRE_TLS"] == "1" { return true }
+        return RedisTLSConfiguration.isAvailable && TestCertificates.opensslAvailable && TestRedis.ownsServers
+    }
+
+    /// Starts a server; `clientCertificates`: whether it requires a client certificate
+    /// (`tls-auth-clients yes`).
+    public static func start(clientCertificates: Bool = false, _ arguments: [String] = []) async throws -> TLSRedis {
+        let certificates = try TestCertificates.shared()
+        var lastError: (any Error)?
+        for _ in 0..<5 {
+            let tlsPort = try freeLoopbackPort()
+            do {
+                let server = try await RedisServer.start([
+                    "--tls-port", "\(tlsPort)",
+                    "--tls-cert-file", certificates.serverCertificate, "--tls-key-file", certificates.serverKey,
+                    "--tls-ca-cert-file", certificates.caCertificate,
+                    "--tls-auth-clients", clientCertificates ? "yes" : "no",
+                ] + arguments)
+                return TLSRedis(server: server, tlsPort: tlsPort, certificates: certificates)
+            } catch {
+                lastError = error  // most likely the TLS port was taken meanwhile
+            }
+        }
+        throw lastError ?? TestSupportError("could not start a TLS redis-server")
+    }
+
+    /// A verified TLS configuration for the TLS port, trusting the test authority.
+    public func configuration(_ configure: (inout RedisConfiguration) -> Void = { _ in }) -> RedisConfiguration {
+        var configuration = RedisConfiguration(host: "127.0.0.1", port: tlsPort)
+        configuration.tls = RedisTLSConfiguration(caCertificateFile: certificates.caCertificate)
+        configure(&configuration)
+        return configuration
+    }
+
+    /// Connects over TLS.
+    public func connect(_ configure: (inout RedisConfiguration) -> Void = { _ in }) async throws -> RedisConnection {
+        try await RedisConnection.connect(configuration(configure))
+    }
+
+    /// A subscriber over TLS.
+    public func subscriber(_ configure: (inout RedisConfiguration) -> Void = { _ in }) async throws -> RedisSubscriber {
+        try await RedisSubscriber.connect(configuration(configure))
+    }
+
+    /// What helper processes are given: a `rediss://` URL (``RedisTarget``), and the
+    /// environment that makes them trust the test authority.
+    public var helperSpec: String { "rediss://127.0.0.1:\(tlsPort)" }
+    public var helperEnvironment: [String: String] { [RedisTarget.caEnvironmentVariable: certificates.caCertificate] }
+}
