@@ -10,6 +10,7 @@ work="${HIREDIS1_WORK:-/tmp/hiredis-kit-hiredis1}"
 version="${HIREDIS_PY_VERSION:-2.3.2}"
 scratch="${HIREDIS1_SCRATCH:-.build-hiredis1}"
 prefix="$work/prefix"
+cc="${CC:-$(command -v gcc || command -v cc || command -v clang)}"
 rm -rf "$work" && mkdir -p "$work/src" "$prefix/lib/pkgconfig" "$prefix/include/hiredis" "$work/obj"
 python3 -m pip download --quiet --no-deps --no-binary :all: -d "$work/src" "hiredis==$version"
 tar -xzf "$work"/src/hiredis-*.tar.gz -C "$work/src"
@@ -20,14 +21,14 @@ patch=$(awk '/define HIREDIS_PATCH/ {print $3}' "$vendor/hiredis.h")
 so="$major.$minor.$patch"
 echo "hiredis $so from hiredis-py $version"
 for f in alloc async hiredis net read sds sockcompat; do
-  [ -f "$vendor/$f.c" ] && gcc -std=c99 -O2 -fPIC -c "$vendor/$f.c" -o "$work/obj/$f.o"
+  [ -f "$vendor/$f.c" ] && "$cc" -std=c99 -O2 -fPIC -c "$vendor/$f.c" -o "$work/obj/$f.o"
 done
-gcc -shared -Wl,-soname,libhiredis.so.$so -o "$prefix/lib/libhiredis.so.$so" "$work"/obj/*.o
+"$cc" -shared -Wl,-soname,libhiredis.so.$so -o "$prefix/lib/libhiredis.so.$so" "$work"/obj/*.o
 ln -sf "libhiredis.so.$so" "$prefix/lib/libhiredis.so"
 # libhiredis_ssl, as distributions ship it: a library of its own that needs libhiredis,
 # libssl and libcrypto. The package finds it at run time (it never links it).
-gcc -std=c99 -O2 -fPIC -c "$vendor/ssl.c" -o "$work/ssl.o"
-gcc -shared -Wl,-soname,libhiredis_ssl.so.$so -o "$prefix/lib/libhiredis_ssl.so.$so" "$work/ssl.o" \
+"$cc" -std=c99 -O2 -fPIC -c "$vendor/ssl.c" -o "$work/ssl.o"
+"$cc" -shared -Wl,-soname,libhiredis_ssl.so.$so -o "$prefix/lib/libhiredis_ssl.so.$so" "$work/ssl.o" \
   -L"$prefix/lib" -lhiredis -lssl -lcrypto
 ln -sf "libhiredis_ssl.so.$so" "$prefix/lib/libhiredis_ssl.so"
 cp "$vendor"/*.h "$prefix/include/hiredis/"
