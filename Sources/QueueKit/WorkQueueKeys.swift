@@ -37,12 +37,16 @@ struct QueueKeys: Sendable {
     var delayed: String { tag + ":delayed" }
     /// HASH of queue settings and counters: `paused`, `rate`/`per` (rate limit),
     /// `concurrency` (fleet-wide limit), `front` (falling sequence for prioritized
-    /// give-backs), `repeat:<name>` (repeatable tasks).
+    /// give-backs).
     var meta: String { tag + ":meta" }
     /// LIST of completed entry ids, oldest first (retention trims the head).
     var completed: String { tag + ":completed" }
     /// LIST of failed entry ids, oldest first (retention trims the head).
     var failed: String { tag + ":failed" }
+    /// HASH repeatable name → definition (``RepeatDefinition``).
+    var repeats: String { tag + ":repeat" }
+    /// HASH repeatable name → its next tick, ms of the server's clock.
+    var repeatNext: String { tag + ":repeatnext" }
     /// ZSET of recent starts (rate limit), scored by start time in ms.
     var starts: String { tag + ":starts" }
     /// HASH of one task's record: `st` state, `pr` priority, `ca`/`sa`/`fa`/`du` created,
@@ -91,6 +95,8 @@ enum QueueMessage {
     static let work = "work:"
     static let cancel = "cancel:"
     static let delete = "delete:"
+    /// A repeatable task was added or removed (schedulers re-read; workers ignore it).
+    static let repeatChanged = "repeat:"
 }
 
 /// Queue names in keys and channels. Any non-empty name is allowed: `%`, `:`, `{`, `}` and

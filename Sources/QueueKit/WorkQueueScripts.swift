@@ -458,7 +458,8 @@ enum QueueScripts {
           for _, id in ipairs(redis.call('LRANGE', list, 0, -1)) do deleted = deleted + redis.call('DEL', jobkey(id)) end
         end
         deleted = deleted + redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7],
-                                       KEYS[10], KEYS[11], KEYS[12], KEYS[13], KEYS[14], KEYS[15])
+                                       KEYS[10], KEYS[11], KEYS[12], KEYS[13], KEYS[14], KEYS[15],
+                                       TAG .. ':repeat', TAG .. ':repeatnext')
         redis.call('PUBLISH', ARGV[1], 'delete:')
         return deleted
         """)
@@ -621,6 +622,65 @@ enum QueueScripts {
         return {settings[1] or false, settings[2] or false, settings[3] or false, settings[4] or false,
                 waitingCount(), delayed, active, redis.call('LLEN', KEYS[6]), redis.call('LLEN', KEYS[13]),
                 redis.call('LLEN', KEYS[14])}
+        """)
+
+    // MARK: Repeatable tasks (KEYS[16] definitions, KEYS[17] next ticks)
+
+    /// ARGV: channel, name, definition, first tick ms. Adds or replaces a repeatable task;
+    /// publishes `repeat:` (schedulers re-read). Returns 1.
+    static let setRepeatable = RedisScript(common + """
+        redis.call('HSET', KEYS[16], ARGV[2], ARGV[3])
+        redis.call('HSET', KEYS[17], ARGV[2], ARGV[4])
+        redis.call('PUBLISH', ARGV[1], 'repeat:')
+        return 1
+        """)
+
+    /// ARGV: channel, name. Removes a repeatable task; 1, or 0 when there was none.
+    static let removeRepeatable = RedisScript(common + """
+        local removed = redis.call('HDEL', KEYS[16], ARGV[2])
+        redis.call('HDEL', KEYS[17], ARGV[2])
+        if removed == 1 then redis.call('PUBLISH', ARGV[1], 'repeat:') end
+        return removed
+        """)
+
+    /// {now ms, (name, definition, next tick)…}.
+    static let repeatState = RedisScript(common + """
+        local out = {fmt(nowms())}
+        local definitions = redis.call('HGETALL', KEYS[16])
+        for i = 1, #definitions, 2 do
+          out[#out + 1] = definitions[i]
+          out[#out + 1] = definitions[i + 1]
+          out[#out + 1] = redis.call('HGET', KEYS[17], definitions[i]) or '0'
+        end
+        return out
+        """)
+
+    /// ARGV: channel, name, expected tick, following tick, definition, task id, task,
+    /// priority, retry policy ('' none). Only when the repeatable still has this definition
+    /// and its next tick still is the expected one: advances it to the following tick and
+    /// enqueues the tick's task (unless a task with its id has a record). So each tick is
+    /// enqueued once, whatever the number of schedulers. 1 enqueued, 2 already there,
+    /// 0 another scheduler was first (or the definition changed).
+    static let tick = RedisScript(common + """
+        if redis.call('HGET', KEYS[16], ARGV[2]) ~= ARGV[5] then return 0 end
+        if redis.call('HGET', KEYS[17], ARGV[2]) ~= ARGV[3] then return 0 end
+        redis.call('HSET', KEYS[17], ARGV[2], ARGV[4])
+        local id = ARGV[6]
+        if redis.call('EXISTS', jobkey(id)) == 1 then return 2 end
+        local now = nowms()
+        local seq = redis.call('INCRBY', KEYS[9], 1)
+        local p = tonumber(ARGV[8])
+        redis.call('HSET', KEYS[2], id, ARGV[7])
+        local job = jobkey(id)
+        redis.call('HSET', job, 'ca', fmt(now), 'pr', ARGV[8], 'st', 'waiting')
+        if ARGV[9] ~= '' then redis.call('HSET', job, 'ra', ARGV[9]) end
+        if p ~= 0 then
+          redis.call('ZADD', KEYS[10], fmt(pscore(p, seq)), id)
+        else
+          redis.call('RPUSH', KEYS[1], id)
+        end
+        redis.call('PUBLISH', ARGV[1], 'work:1')
+        return 1
         """)
 
     // MARK: Registry ({prefix} slot)

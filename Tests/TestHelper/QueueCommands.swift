@@ -151,6 +151,22 @@ enum QueueCommands {
             } catch let error as WorkQueueError where error.code == .timedOut {
                 say("timed out")
             }
+        case "queue-schedule":
+            // queue-schedule <redis> <prefix> <queue> <stopKey>: says "scheduling", runs a
+            // scheduler of the queue's repeatable tasks until <stopKey> exists (or it is
+            // killed), then says "done".
+            let queueName = arguments[1], stopKey = arguments[2]
+            var options = WorkQueueOptions(prefix: arguments[0])
+            options.pollInterval = .seconds(2)
+            let queue = try WorkQueue(client: client, subscriber: subscriber, options: options)
+            let scheduler = Task { try await queue.runRepeatables(queueName) }
+            say("scheduling")
+            while try await client.send("EXISTS", stopKey).decode(Int.self) == 0 {
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            scheduler.cancel()
+            _ = await scheduler.result
+            say("done")
         default:
             exit(2)
         }
