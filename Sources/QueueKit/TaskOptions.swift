@@ -295,5 +295,7 @@ extension Date {
         self.init(timeIntervalSince1970: Double(milliseconds) / 1000)
     }
 
-    var redisMilliseconds: Int64 { Int64((timeIntervalSince1970 * 1000).rounded(.down)) }
+    /// Rounded to the nearest ms: a time made from ms (``init(redisMilliseconds:)``) comes
+    /// back unchanged despite the binary fraction.
+    var redisMilliseconds: Int64 { Int64((timeIntervalSince1970 * 1000).rounded()) }
 }
