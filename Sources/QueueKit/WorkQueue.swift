@@ -570,11 +570,13 @@ public struct EnqueueResult: Sendable, Hashable {
             let skip = Set(skipped)
             enqueued = (0..<count).filter { !skip.contains($0) }
         }
-        var ids = [String](repeating: customID ?? "", count: count)
-        if customID == nil {
-            for (offset, position) in enqueued.enumerated() {
-                ids[position] = String(lastSequence - enqueued.count + 1 + offset)
-            }
+        if let customID, lastSequence == -1 {
+            ids = [String](repeating: customID, count: count)   // the caller's id exists
+            return
+        }
+        var ids = [String](repeating: "", count: count)
+        for (offset, position) in enqueued.enumerated() {
+            ids[position] = customID ?? String(lastSequence - enqueued.count + 1 + offset)
         }
         self.ids = ids
     }

@@ -79,8 +79,8 @@ enum QueueScripts {
     /// Appends the tasks in order (or delays them). A unique enqueue skips a task already
     /// marked (queued or in flight from an earlier unique enqueue) or given twice in the
     /// batch; a caller's id that has a record is skipped too; a strict one appends nothing
-    /// then. Returns {1, waiting count, last sequence, skipped index…} (indices 1-based), or,
-    /// strict, {0, index of the first duplicate}.
+    /// then. Returns {1, waiting count, last sequence (-1: the caller's id exists), skipped
+    /// index…} (indices 1-based), or, strict, {0, index of the first duplicate}.
     static let enqueue = RedisScript(common + """
         local first = 9
         local now = nowms()
@@ -91,7 +91,7 @@ enum QueueScripts {
         local custom = ARGV[4] ~= ''
         if custom and redis.call('EXISTS', jobkey(ARGV[4])) == 1 then
           if ARGV[3] == '1' then return {0, 1} end
-          return {1, waitingCount(), 0, 1}
+          return {1, waitingCount(), -1, 1}
         end
         local ids = {}
         local skipped = {}
