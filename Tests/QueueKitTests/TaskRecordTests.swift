@@ -160,6 +160,17 @@ func spawnRunner(_ fixture: QueueFixture, queue: String, concurrency: Int, done:
         }
     }
 
+    @Test func cancellingTheWaiterEndsTheWait() async throws {
+        let fixture = try await QueueFixture.start()
+        let name = uniqueName()
+        let id = try await fixture.queue.enqueue(name, "slow").id
+        let queue = fixture.queue
+        let waiter = Task { try await queue.waitUntilFinished(name, id, timeout: .seconds(3600)) }
+        waiter.cancel()
+        let result = await waiter.result
+        #expect(throws: CancellationError.self) { try result.get() }
+    }
+
     /// An awaited task that is dead-lettered ends the wait with its state and error.
     @Test func awaitingADeadLetteredTaskReturnsItsError() async throws {
         let fixture = try await QueueFixture.start { $0.maxDeliveries = 1 }
