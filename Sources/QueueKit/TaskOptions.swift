@@ -134,6 +134,8 @@ public struct RetryPolicy: Sendable, Hashable {
 /// and a caller's id stays taken meanwhile). A record goes once it is older than `maxAge`
 /// or more than `maxCount` newer ones of its kind exist; the finish or failure that adds a
 /// record removes at most 100 old ones (bounded steps, no `KEYS`, no background job).
+/// A `maxCount` of 0 keeps none: ``WorkQueue/task(_:_:)`` then returns `nil` for a
+/// finished task, and a waiter gets ``WorkQueueError/Code/taskNotFound``.
 public struct TaskRetention: Sendable, Hashable {
     public var maxAge: Duration
     public var maxCount: Int
@@ -267,7 +269,8 @@ public struct TaskInfo: Sendable, Hashable {
     /// What ``Worker/finish(_:result:)-(_,[UInt8]?)`` stored.
     public let result: [UInt8]?
     public let progress: TaskProgress?
-    /// Its retry policy, as stored at enqueue; `nil` without one.
+    /// Whether it has a retry policy (stored at enqueue, from ``TaskOptions/retry`` or the
+    /// enqueuing instance's ``WorkQueueOptions/retry``).
     public let hasRetryPolicy: Bool
 
     /// The result as UTF-8 text.

@@ -256,15 +256,17 @@ public struct WorkQueue: Sendable {
         let reply = try await client.run(
             QueueScripts.processes, keys: keys.all(),
             arguments: [keys.working(""), task ?? [], task == nil ? "0" : "1"])
-        guard case .array(let flat) = reply, flat.count % 5 == 0 else {
+        guard case .array(let flat) = reply, flat.count % 6 == 0 else {
             throw RedisError(.wrongReplyType, "unexpected processes reply")
         }
-        return try stride(from: 0, to: flat.count, by: 5).map { index in
+        return try stride(from: 0, to: flat.count, by: 6).map { index in
             let worker = try flat[index].decode(String.self)
             let number = try flat[index + 1].decode(Int64.self)
-            return WorkProcess(queue: queue, worker: worker, number: number,
-                               task: try flat[index + 2].bytes(),
-                               deliveries: try flat[index + 3].decode(Int.self), taskID: try flat[index + 4].decode(String.self))
+            var process = WorkProcess(queue: queue, worker: worker, number: number,
+                                      task: try flat[index + 2].bytes(),
+                                      deliveries: try flat[index + 3].decode(Int.self), taskID: try flat[index + 4].decode(String.self))
+            process.attempt = try flat[index + 5].decode(Int.self)
+            return process
         }.sorted { ($0.worker, $0.number) < ($1.worker, $1.number) }
     }
 
@@ -501,7 +503,7 @@ public struct WorkProcess: Sendable, Hashable, Identifiable, CustomStringConvert
     /// The task's id (``EnqueueResult/ids``, ``WorkQueue/task(_:_:)``).
     public let taskID: String
     /// Attempts of this task so far, this one included (``TaskInfo/attempts``).
-    public var attempt: Int = 1
+    public internal(set) var attempt: Int = 1
     /// The task as UTF-8 text.
     public var string: String { String(decoding: task, as: UTF8.self) }
     public var description: String { "WorkProcess(\(id), queue: \(queue), delivery \(deliveries))" }

@@ -492,7 +492,7 @@ enum QueueScripts {
         """)
 
     /// ARGV: prefix of the in-flight hashes, task ('' with ARGV[3] == '0' for all).
-    /// {worker, process, task, deliveries, id}… of every live worker's matching processes.
+    /// {worker, process, task, deliveries, id, attempts}… of every live worker's matching processes.
     static let processes = RedisScript("""
         local out = {}
         local owners = redis.call('HGETALL', KEYS[8])
@@ -507,6 +507,7 @@ enum QueueScripts {
                 out[#out + 1] = task
                 out[#out + 1] = tonumber(redis.call('HGET', KEYS[3], held[j + 1]) or '0')
                 out[#out + 1] = held[j + 1]
+                out[#out + 1] = tonumber(redis.call('HGET', string.sub(KEYS[1], 1, -7) .. ':job:' .. held[j + 1], 'at') or '1')
               end
             end
           end

@@ -109,7 +109,7 @@ import Glibc
     }
 }
 
-/// Tells the handler's attempts apart: fails the first `failures` attempts of each task.
+/// The records a handler saw at the start of each attempt.
 final class Attempts: Sendable {
     let log = Locked<[TaskInfo]>([])
 }
@@ -132,6 +132,7 @@ final class Attempts: Sendable {
                 log.append(record)
                 return log.count
             }
+            #expect(process.attempt == count)
             if count < 3 { throw Poison() }
             finished.put(count)
         }
