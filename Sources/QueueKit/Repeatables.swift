@@ -1,6 +1,7 @@
 import Foundation
 import Hiredis
 import Logging
+import ServiceLifecycle
 
 /// When a repeatable task runs (``WorkQueue/addRepeatable(_:name:_:schedule:options:)-([UInt8],_,_)``).
 public enum RepeatSchedule: Sendable, Hashable {
@@ -275,6 +276,38 @@ extension WorkQueue {
             soonest = min(soonest ?? next - now, next - now)
         }
         return (enqueued, soonest.map { .milliseconds(max($0, 0)) })
+    }
+}
+
+/// A swift-service-lifecycle `Service` that keeps the repeatable tasks of `queues`
+/// scheduled (``WorkQueue/runRepeatables(_:)`` for each) until graceful shutdown or
+/// cancellation. Run one in every process that should keep the schedules alive: each tick
+/// is enqueued once whatever their number.
+///
+/// ```swift
+/// let scheduler = try RepeatableScheduler(workQueue: queue, queues: ["mail", "reports"])
+/// let group = ServiceGroup(services: [worker, scheduler], logger: logger)
+/// ```
+public struct RepeatableScheduler: Service {
+    public let workQueue: WorkQueue
+    public let queues: [String]
+
+    /// - Throws: `invalidArgument` for no queue or an empty queue name.
+    public init(workQueue: WorkQueue, queues: [String]) throws {
+        guard !queues.isEmpty else { throw RedisError.invalidArgument("a scheduler needs at least one queue") }
+        for queue in queues { try validateQueueName(queue) }
+        self.workQueue = workQueue
+        self.queues = queues
+    }
+
+    /// Runs the schedulers until graceful shutdown or cancellation; returns then.
+    public func run() async throws {
+        let workQueue = self.workQueue, queues = self.queues
+        try await cancelWhenGracefulShutdown {
+            try await withThrowingDiscardingTaskGroup { group in
+                for queue in queues { group.addTask { try await workQueue.runRepeatables(queue) } }
+            }
+        }
     }
 }
 

@@ -2,6 +2,7 @@ import Foundation
 import Hiredis
 import QueueKit
 import RedisTestSupport
+import ServiceLifecycleTestKit
 import Testing
 
 #if canImport(Glibc)
@@ -97,6 +98,21 @@ private func utc(_ text: String) -> Date {
         #expect((next - first) % 50 == 0 && next > before, "the next tick is the first after the pass")
         let record = try #require(try await fixture.queue.task(name, "repeat:r:\(first)"))
         #expect(record.state == .waiting && record.task == Array("tick".utf8))
+    }
+
+    /// The `Service` form enqueues ticks and returns on graceful shutdown.
+    @Test func theSchedulerServiceEnqueuesTicksUntilGracefulShutdown() async throws {
+        let fixture = try await QueueFixture.start()
+        let name = uniqueName()
+        #expect(throws: RedisError.self) { try RepeatableScheduler(workQueue: fixture.queue, queues: []) }
+        try await fixture.queue.addRepeatable(name, name: "r", "tick", schedule: .every(.milliseconds(50)))
+        let scheduler = try RepeatableScheduler(workQueue: fixture.queue, queues: [name])
+        try await testGracefulShutdown { trigger in
+            let service = Task { try await scheduler.run() }
+            try await eventually(timeout: .seconds(30), "two ticks") { try await fixture.queue.countQueue(name) >= 2 }
+            trigger.triggerGracefulShutdown()
+            try await service.value
+        }
     }
 
     /// Three scheduler processes, one killed with `kill -9` mid-run: over 30 ticks each tick
