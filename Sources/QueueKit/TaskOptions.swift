@@ -134,6 +134,8 @@ public struct RetryPolicy: Sendable, Hashable {
 /// and a caller's id stays taken meanwhile). A record goes once it is older than `maxAge`
 /// or more than `maxCount` newer ones of its kind exist; the finish or failure that adds a
 /// record removes at most 100 old ones (bounded steps, no `KEYS`, no background job).
+/// Records over `maxCount` are removed in batches, once they are a tenth of `maxCount` (at
+/// most 100) too many: between batches a queue may keep that many more.
 /// A `maxCount` of 0 keeps none: ``WorkQueue/task(_:_:)`` then returns `nil` for a
 /// finished task, and a waiter gets ``WorkQueueError/Code/taskNotFound``.
 public struct TaskRetention: Sendable, Hashable {

@@ -37,11 +37,11 @@ struct QueueKeys: Sendable {
     var delayed: String { tag + ":delayed" }
     /// HASH of queue settings and counters: `paused`, `rate`/`per` (rate limit),
     /// `concurrency` (fleet-wide limit), `front` (falling sequence for prioritized
-    /// give-backs).
+    /// give-backs), `watched` (some task was awaited: finishes look for waiters).
     var meta: String { tag + ":meta" }
-    /// LIST of completed entry ids, oldest first (retention trims the head).
+    /// LIST of `<finished ms>|<id>` of completed tasks, oldest first (retention trims the head).
     var completed: String { tag + ":completed" }
-    /// LIST of failed entry ids, oldest first (retention trims the head).
+    /// LIST of `<finished ms>|<id>` of failed tasks, oldest first (retention trims the head).
     var failed: String { tag + ":failed" }
     /// HASH repeatable name → definition (``RepeatDefinition``).
     var repeats: String { tag + ":repeat" }

@@ -11,8 +11,11 @@ import Hiredis
 /// feature is configured, so that plain queues run with the commands of the README's ACL
 /// rule; time comes from `TIME` (the server's clock).
 enum QueueScripts {
-    /// Helpers every queue script shares.
-    private static let common = """
+    // Helpers of the queue scripts, in pieces: a script includes those it uses (each Lua
+    // function costs a closure per call).
+
+    /// The record key, the server's clock, number formatting.
+    private static let base = """
         local TAG = string.sub(KEYS[1], 1, -7)
         local function jobkey(id) return TAG .. ':job:' .. id end
         local function nowms()
@@ -20,13 +23,22 @@ enum QueueScripts {
           return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
         end
         local function fmt(n) return string.format('%.0f', n) end
-        local function pscore(p, s) return -p * 4294967296 + 2147483648 + s end
+
+        """
+
+    /// The number of waiting tasks (the list and the prioritized set).
+    private static let counting = """
         local function waitingCount()
           local n = redis.call('LLEN', KEYS[1])
           if redis.call('EXISTS', KEYS[10]) == 1 then n = n + redis.call('ZCARD', KEYS[10]) end
           return n
         end
-        -- Makes an entry wait: at the back of its priority, or at its front.
+
+        """
+
+    /// Priority scores; makes an entry wait at the back of its priority, or at its front.
+    private static let placing = """
+        local function pscore(p, s) return -p * 4294967296 + 2147483648 + s end
         local function toWaiting(id, front)
           local job = jobkey(id)
           local p = tonumber(redis.call('HGET', job, 'pr') or '0') or 0
@@ -39,28 +51,49 @@ enum QueueScripts {
           end
           redis.call('HSET', job, 'st', 'waiting')
         end
-        -- Tells waiters of a watched task (`!state:id` on the done channel: not a done message).
+
+        """
+
+    /// Tells waiters of a watched task (`!state:id` on the done channel: not a done
+    /// message). Only queues where a task was ever watched (meta `watched`) look.
+    private static let announcing = """
+        local watchedQueue
         local function announce(id, state, channel)
-          if redis.call('HEXISTS', jobkey(id), 'w') == 1 then
+          if watchedQueue == nil then watchedQueue = redis.call('HEXISTS', KEYS[12], 'watched') == 1 end
+          if watchedQueue and redis.call('HEXISTS', jobkey(id), 'w') == 1 then
             redis.call('PUBLISH', channel, '!' .. state .. ':' .. id)
           end
         end
-        -- Removes records from the head of a retention list: over maxCount, or older than
-        -- maxAge; at most 100 per call (bounded steps).
-        local function trim(list, maxAge, maxCount, now)
+
+        """
+
+    /// Retention lists hold `<finished ms>|<id>`, oldest first. `trim` removes records
+    /// older than maxAge (at most 100 per call), and records over maxCount in batches once
+    /// they are a tenth of maxCount (at most 100) too many, so that a finish seldom pays for it.
+    private static let trimming = """
+        local function trim(list, length, maxAge, maxCount, now)
+          local over = length - maxCount
+          if over > 0 and over >= math.min(100, math.max(1, math.floor(maxCount / 10))) then
+            local popped = redis.call('LPOP', list, math.min(over, 100))
+            local keys = {}
+            for i, member in ipairs(popped) do keys[i] = jobkey(string.match(member, '^%d+|(.*)$')) end
+            redis.call('DEL', unpack(keys))
+          end
           for _ = 1, 100 do
             local head = redis.call('LINDEX', list, 0)
             if not head then return end
-            if redis.call('LLEN', list) <= maxCount then
-              local at = tonumber(redis.call('HGET', jobkey(head), 'fa') or '0') or 0
-              if now - at <= maxAge then return end
-            end
+            local at, id = string.match(head, '^(%d+)|(.*)$')
+            if now - tonumber(at) <= maxAge then return end
             redis.call('LPOP', list)
-            redis.call('DEL', jobkey(head))
+            redis.call('DEL', jobkey(id))
           end
         end
-        -- Forgets an entry's bytes, counters, reason and unique marker (and its record
-        -- unless keepJob).
+
+        """
+
+    /// Forgets an entry's bytes, counters, reason and unique marker (and its record unless
+    /// keepJob).
+    private static let forgetting = """
         local function forget(id, keepJob)
           if redis.call('SREM', KEYS[4], id) == 1 then
             local task = redis.call('HGET', KEYS[2], id)
@@ -81,7 +114,7 @@ enum QueueScripts {
     /// batch; a caller's id that has a record is skipped too; a strict one appends nothing
     /// then. Returns {1, waiting count, last sequence (-1: the caller's id exists), skipped
     /// index…} (indices 1-based), or, strict, {0, index of the first duplicate}.
-    static let enqueue = RedisScript(common + """
+    static let enqueue = RedisScript(base + counting + placing + """
         local first = 9
         local now = nowms()
         local due
@@ -111,6 +144,7 @@ enum QueueScripts {
         end
         local n = #ids
         local last = 0
+        local created = fmt(now)
         if n > 0 then
           last = redis.call('INCRBY', KEYS[9], n)
           for j, i in ipairs(ids) do
@@ -119,18 +153,17 @@ enum QueueScripts {
             if custom then id = ARGV[4] end
             redis.call('HSET', KEYS[2], id, ARGV[i])
             local job = jobkey(id)
-            redis.call('HSET', job, 'ca', fmt(now), 'pr', ARGV[7])
-            if ARGV[8] ~= '' then redis.call('HSET', job, 'ra', ARGV[8]) end
             if due then
               redis.call('ZADD', KEYS[11], fmt(due), id)
-              redis.call('HSET', job, 'st', 'delayed', 'du', fmt(due))
+              redis.call('HSET', job, 'st', 'delayed', 'ca', created, 'pr', ARGV[7], 'du', fmt(due))
             elseif p ~= 0 then
               redis.call('ZADD', KEYS[10], fmt(pscore(p, seq)), id)
-              redis.call('HSET', job, 'st', 'waiting')
+              redis.call('HSET', job, 'st', 'waiting', 'ca', created, 'pr', ARGV[7])
             else
               redis.call('RPUSH', KEYS[1], id)
-              redis.call('HSET', job, 'st', 'waiting')
+              redis.call('HSET', job, 'st', 'waiting', 'ca', created, 'pr', ARGV[7])
             end
+            if ARGV[8] ~= '' then redis.call('HSET', job, 'ra', ARGV[8]) end
             if ARGV[2] == '1' then
               redis.call('SADD', KEYS[5], ARGV[i])
               redis.call('SADD', KEYS[4], id)
@@ -153,7 +186,7 @@ enum QueueScripts {
     /// worker's in-flight hash. {-1} when the worker was declared dead in this queue; else
     /// {count, waiting, wake ms (-1: none), (process, task, deliveries, id, attempts)…}
     /// where `wake` is when a delayed entry falls due or the rate window frees.
-    static let dequeue = RedisScript(common + """
+    static let dequeue = RedisScript(base + counting + placing + """
         local owner = redis.call('HGET', KEYS[8], ARGV[1])
         if owner and owner ~= 'live' then return {-1} end
         local now = nowms()
@@ -242,26 +275,36 @@ enum QueueScripts {
     /// ARGV: done channel, worker, process id prefix, has result ('1'/'0'), result,
     /// completed max age ms, completed max count, events channel, process₁…processₙ.
     /// Finishes the processes the worker holds: the record becomes `completed` (with the
-    /// result) and joins the retention list; publishes a `done` message for each
+    /// result) and joins the retention list (with a max count of 0 it is deleted at once,
+    /// the cheapest path); publishes a `done` message for each
     /// (``DoneMessage``). One 1 (finished) or 0 (not held) per process.
-    static let finish = RedisScript(common + """
+    static let finish = RedisScript(base + announcing + trimming + forgetting + """
         local function field(s) return #s .. ':' .. s end
         local now = nowms()
+        local finishedAt = fmt(now)
+        local keep = tonumber(ARGV[7])
+        local settings = redis.call('HMGET', KEYS[12], 'concurrency', 'watched')
+        watchedQueue = settings[2] ~= false
         local results = {}
-        local finished = 0
+        local length = 0
         for i = 9, #ARGV do
           local id = redis.call('HGET', KEYS[16], ARGV[i])
           if id then
             local task = redis.call('HGET', KEYS[2], id)
             redis.call('HDEL', KEYS[16], ARGV[i])
-            if task then
+            if task and keep == 0 then
+              announce(id, 'completed', ARGV[1])
+              forget(id, false)
+            elseif task then
               forget(id, true)
               local job = jobkey(id)
-              redis.call('HSET', job, 'st', 'completed', 'fa', fmt(now))
-              if ARGV[4] == '1' then redis.call('HSET', job, 'rs', ARGV[5]) end
-              redis.call('RPUSH', KEYS[13], id)
+              if ARGV[4] == '1' then
+                redis.call('HSET', job, 'st', 'completed', 'fa', finishedAt, 'rs', ARGV[5])
+              else
+                redis.call('HSET', job, 'st', 'completed', 'fa', finishedAt)
+              end
+              length = redis.call('RPUSH', KEYS[13], finishedAt .. '|' .. id)
               announce(id, 'completed', ARGV[1])
-              finished = finished + 1
             else
               forget(id, false)
               task = ''
@@ -274,22 +317,22 @@ enum QueueScripts {
             results[#results + 1] = 0
           end
         end
-        if finished > 0 then trim(KEYS[13], tonumber(ARGV[6]), tonumber(ARGV[7]), now) end
-        if redis.call('HEXISTS', KEYS[12], 'concurrency') == 1 and waitingCount() > 0 then
+        if length > 0 then trim(KEYS[13], length, tonumber(ARGV[6]), keep, now) end
+        if settings[1] and (redis.call('LLEN', KEYS[1]) > 0 or redis.call('EXISTS', KEYS[10]) == 1) then
           redis.call('PUBLISH', ARGV[8], 'work:' .. #results)
         end
         return results
         """)
 
     /// ARGV: channel. Publishes `work` with the number of waiting tasks; returns it.
-    static let requestWork = RedisScript(common + """
+    static let requestWork = RedisScript(base + counting + """
         local n = waitingCount()
         redis.call('PUBLISH', ARGV[1], 'work:' .. n)
         return n
         """)
 
     /// The number of waiting tasks (the list and the prioritized set).
-    static let count = RedisScript(common + """
+    static let count = RedisScript(base + counting + """
         return waitingCount()
         """)
 
@@ -303,7 +346,7 @@ enum QueueScripts {
     /// backoff or, after its last attempt, dead-lettered; without one as '1'. '3' failed for
     /// good: the record becomes `failed` and joins the retention list.
     /// Publishes `work`. Returns {requeued, dead-lettered, not held, delayed, failed}.
-    static let giveBack = RedisScript(common + """
+    static let giveBack = RedisScript(base + placing + announcing + trimming + forgetting + """
         local now = nowms()
         local mode = ARGV[4]
         local processes = {}
@@ -316,6 +359,7 @@ enum QueueScripts {
         local max = tonumber(ARGV[2])
         local random = tonumber(ARGV[6])
         local requeued, dead, missing, delayed, failed = 0, 0, 0, 0, 0
+        local failedLength = 0
         local function toDead(id)
           redis.call('RPUSH', KEYS[6], id)
           redis.call('HSET', jobkey(id), 'st', 'dead', 'er', ARGV[3], 'fa', fmt(now))
@@ -343,7 +387,7 @@ enum QueueScripts {
               if mode == '3' then
                 forget(id, true)
                 redis.call('HSET', job, 'st', 'failed', 'er', ARGV[3], 'fa', fmt(now))
-                redis.call('RPUSH', KEYS[14], id)
+                failedLength = redis.call('RPUSH', KEYS[14], fmt(now) .. '|' .. id)
                 announce(id, 'failed', ARGV[9])
                 failed = failed + 1
               elseif policy then
@@ -383,7 +427,7 @@ enum QueueScripts {
             if since and seconds - since > 86400 then redis.call('HDEL', KEYS[8], owners[i]) end
           end
         end
-        if failed > 0 then trim(KEYS[14], tonumber(ARGV[7]), tonumber(ARGV[8]), now) end
+        if failed > 0 then trim(KEYS[14], failedLength, tonumber(ARGV[7]), tonumber(ARGV[8]), now) end
         if requeued > 0 then
           redis.call('PUBLISH', ARGV[1], 'work:' .. requeued)
         elseif delayed > 0 or (missing == 0 and #processes > 0 and redis.call('HEXISTS', KEYS[12], 'concurrency') == 1) then
@@ -396,7 +440,7 @@ enum QueueScripts {
     /// copy of the task and forgets the in-flight copies' tasks (so a stop, a shutdown or a
     /// recovery cannot put them back; their finish still succeeds), clears its unique
     /// marker, publishes `cancel`. Returns the number of queued copies removed.
-    static let cancel = RedisScript(common + """
+    static let cancel = RedisScript(base + forgetting + """
         local ids = redis.call('LRANGE', KEYS[1], 0, -1)
         local keep, removed = {}, 0
         for _, id in ipairs(ids) do
@@ -446,7 +490,7 @@ enum QueueScripts {
     /// worker's in-flight hash; keeps the dead-worker marks (pruned after a day) and the id
     /// sequence (so stale process ids never match new entries). Publishes `delete`.
     /// Returns the number of keys deleted.
-    static let deleteQueue = RedisScript(common + """
+    static let deleteQueue = RedisScript(base + """
         local deleted = 0
         local owners = redis.call('HGETALL', KEYS[8])
         for i = 1, #owners, 2 do
@@ -455,7 +499,9 @@ enum QueueScripts {
         end
         for _, id in ipairs(redis.call('HKEYS', KEYS[2])) do deleted = deleted + redis.call('DEL', jobkey(id)) end
         for _, list in ipairs({KEYS[13], KEYS[14]}) do
-          for _, id in ipairs(redis.call('LRANGE', list, 0, -1)) do deleted = deleted + redis.call('DEL', jobkey(id)) end
+          for _, member in ipairs(redis.call('LRANGE', list, 0, -1)) do
+            deleted = deleted + redis.call('DEL', jobkey(string.match(member, '^%d+|(.*)$')))
+          end
         end
         deleted = deleted + redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7],
                                        KEYS[10], KEYS[11], KEYS[12], KEYS[13], KEYS[14], KEYS[15],
@@ -466,7 +512,7 @@ enum QueueScripts {
 
     /// ARGV: limit (-1: all). The waiting tasks, in dequeue order (prioritized above 0, the
     /// list, prioritized below 0).
-    static let waiting = RedisScript(common + """
+    static let waiting = RedisScript(base + """
         local limit = tonumber(ARGV[1])
         local ids = {}
         local function add(list)
@@ -530,7 +576,7 @@ enum QueueScripts {
     /// ARGV: channel, mode ('retry'/'purge'), id₁…idₙ (none: all). Retry appends the dead
     /// letters to the back of their priority with their deliveries and attempts reset;
     /// purge forgets them and their records. Returns how many were moved or purged.
-    static let settleDeadLetters = RedisScript(common + """
+    static let settleDeadLetters = RedisScript(base + placing + forgetting + """
         local ids = {}
         if #ARGV > 2 then
           for i = 3, #ARGV do
@@ -555,7 +601,7 @@ enum QueueScripts {
 
     /// ARGV: task id. {record fields (flat), task bytes or nil, deliveries or nil, now ms},
     /// or nil when the task has no record.
-    static let taskInfo = RedisScript(common + """
+    static let taskInfo = RedisScript(base + """
         local fields = redis.call('HGETALL', jobkey(ARGV[1]))
         if #fields == 0 then return false end
         return {fields, redis.call('HGET', KEYS[2], ARGV[1]) or false,
@@ -564,15 +610,16 @@ enum QueueScripts {
 
     /// ARGV: task id. Marks the task as watched (its changes are announced on the done
     /// channel); 1, or 0 when it has no record.
-    static let watch = RedisScript(common + """
+    static let watch = RedisScript(base + """
         if redis.call('EXISTS', jobkey(ARGV[1])) == 0 then return 0 end
         redis.call('HSET', jobkey(ARGV[1]), 'w', 1)
+        redis.call('HSET', KEYS[12], 'watched', 1)
         return 1
         """)
 
     /// ARGV: process number, progress, done channel. Stores the progress of a process the
     /// worker holds (and announces it when watched); 1, or 0 when not held.
-    static let progress = RedisScript(common + """
+    static let progress = RedisScript(base + announcing + """
         local id = redis.call('HGET', KEYS[16], ARGV[1])
         if not id or redis.call('HEXISTS', KEYS[2], id) == 0 then return 0 end
         redis.call('HSET', jobkey(id), 'pg', ARGV[2])
@@ -582,7 +629,7 @@ enum QueueScripts {
 
     /// ARGV: channel, paused ('1'/'0'). Pauses (takes effect at every worker's next dequeue)
     /// or resumes the queue; a resume publishes `work`. Returns 1.
-    static let setPaused = RedisScript(common + """
+    static let setPaused = RedisScript(base + counting + """
         if ARGV[2] == '1' then
           redis.call('HSET', KEYS[12], 'paused', fmt(nowms()))
         else
@@ -594,7 +641,7 @@ enum QueueScripts {
 
     /// ARGV: channel, rate ('' none), per ms, concurrency ('' none). Sets the queue's
     /// fleet-wide limits and publishes `work` (a looser limit frees workers). Returns 1.
-    static let setLimits = RedisScript(common + """
+    static let setLimits = RedisScript(base + counting + """
         if ARGV[2] == '' then
           redis.call('HDEL', KEYS[12], 'rate', 'per')
         else
@@ -611,7 +658,7 @@ enum QueueScripts {
 
     /// {paused since ms or nil, rate or nil, per ms or nil, concurrency or nil, waiting,
     /// delayed, active, dead, completed, failed}.
-    static let queueState = RedisScript(common + """
+    static let queueState = RedisScript(base + counting + """
         local settings = redis.call('HMGET', KEYS[12], 'paused', 'rate', 'per', 'concurrency')
         local delayed = 0
         if redis.call('EXISTS', KEYS[11]) == 1 then delayed = redis.call('ZCARD', KEYS[11]) end
@@ -629,7 +676,7 @@ enum QueueScripts {
 
     /// ARGV: channel, name, definition, first tick ms. Adds or replaces a repeatable task;
     /// publishes `repeat:` (schedulers re-read). Returns 1.
-    static let setRepeatable = RedisScript(common + """
+    static let setRepeatable = RedisScript(base + """
         redis.call('HSET', KEYS[16], ARGV[2], ARGV[3])
         redis.call('HSET', KEYS[17], ARGV[2], ARGV[4])
         redis.call('PUBLISH', ARGV[1], 'repeat:')
@@ -637,7 +684,7 @@ enum QueueScripts {
         """)
 
     /// ARGV: channel, name. Removes a repeatable task; 1, or 0 when there was none.
-    static let removeRepeatable = RedisScript(common + """
+    static let removeRepeatable = RedisScript(base + """
         local removed = redis.call('HDEL', KEYS[16], ARGV[2])
         redis.call('HDEL', KEYS[17], ARGV[2])
         if removed == 1 then redis.call('PUBLISH', ARGV[1], 'repeat:') end
@@ -645,7 +692,7 @@ enum QueueScripts {
         """)
 
     /// {now ms, (name, definition, next tick)…}.
-    static let repeatState = RedisScript(common + """
+    static let repeatState = RedisScript(base + """
         local out = {fmt(nowms())}
         local definitions = redis.call('HGETALL', KEYS[16])
         for i = 1, #definitions, 2 do
@@ -662,7 +709,7 @@ enum QueueScripts {
     /// enqueues the tick's task (unless a task with its id has a record). So each tick is
     /// enqueued once, whatever the number of schedulers. 1 enqueued, 2 already there,
     /// 0 another scheduler was first (or the definition changed).
-    static let tick = RedisScript(common + """
+    static let tick = RedisScript(base + placing + """
         if redis.call('HGET', KEYS[16], ARGV[2]) ~= ARGV[5] then return 0 end
         if redis.call('HGET', KEYS[17], ARGV[2]) ~= ARGV[3] then return 0 end
         redis.call('HSET', KEYS[17], ARGV[2], ARGV[4])
