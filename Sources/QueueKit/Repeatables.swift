@@ -33,10 +33,15 @@ public enum RepeatSchedule: Sendable, Hashable {
 
 /// A repeatable task as stored (``WorkQueue/repeatables(_:)``).
 public struct RepeatableTask: Sendable, Hashable {
+    /// The queue its ticks are enqueued to.
     public let queue: String
+    /// Its name, unique in the queue.
     public let name: String
+    /// When it runs.
     public let schedule: RepeatSchedule
+    /// What each tick enqueues.
     public let task: [UInt8]
+    /// The priority of each tick's task.
     public let priority: Int
     /// The next tick not yet enqueued (server clock).
     public let nextRun: Date
@@ -289,7 +294,9 @@ extension WorkQueue {
 /// let group = ServiceGroup(services: [worker, scheduler], logger: logger)
 /// ```
 public struct RepeatableScheduler: Service {
+    /// The queue client the schedulers use.
     public let workQueue: WorkQueue
+    /// The queues whose repeatable tasks are kept scheduled.
     public let queues: [String]
 
     /// - Throws: `invalidArgument` for no queue or an empty queue name.

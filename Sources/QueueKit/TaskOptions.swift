@@ -31,6 +31,7 @@ public struct TaskOptions: Sendable, Hashable {
     /// The range of ``priority``.
     public static let priorities = -1_000_000...1_000_000
 
+    /// Options for an enqueue; every default behaves as worqr did.
     public init(id: String? = nil, delay: Duration? = nil, at: Date? = nil, priority: Int = 0, retry: RetryPolicy? = nil) {
         self.id = id
         self.delay = delay
@@ -86,10 +87,12 @@ public struct RetryPolicy: Sendable, Hashable {
 
     /// Attempts in all, the first one included (at least 1).
     public var attempts: Int
+    /// The wait after a failed attempt, before the next.
     public var backoff: Backoff
     /// The share of each wait (0…1) that may be taken off at random (default 0.2).
     public var jitter: Double
 
+    /// A policy of `attempts` attempts in all, waiting `backoff` between them.
     public init(attempts: Int, backoff: Backoff, jitter: Double = 0.2) {
         self.attempts = attempts
         self.backoff = backoff
@@ -139,9 +142,12 @@ public struct RetryPolicy: Sendable, Hashable {
 /// A `maxCount` of 0 keeps none: ``WorkQueue/task(_:_:)`` then returns `nil` for a
 /// finished task, and a waiter gets ``WorkQueueError/Code/taskNotFound``.
 public struct TaskRetention: Sendable, Hashable {
+    /// Records older than this (since the task finished, server clock) are removed.
     public var maxAge: Duration
+    /// At most this many of the newest records are kept per queue.
     public var maxCount: Int
 
+    /// A retention of `maxCount` records, none older than `maxAge`.
     public init(maxAge: Duration, maxCount: Int) {
         self.maxAge = maxAge
         self.maxCount = maxCount
@@ -162,8 +168,10 @@ public struct TaskRetention: Sendable, Hashable {
 public struct RateLimit: Sendable, Hashable {
     /// Starts allowed within any window of length ``interval``.
     public var count: Int
+    /// The window's length (at least 1 ms).
     public var interval: Duration
 
+    /// At most `count` starts per `interval`.
     public init(_ count: Int, per interval: Duration) {
         self.count = count
         self.interval = interval
@@ -178,6 +186,7 @@ public struct QueueLimits: Sendable, Hashable {
     /// tasks count until a peer recovers them.
     public var concurrency: Int?
 
+    /// Limits; `nil` removes that limit.
     public init(rate: RateLimit? = nil, concurrency: Int? = nil) {
         self.rate = rate
         self.concurrency = concurrency
@@ -196,7 +205,9 @@ public struct QueueLimits: Sendable, Hashable {
 
 /// A handler's report of how far it got (``WorkQueue/reportProgress(_:_:)``).
 public enum TaskProgress: Sendable, Hashable {
+    /// A number (a fraction, a percentage, a count: the handler's choice).
     case number(Double)
+    /// Bytes (JSON, text: the handler's choice), up to 512 MiB.
     case bytes([UInt8])
 
     var encoded: [UInt8] {
@@ -221,7 +232,9 @@ public enum TaskProgress: Sendable, Hashable {
 /// Thrown by a handler of ``Worker/run(_:concurrency:handler:)`` to fail its task for good:
 /// no retry, no dead letter; the task's record becomes ``TaskState/failed`` with `reason`.
 public struct PermanentFailure: Error, Sendable, Hashable, CustomStringConvertible {
+    /// Kept as the task's ``TaskInfo/lastError``.
     public var reason: String
+    /// A permanent failure for `reason`.
     public init(_ reason: String) { self.reason = reason }
     public var description: String { reason }
 }
@@ -247,9 +260,13 @@ public enum TaskState: String, Sendable, Hashable {
 
 /// What ``WorkQueue/task(_:_:)`` tells about a task. Times are the server's clock.
 public struct TaskInfo: Sendable, Hashable {
+    /// The task's id (``EnqueueResult/ids``).
     public let id: String
+    /// The queue it belongs to.
     public let queue: String
+    /// Where it is in its life.
     public let state: TaskState
+    /// Its priority (``TaskOptions/priority``).
     public let priority: Int
     /// Attempts so far, a running one included (``Worker/stop(_:reason:)`` and shutdowns
     /// take theirs back).
@@ -258,6 +275,7 @@ public struct TaskInfo: Sendable, Hashable {
     public let deliveries: Int
     /// The task's bytes; `nil` once it completed or failed.
     public let task: [UInt8]?
+    /// When it was enqueued.
     public let createdAt: Date?
     /// When its latest attempt started.
     public let startedAt: Date?
@@ -270,6 +288,7 @@ public struct TaskInfo: Sendable, Hashable {
     public let lastError: String?
     /// What ``Worker/finish(_:result:)-(_,[UInt8]?)`` stored.
     public let result: [UInt8]?
+    /// What its handler last reported (``WorkQueue/reportProgress(_:_:)``).
     public let progress: TaskProgress?
     /// Whether it has a retry policy (stored at enqueue, from ``TaskOptions/retry`` or the
     /// enqueuing instance's ``WorkQueueOptions/retry``).
@@ -283,14 +302,21 @@ public struct TaskInfo: Sendable, Hashable {
 public struct QueueState: Sendable, Hashable {
     /// Since when the queue is paused (server clock); `nil` when it is not.
     public let pausedSince: Date?
+    /// Whether the queue is paused (``WorkQueue/pause(_:)``).
     public var isPaused: Bool { pausedSince != nil }
+    /// Its fleet-wide limits (``WorkQueue/setLimits(_:_:)``).
     public let limits: QueueLimits
+    /// Tasks waiting to be dequeued.
     public let waiting: Int
+    /// Tasks scheduled for later or waiting out a backoff.
     public let delayed: Int
+    /// Tasks held by live workers (and by dead ones not yet recovered).
     public let active: Int
+    /// Dead letters.
     public let dead: Int
-    /// Records of completed and failed tasks kept by retention.
+    /// Records of completed tasks kept by retention.
     public let completed: Int
+    /// Records of failed tasks kept by retention.
     public let failed: Int
 }
 
