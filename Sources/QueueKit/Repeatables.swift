@@ -26,7 +26,12 @@ public enum RepeatSchedule: Sendable, Hashable {
         switch self {
         case .every(let interval):
             guard interval >= .milliseconds(1) else { throw RedisError.invalidArgument("a repeat interval must be at least 1 ms") }
-        case .cron: break
+        case .cron(let expression):
+            // Checked against the local clock before anything is sent (the first tick is
+            // then computed from the server's).
+            guard expression.next(after: Date()) != nil else {
+                throw RedisError.invalidArgument("the cron expression \"\(expression)\" matches no time within 5 years")
+            }
         }
     }
 }
