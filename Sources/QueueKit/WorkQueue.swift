@@ -55,17 +55,20 @@ public struct WorkQueue: Sendable {
     /// - Returns: what was enqueued, and the queue's length after the enqueue.
     /// - Throws: ``WorkQueueError/Code/duplicateTask`` (with `duplicates: .fail`);
     ///   `invalidArgument` for an empty queue name or a task over 512 MiB (nothing written).
+    ///
+    /// `options` gives the task an id of the caller's, a delay or a due time, a priority or
+    /// a retry policy (``TaskOptions``); ``EnqueueResult/id`` is the task's id.
     @discardableResult
     public func enqueue(_ queue: String, _ task: [UInt8], unique: Bool = false, duplicates: DuplicatePolicy = .skip,
-                        minReplicas: Int = 0) async throws -> EnqueueResult {
-        try await enqueue(queue, [task], unique: unique, duplicates: duplicates, minReplicas: minReplicas)
+                        minReplicas: Int = 0, options: TaskOptions = TaskOptions()) async throws -> EnqueueResult {
+        try await enqueue(queue, [task], unique: unique, duplicates: duplicates, minReplicas: minReplicas, options: options)
     }
 
-    /// The `String` form of ``enqueue(_:_:unique:duplicates:minReplicas:)-([UInt8])``.
+    /// The `String` form of ``enqueue(_:_:unique:duplicates:minReplicas:options:)-([UInt8])``.
     @discardableResult
     public func enqueue(_ queue: String, _ task: String, unique: Bool = false, duplicates: DuplicatePolicy = .skip,
-                        minReplicas: Int = 0) async throws -> EnqueueResult {
-        try await enqueue(queue, [Array(task.utf8)], unique: unique, duplicates: duplicates, minReplicas: minReplicas)
+                        minReplicas: Int = 0, options: TaskOptions = TaskOptions()) async throws -> EnqueueResult {
+        try await enqueue(queue, [Array(task.utf8)], unique: unique, duplicates: duplicates, minReplicas: minReplicas, options: options)
     }
 
     /// Appends `tasks` to the back of `queue`, in order (they are dequeued in the order
@@ -75,40 +78,59 @@ public struct WorkQueue: Sendable {
     /// enqueue, and repeats within the batch, are skipped and reported in
     /// ``EnqueueResult/skipped`` (as worqr did); with `duplicates: .fail` one duplicate
     /// refuses the whole batch with ``WorkQueueError/Code/duplicateTask``.
+    ///
+    /// `options` (``TaskOptions``) applies to every task of the batch (a caller's id only
+    /// to a batch of one).
     @discardableResult
     public func enqueue(_ queue: String, _ tasks: [String], unique: Bool = false, duplicates: DuplicatePolicy = .skip,
-                        minReplicas: Int = 0) async throws -> EnqueueResult {
-        try await enqueue(queue, tasks.map { Array($0.utf8) }, unique: unique, duplicates: duplicates, minReplicas: minReplicas)
+                        minReplicas: Int = 0, options: TaskOptions = TaskOptions()) async throws -> EnqueueResult {
+        try await enqueue(queue, tasks.map { Array($0.utf8) }, unique: unique, duplicates: duplicates, minReplicas: minReplicas,
+                          options: options)
     }
 
-    /// The byte form of ``enqueue(_:_:unique:duplicates:minReplicas:)-([String])``.
+    /// The byte form of ``enqueue(_:_:unique:duplicates:minReplicas:options:)-([String])``.
     ///
     /// With `minReplicas` > 0 the call returns only once that many replicas have the
     /// tasks (`WAIT`, up to ``WorkQueueOptions/replicationTimeout``); else it throws
     /// ``WorkQueueError/Code/notReplicated``
     /// (the tasks are enqueued on the master all the same, but a failover now could lose them).
+    ///
+    /// - Throws: also `invalidArgument` for bad ``TaskOptions`` (a negative delay, a
+    ///   priority out of range, a retry policy of zero attempts, an empty or all-digit id,
+    ///   an id for a batch of several tasks), before anything is sent.
     @discardableResult
     public func enqueue(_ queue: String, _ tasks: [[UInt8]], unique: Bool = false, duplicates: DuplicatePolicy = .skip,
-                        minReplicas: Int = 0) async throws -> EnqueueResult {
+                        minReplicas: Int = 0, options: TaskOptions = TaskOptions()) async throws -> EnqueueResult {
         let keys = try keys(queue)
         guard !tasks.isEmpty else { throw RedisError.invalidArgument("enqueue needs at least one task") }
         guard minReplicas >= 0 else { throw RedisError.invalidArgument("minReplicas must not be negative") }
+        try options.validate(taskCount: tasks.count)
         for task in tasks { try validateTask(task) }
-        var arguments: [any RedisArgument] = [keys.channel, unique ? "1" : "0", duplicates == .fail ? "1" : "0"]
-        arguments.reserveCapacity(tasks.count + 3)
+        let retry = options.retry ?? self.options.retry
+        var arguments: [any RedisArgument] = [
+            keys.channel, unique ? "1" : "0", duplicates == .fail ? "1" : "0", options.id ?? "",
+            options.delay.map { String($0.redisMilliseconds) } ?? "", options.at.map { String($0.redisMilliseconds) } ?? "",
+            options.priority, retry?.encoded ?? "",
+        ]
+        arguments.reserveCapacity(tasks.count + 8)
         for task in tasks { arguments.append(task) }
         let reply = try await client.run(QueueScripts.enqueue, keys: keys.all(), arguments: arguments).decode([Int].self)
         guard reply.count >= 2 else { throw RedisError(.wrongReplyType, "unexpected enqueue reply \(reply)") }
         if reply[0] == 0 {
+            if let id = options.id {
+                throw WorkQueueError(.duplicateTask, "a task with the id \"\(id.prefix(128))\" exists in \(queue)")
+            }
             let task = tasks[reply[1] - 1]
             throw WorkQueueError(.duplicateTask, "\"\(String(decoding: task.prefix(64), as: UTF8.self))\" is already in \(queue)")
         }
-        let result = EnqueueResult(length: reply[1], count: tasks.count, skipped: reply.dropFirst(2).map { $0 - 1 })
+        guard reply.count >= 3 else { throw RedisError(.wrongReplyType, "unexpected enqueue reply \(reply)") }
+        let result = EnqueueResult(length: reply[1], count: tasks.count, skipped: reply.dropFirst(3).map { $0 - 1 },
+                                   lastSequence: reply[2], customID: options.id)
         metrics.enqueued(queue, result.enqueued.count)
         logger.trace("enqueued", metadata: ["queue": "\(queue)", "count": "\(result.enqueued.count)"])
         if minReplicas > 0 {
             // WAIT where the tasks were written (on a cluster, the queue's primary).
-            let acknowledged = try await client.send(RedisCommand("WAIT", minReplicas, options.replicationTimeout.redisMilliseconds),
+            let acknowledged = try await client.send(RedisCommand("WAIT", minReplicas, self.options.replicationTimeout.redisMilliseconds),
                                                      routedBy: Array(keys.pending.utf8), timeout: nil).decode(Int.self)
             guard acknowledged >= minReplicas else {
                 throw WorkQueueError(.notReplicated, "only \(acknowledged) of \(minReplicas) replicas acknowledged the enqueue to \(queue)")
@@ -122,7 +144,7 @@ public struct WorkQueue: Sendable {
     @discardableResult
     public func requestWork(_ queue: String) async throws -> Int {
         let keys = try keys(queue)
-        return try await client.run(QueueScripts.requestWork, keys: [keys.pending], arguments: [keys.channel]).decode(Int.self)
+        return try await client.run(QueueScripts.requestWork, keys: keys.all(), arguments: [keys.channel]).decode(Int.self)
     }
 
     /// Removes every queued copy of `task` from `queue`, clears its unique marker, and
@@ -152,33 +174,39 @@ public struct WorkQueue: Sendable {
 
     // MARK: Introspection
 
-    /// The names of the queues that hold waiting tasks (found with `SCAN`, never `KEYS`).
+    /// The names of the queues that hold waiting tasks, plain or prioritized (found with
+    /// `SCAN`, never `KEYS`). Queues holding only delayed tasks are not listed.
     public func getQueues() async throws -> [String] {
         let head = "{\(options.prefix):"
-        let tail = "}:queue"
         var names: Set<String> = []
-        for key in try await client.scanKeys(matching: globEscaped(head) + "*" + globEscaped(tail))
-        where key.hasPrefix(head) && key.hasSuffix(tail) {
-            if let name = QueueName.decode(String(key.dropFirst(head.count).dropLast(tail.count))) { names.insert(name) }
+        for tail in ["}:queue", "}:prio"] {
+            for key in try await client.scanKeys(matching: globEscaped(head) + "*" + globEscaped(tail))
+            where key.hasPrefix(head) && key.hasSuffix(tail) {
+                let encoded = key.dropFirst(head.count).dropLast(tail.count)
+                // An encoded name holds no ':' or '}': this is not some task's record key.
+                guard !encoded.contains(":"), !encoded.contains("}") else { continue }
+                if let name = QueueName.decode(String(encoded)) { names.insert(name) }
+            }
         }
         return names.sorted()
     }
 
-    /// How many tasks wait in `queue` (in-flight and dead-lettered ones not counted).
+    /// How many tasks wait in `queue` (in-flight, delayed and dead-lettered ones not counted).
     public func countQueue(_ queue: String) async throws -> Int {
-        try await client.send("LLEN", try keys(queue).pending).decode(Int.self)
+        try await client.run(QueueScripts.count, keys: try keys(queue).all()).decode(Int.self)
     }
 
     /// The task that will be dequeued next, or `nil` when the queue is empty.
     public func peekQueue(_ queue: String) async throws -> [UInt8]? {
         let keys = try keys(queue)
-        return try await client.run(QueueScripts.peek, keys: [keys.pending, keys.tasks]).decode(RedisBytes?.self)?.bytes
+        return try await client.run(QueueScripts.waiting, keys: keys.all(), arguments: [1])
+            .decode([RedisBytes].self).first?.bytes
     }
 
-    /// The waiting tasks of `queue`, in dequeue order.
+    /// The waiting tasks of `queue`, in dequeue order (higher priorities first).
     public func getTasks(_ queue: String) async throws -> [[UInt8]] {
         let keys = try keys(queue)
-        return try await client.run(QueueScripts.tasks, keys: [keys.pending, keys.tasks], arguments: [0, -1])
+        return try await client.run(QueueScripts.waiting, keys: keys.all(), arguments: [-1])
             .decode([RedisBytes].self).map(\.bytes)
     }
 
@@ -228,15 +256,17 @@ public struct WorkQueue: Sendable {
         let reply = try await client.run(
             QueueScripts.processes, keys: keys.all(),
             arguments: [keys.working(""), task ?? [], task == nil ? "0" : "1"])
-        guard case .array(let flat) = reply, flat.count % 4 == 0 else {
+        guard case .array(let flat) = reply, flat.count % 6 == 0 else {
             throw RedisError(.wrongReplyType, "unexpected processes reply")
         }
-        return try stride(from: 0, to: flat.count, by: 4).map { index in
+        return try stride(from: 0, to: flat.count, by: 6).map { index in
             let worker = try flat[index].decode(String.self)
             let number = try flat[index + 1].decode(Int64.self)
-            return WorkProcess(queue: queue, worker: worker, number: number,
-                               task: try flat[index + 2].bytes(),
-                               deliveries: try flat[index + 3].decode(Int.self))
+            var process = WorkProcess(queue: queue, worker: worker, number: number,
+                                      task: try flat[index + 2].bytes(),
+                                      deliveries: try flat[index + 3].decode(Int.self), taskID: try flat[index + 4].decode(String.self))
+            process.attempt = try flat[index + 5].decode(Int.self)
+            return process
         }.sorted { ($0.worker, $0.number) < ($1.worker, $1.number) }
     }
 
@@ -312,7 +342,7 @@ public struct WorkQueue: Sendable {
             guard case .array(let pair) = entry, pair.count == 2 else { continue }
             let worker = try pair[0].decode(String.self)
             let queues = try pair[1].decode([String].self)
-            try await retire(worker, queues: queues, reason: "worker \(worker) died", counts: true, force: false, into: &report)
+            try await retire(worker, queues: queues, reason: "worker \(worker) died", mode: .failure, force: false, into: &report)
         }
         if !report.workers.isEmpty {
             logger.warning("recovered dead workers", metadata: [
@@ -324,13 +354,14 @@ public struct WorkQueue: Sendable {
 
     /// Gives back what `worker` holds in `queues` (it is marked dead there, so it can take
     /// nothing more) and removes its registration.
-    func retire(_ worker: String, queues: [String], reason: String, counts: Bool, force: Bool,
+    func retire(_ worker: String, queues: [String], reason: String, mode: GiveBackMode, force: Bool,
                 into report: inout RecoveryReport) async throws {
         for queue in queues.sorted() {
             let outcome = try await giveBack(queue: queue, worker: worker, processes: [], reason: reason,
-                                             counts: counts, markDead: true)
+                                             mode: mode, markDead: true)
             report.requeued += outcome.requeued
             report.deadLettered += outcome.deadLettered
+            report.delayed += outcome.delayed
             metrics.recovered(queue, outcome.requeued, deadLettered: outcome.deadLettered)
         }
         try await client.run(QueueScripts.deregister,
@@ -357,7 +388,7 @@ public struct WorkQueue: Sendable {
         guard registered == 1 else { throw WorkQueueError(.unknownWorker, "no worker \(worker) is registered") }
         let queues = try await client.send("SMEMBERS", registry.queues(worker)).decode([String].self)
         var report = RecoveryReport()
-        try await retire(worker, queues: queues, reason: "worker \(worker) was failed by an operator", counts: false,
+        try await retire(worker, queues: queues, reason: "worker \(worker) was failed by an operator", mode: .release,
                          force: true, into: &report)
         logger.notice("failed a worker", metadata: ["worker": "\(worker)", "requeued": "\(report.requeued)"])
         return report
@@ -399,7 +430,8 @@ public struct WorkQueue: Sendable {
         let reply = try await client.run(
             QueueScripts.finish, keys: keys.all(worker: worker),
             arguments: [keys.doneChannel, worker, ProcessID.prefix(encodedQueue: keys.encoded, worker: worker),
-                        result == nil ? "0" : "1", result ?? [], number]).decode([Int].self)
+                        result == nil ? "0" : "1", result ?? [], options.completedRetention.maxAge.redisMilliseconds,
+                        options.completedRetention.maxCount, keys.channel, number]).decode([Int].self)
         guard reply == [1] else {
             throw WorkQueueError(.processNotOwned, "\(ProcessID.prefix(encodedQueue: keys.encoded, worker: worker))\(number) is not in flight")
         }
@@ -409,7 +441,7 @@ public struct WorkQueue: Sendable {
     /// Gives one process back, counted as a failed delivery.
     func stop(queue: String, worker: String, number: Int64, reason: String) async throws -> StopOutcome {
         let outcome = try await giveBack(queue: queue, worker: worker, processes: [number], reason: reason,
-                                         counts: true, markDead: false)
+                                         mode: .stop, markDead: false)
         guard outcome.missing == 0 else {
             throw WorkQueueError(.processNotOwned, "\(ProcessID.prefix(encodedQueue: QueueName.encode(queue), worker: worker))\(number) is not in flight")
         }
@@ -423,19 +455,34 @@ public struct WorkQueue: Sendable {
     }
 
     struct GiveBackOutcome {
-        var requeued = 0, deadLettered = 0, missing = 0
+        var requeued = 0, deadLettered = 0, missing = 0, delayed = 0, failed = 0
+    }
+
+    /// How a process comes back (the give-back script's modes).
+    enum GiveBackMode: String {
+        /// Unharmed (shutdown, stopWork, an operator): front, nothing counted.
+        case release = "0"
+        /// ``Worker/stop(_:reason:)``: front, a delivery counted (dead letters at maxDeliveries).
+        case stop = "1"
+        /// A handler threw or the worker died: an attempt counted; the retry policy decides.
+        case failure = "2"
+        /// ``PermanentFailure``: the task fails for good.
+        case permanent = "3"
     }
 
     func giveBack(
-        queue: String, worker: String, processes: [Int64], reason: String, counts: Bool, markDead: Bool
+        queue: String, worker: String, processes: [Int64], reason: String, mode: GiveBackMode, markDead: Bool
     ) async throws -> GiveBackOutcome {
         let keys = try keys(queue)
-        var arguments: [any RedisArgument] = [keys.channel, options.maxDeliveries, reason, counts ? "1" : "0", markDead ? worker : ""]
+        var arguments: [any RedisArgument] = [
+            keys.channel, options.maxDeliveries, reason, mode.rawValue, markDead ? worker : "", String(Double.random(in: 0..<1)),
+            options.failedRetention.maxAge.redisMilliseconds, options.failedRetention.maxCount, keys.doneChannel,
+        ]
         for process in processes { arguments.append(process) }
         let reply = try await client.run(QueueScripts.giveBack, keys: keys.all(worker: worker), arguments: arguments)
             .decode([Int].self)
-        guard reply.count == 3 else { throw RedisError(.wrongReplyType, "unexpected giveBack reply") }
-        return GiveBackOutcome(requeued: reply[0], deadLettered: reply[1], missing: reply[2])
+        guard reply.count == 5 else { throw RedisError(.wrongReplyType, "unexpected giveBack reply") }
+        return GiveBackOutcome(requeued: reply[0], deadLettered: reply[1], missing: reply[2], delayed: reply[3], failed: reply[4])
     }
 }
 
@@ -453,6 +500,10 @@ public struct WorkProcess: Sendable, Hashable, Identifiable, CustomStringConvert
     public let task: [UInt8]
     /// How many times this task has been handed to a worker, this time included.
     public let deliveries: Int
+    /// The task's id (``EnqueueResult/ids``, ``WorkQueue/task(_:_:)``).
+    public let taskID: String
+    /// Attempts of this task so far, this one included (``TaskInfo/attempts``).
+    public internal(set) var attempt: Int = 1
     /// The task as UTF-8 text.
     public var string: String { String(decoding: task, as: UTF8.self) }
     public var description: String { "WorkProcess(\(id), queue: \(queue), delivery \(deliveries))" }
@@ -474,6 +525,8 @@ public struct RecoveryReport: Sendable, Hashable {
     public var workers: [String] = []
     public var requeued = 0
     public var deadLettered = 0
+    /// Tasks with a retry policy that now wait out their backoff.
+    public var delayed = 0
 }
 
 /// Escapes `*`, `?`, `[`, `]` and `\` for a `SCAN MATCH` pattern.
@@ -500,10 +553,17 @@ public struct EnqueueResult: Sendable, Hashable {
     public let length: Int
     /// Positions (in the tasks given) of the tasks enqueued, in order.
     public let enqueued: [Int]
-    /// Positions of the tasks a unique enqueue skipped as duplicates.
+    /// Positions of the tasks skipped as duplicates: by a unique enqueue, or because a task
+    /// with the caller's id (``TaskOptions/id``) exists.
     public let skipped: [Int]
+    /// The ids of the tasks given, position by position: the new task's id; for a task
+    /// skipped because its caller's id exists, that id; `""` for a task a unique enqueue
+    /// skipped.
+    public let ids: [String]
+    /// The id of the first task given (see ``ids``): for an enqueue of one task, its id.
+    public var id: String { ids.first ?? "" }
 
-    init(length: Int, count: Int, skipped: [Int]) {
+    init(length: Int, count: Int, skipped: [Int], lastSequence: Int = 0, customID: String? = nil) {
         self.length = length
         self.skipped = skipped
         if skipped.isEmpty {
@@ -512,6 +572,15 @@ public struct EnqueueResult: Sendable, Hashable {
             let skip = Set(skipped)
             enqueued = (0..<count).filter { !skip.contains($0) }
         }
+        if let customID, lastSequence == -1 {
+            ids = [String](repeating: customID, count: count)   // the caller's id exists
+            return
+        }
+        var ids = [String](repeating: "", count: count)
+        for (offset, position) in enqueued.enumerated() {
+            ids[position] = customID ?? String(lastSequence - enqueued.count + 1 + offset)
+        }
+        self.ids = ids
     }
 }
 

@@ -28,6 +28,31 @@ struct QueueKeys: Sendable {
     var owners: String { tag + ":owners" }
     /// Counter for entry and process ids.
     var sequence: String { tag + ":seq" }
+    /// ZSET of waiting entry ids with a priority other than 0; score
+    /// `-priority·2³² + 2³¹ ± sequence` (higher priority first, FIFO within one priority;
+    /// `stop` and recovery use a falling sequence to go to the front of their priority).
+    var prioritized: String { tag + ":prio" }
+    /// ZSET of delayed entry ids (scheduled, or waiting out a retry's backoff), scored by
+    /// their due time in ms of the server's clock.
+    var delayed: String { tag + ":delayed" }
+    /// HASH of queue settings and counters: `paused`, `rate`/`per` (rate limit),
+    /// `concurrency` (fleet-wide limit), `front` (falling sequence for prioritized
+    /// give-backs), `watched` (some task was awaited: finishes look for waiters).
+    var meta: String { tag + ":meta" }
+    /// LIST of `<finished ms>|<id>` of completed tasks, oldest first (retention trims the head).
+    var completed: String { tag + ":completed" }
+    /// LIST of `<finished ms>|<id>` of failed tasks, oldest first (retention trims the head).
+    var failed: String { tag + ":failed" }
+    /// HASH repeatable name → definition (``RepeatDefinition``).
+    var repeats: String { tag + ":repeat" }
+    /// HASH repeatable name → its next tick, ms of the server's clock.
+    var repeatNext: String { tag + ":repeatnext" }
+    /// ZSET of recent starts (rate limit), scored by start time in ms.
+    var starts: String { tag + ":starts" }
+    /// HASH of one task's record: `st` state, `pr` priority, `ca`/`sa`/`fa`/`du` created,
+    /// started, finished and due times (server ms), `at` attempts, `ra` retry policy,
+    /// `er` last error, `rs` result, `pg` progress, `w` watched.
+    func job(_ id: String) -> String { tag + ":job:" + id }
     /// HASH process id → entry id: what `worker` holds in this queue.
     func working(_ worker: String) -> String { tag + ":working:" + worker }
 
@@ -44,9 +69,10 @@ struct QueueKeys: Sendable {
         self.doneChannel = "\(prefix):\(encoded):done"
     }
 
-    /// The nine keys every queue script receives first, plus `working:worker` when given.
+    /// The fifteen keys every queue script receives first, plus `working:worker` when given.
     func all(worker: String? = nil) -> [any RedisArgument] {
-        var keys: [any RedisArgument] = [pending, tasks, deliveries, uniqueEntries, markers, dead, reasons, owners, sequence]
+        var keys: [any RedisArgument] = [pending, tasks, deliveries, uniqueEntries, markers, dead, reasons, owners, sequence,
+                                         prioritized, delayed, meta, completed, failed, starts]
         if let worker { keys.append(working(worker)) }
         return keys
     }
@@ -69,6 +95,8 @@ enum QueueMessage {
     static let work = "work:"
     static let cancel = "cancel:"
     static let delete = "delete:"
+    /// A repeatable task was added or removed (schedulers re-read; workers ignore it).
+    static let repeatChanged = "repeat:"
 }
 
 /// Queue names in keys and channels. Any non-empty name is allowed: `%`, `:`, `{`, `}` and

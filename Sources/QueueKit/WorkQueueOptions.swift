@@ -39,6 +39,17 @@ public struct WorkQueueOptions: Sendable {
     /// When a worker learns that its peers declared it dead, register again under a new
     /// id and carry on (default `false`: the worker stops).
     public var reregisterAfterFailure: Bool = false
+    /// The retry policy of tasks enqueued by this instance without one of their own
+    /// (``TaskOptions/retry``). `nil` (the default) keeps worqr's behaviour: a failed task
+    /// goes back to the front of its queue, and to the dead letters after
+    /// ``maxDeliveries`` deliveries.
+    public var retry: RetryPolicy?
+    /// How long completed tasks' records are kept (default
+    /// ``TaskRetention/completedDefault``: 1 hour, the newest 1,000 per queue).
+    public var completedRetention: TaskRetention = .completedDefault
+    /// How long failed tasks' records are kept (default ``TaskRetention/failedDefault``:
+    /// 7 days, the newest 10,000 per queue). Dead letters stay until retried or purged.
+    public var failedRetention: TaskRetention = .failedDefault
     /// Logs go here; the library never bootstraps logging.
     public var logger: Logger = Logger(label: "queuekit", factory: { _ in SwiftLogNoOpLogHandler() })
     /// Extra dimensions on every metric (for example `[("service", "mailer")]`).
@@ -75,6 +86,9 @@ public struct WorkQueueOptions: Sendable {
             throw RedisError.invalidArgument("workerTimeout must be longer than heartbeatInterval")
         }
         guard maxDeliveries >= 1 else { throw RedisError.invalidArgument("maxDeliveries must be at least 1") }
+        try retry?.validate()
+        try completedRetention.validate("completed")
+        try failedRetention.validate("failed")
     }
 }
 
@@ -84,6 +98,7 @@ public struct WorkQueueError: Error, Sendable, Hashable, CustomStringConvertible
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private enum Base: String, Sendable {
             case workerNotStarted, notWorking, workerFailed, duplicateTask, processNotOwned, notReplicated, unknownWorker
+            case taskNotFound, timedOut
         }
         private let base: Base
         private init(_ base: Base) { self.base = base }
@@ -107,6 +122,11 @@ public struct WorkQueueError: Error, Sendable, Hashable, CustomStringConvertible
         /// An enqueue with `minReplicas` was not acknowledged by that many replicas in time
         /// (the tasks are on the master; a failover before they replicate can lose them).
         public static let notReplicated = Code(.notReplicated)
+        /// The task has no record: never enqueued, cancelled, its queue deleted, or its
+        /// record removed by retention.
+        public static let taskNotFound = Code(.taskNotFound)
+        /// ``WorkQueue/waitUntilFinished(_:_:timeout:)`` gave up waiting.
+        public static let timedOut = Code(.timedOut)
         public var description: String { base.rawValue }
     }
 

@@ -27,6 +27,18 @@ public enum StopOutcome: Sendable, Hashable {
     case deadLettered
 }
 
+/// What ``Worker/fail(_:error:permanently:)`` did with the task.
+public enum FailOutcome: Sendable, Hashable {
+    /// Back at the front of its queue (no retry policy).
+    case requeued
+    /// Waiting out its retry policy's backoff as a delayed task.
+    case retryLater
+    /// Its last attempt (or ``WorkQueueOptions/maxDeliveries``) was reached: dead letters.
+    case deadLettered
+    /// Failed for good (`permanently`).
+    case failed
+}
+
 /// A worker of a ``WorkQueue``: it keeps a heartbeat key alive, takes tasks into its own
 /// in-flight set, and helps recover its dead peers' tasks.
 ///
@@ -211,7 +223,7 @@ public final actor Worker: Service {
             }
         }
         do {
-            try await retire(oldID, counts: true, reason: "worker \(oldID) was declared dead")
+            try await retire(oldID, mode: .failure, reason: "worker \(oldID) was declared dead")
         } catch {
             logger.warning("could not give back a dead worker's tasks; its peers will", metadata: ["error": "\(error)"])
         }
@@ -226,11 +238,11 @@ public final actor Worker: Service {
     }
 
     /// Gives back every process `worker` holds (front of the queues) and deregisters it.
-    private func retire(_ worker: String, counts: Bool, reason: String) async throws {
+    private func retire(_ worker: String, mode: WorkQueue.GiveBackMode, reason: String) async throws {
         var queues = Set(listeners.keys)
         queues.formUnion(try await client.send("SMEMBERS", workQueue.registry.queues(worker)).decode([String].self))
         var report = RecoveryReport()
-        try await workQueue.retire(worker, queues: Array(queues), reason: reason, counts: counts, force: true, into: &report)
+        try await workQueue.retire(worker, queues: Array(queues), reason: reason, mode: mode, force: true, into: &report)
         for queue in queues {
             workQueue.metrics.inFlight(queue, worker: worker, 0)
             if worker == id { held[queue] = nil }
@@ -294,7 +306,7 @@ public final actor Worker: Service {
         state = .stopped
         stopLoops()
         finishListeners()
-        try await retire(id, counts: false, reason: "worker \(id) stopped")
+        try await retire(id, mode: .release, reason: "worker \(id) stopped")
         logger.info("worker stopped", metadata: ["worker": "\(id)"])
     }
 
@@ -408,7 +420,7 @@ public final actor Worker: Service {
         }
         guard state == .running || state == .failed else { return }
         _ = try await workQueue.giveBack(queue: queue, worker: id, processes: [], reason: "worker \(id) stopped work",
-                                         counts: false, markDead: false)
+                                         mode: .release, markDead: false)
         release(queue, all: true)
         try await client.send("SREM", workQueue.registry.queues(id), keys.queue)
         // A startWork of the same queue while this one waited: keep it recorded, or a crash
@@ -426,8 +438,21 @@ public final actor Worker: Service {
     }
 
     /// Takes up to `max` tasks from the head of `queue` in one script (fewer when the queue
-    /// holds fewer), in queue order.
+    /// holds fewer), in queue order: higher priorities first. Delayed tasks that fell due
+    /// (by the server's clock) join the queue first. A paused queue, or one at its rate or
+    /// concurrency limit (``WorkQueue/setLimits(_:_:)``), hands out fewer or none.
     public func dequeue(_ queue: String, max: Int) async throws -> [WorkProcess] {
+        try await take(queue, max: max).processes
+    }
+
+    /// What one dequeue script returned: the processes, and how long until a delayed task
+    /// falls due or the rate window frees (`nil`: nothing to wait for).
+    struct Taken {
+        var processes: [WorkProcess]
+        var wake: Duration?
+    }
+
+    func take(_ queue: String, max: Int) async throws -> Taken {
         let keys = try workQueue.keys(queue)
         guard max >= 1 else { throw RedisError.invalidArgument("dequeue needs max >= 1") }
         try ensureRunning()
@@ -457,21 +482,25 @@ public final actor Worker: Service {
             throw WorkQueueError(.workerFailed, "worker \(worker) was declared dead by its peers")
         }
         let count = try flat[0].decode(Int.self)
-        guard flat.count == 2 + 3 * count else { throw RedisError(.wrongReplyType, "unexpected dequeue reply") }
+        guard flat.count == 3 + 5 * count else { throw RedisError(.wrongReplyType, "unexpected dequeue reply") }
+        let wakeMilliseconds = try flat[2].decode(Int.self)
         var processes: [WorkProcess] = []
         processes.reserveCapacity(count)
         for index in 0..<count {
-            let base = 2 + index * 3
-            processes.append(WorkProcess(
+            let base = 3 + index * 5
+            var process = WorkProcess(
                 queue: queue, worker: worker, number: try flat[base].decode(Int64.self),
-                task: try flat[base + 1].bytes(), deliveries: try flat[base + 2].decode(Int.self)))
+                task: try flat[base + 1].bytes(), deliveries: try flat[base + 2].decode(Int.self),
+                taskID: try flat[base + 3].decode(String.self))
+            process.attempt = try flat[base + 4].decode(Int.self)
+            processes.append(process)
         }
         if count > 0 {
             workQueue.metrics.dequeued(queue, count)
             held[queue, default: []].formUnion(processes.map(\.number))
             workQueue.metrics.inFlight(queue, worker: worker, held[queue]?.count ?? 0)
         }
-        return processes
+        return Taken(processes: processes, wake: wakeMilliseconds >= 0 ? .milliseconds(wakeMilliseconds) : nil)
     }
 
     /// Finishes a process: removes the task for good (and its unique marker), and publishes
@@ -532,7 +561,7 @@ public final actor Worker: Service {
                 }
                 guard !ghosts.isEmpty, worker == id else { return }
                 let outcome = try await workQueue.giveBack(queue: queue, worker: worker, processes: ghosts.sorted(),
-                                                           reason: "lost by worker \(worker) in a failover", counts: false, markDead: false)
+                                                           reason: "lost by worker \(worker) in a failover", mode: .release, markDead: false)
                 logger.warning("returned in-flight entries this worker no longer knew of", metadata: [
                     "queue": "\(queue)", "count": "\(outcome.requeued)",
                 ])
@@ -564,6 +593,42 @@ public final actor Worker: Service {
         return outcome
     }
 
+    /// Fails a process's attempt with `error` (what ``run(_:concurrency:handler:)`` does when
+    /// a handler throws). With a retry policy (``TaskOptions/retry``,
+    /// ``WorkQueueOptions/retry``) the attempt counts: the task waits out its backoff as a
+    /// delayed task, or after its last attempt goes to the dead letters with `error`.
+    /// Without one it behaves as ``stop(_:reason:)``. With `permanently` the task fails for
+    /// good (``TaskState/failed``), whatever its policy.
+    ///
+    /// - Throws: ``WorkQueueError/Code/processNotOwned`` as ``finish(_:)`` does.
+    @discardableResult
+    public func fail(_ process: WorkProcess, error: String, permanently: Bool = false) async throws -> FailOutcome {
+        guard process.worker == id else {
+            throw WorkQueueError(.processNotOwned, "\(process.id) belongs to worker \(process.worker), not \(id)")
+        }
+        let outcome: WorkQueue.GiveBackOutcome
+        do {
+            outcome = try await workQueue.giveBack(queue: process.queue, worker: process.worker, processes: [process.number],
+                                                   reason: error, mode: permanently ? .permanent : .failure, markDead: false)
+        } catch let error as WorkQueueError {
+            release(process.queue, [process.number])
+            throw error
+        }
+        release(process.queue, [process.number])
+        guard outcome.missing == 0 else {
+            throw WorkQueueError(.processNotOwned, "\(process.id) is not in flight")
+        }
+        workQueue.metrics.stopped(process.queue)
+        if outcome.deadLettered > 0 {
+            workQueue.metrics.deadLettered(process.queue)
+            logger.warning("task dead-lettered", metadata: ["queue": "\(process.queue)", "task": "\(process.taskID)", "reason": "\(error)"])
+            return .deadLettered
+        }
+        if outcome.failed > 0 { return .failed }
+        if outcome.delayed > 0 { return .retryLater }
+        return .requeued
+    }
+
     /// Gives processes back to the front of their queue in dequeue order, without counting
     /// the delivery (a shutdown is not the task's fault).
     func giveBackInterrupted(_ processes: [WorkProcess]) async {
@@ -572,7 +637,7 @@ public final actor Worker: Service {
             let numbers = group.map(\.number).sorted()
             do {
                 _ = try await workQueue.giveBack(queue: key[0], worker: key[1], processes: numbers,
-                                                 reason: "worker \(key[1]) shut down", counts: false, markDead: false)
+                                                 reason: "worker \(key[1]) shut down", mode: .release, markDead: false)
                 release(key[0], numbers)
             } catch {
                 logger.error("could not give back interrupted processes; the worker's peers will after it stops",

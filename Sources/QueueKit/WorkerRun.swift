@@ -9,9 +9,14 @@ extension Worker {
     /// arrives, a handler finishes, or ``WorkQueueOptions/pollInterval`` passes, and runs up
     /// to `concurrency` handlers at once.
     ///
-    /// - A handler that returns finishes its process; one that throws stops it (the task
-    ///   goes back to the front of the queue, or to the dead letters after
-    ///   ``WorkQueueOptions/maxDeliveries``).
+    /// - A handler that returns finishes its process; one that throws fails its attempt
+    ///   (``fail(_:error:permanently:)``): with a retry policy the task waits out its
+    ///   backoff, or goes to the dead letters after its last attempt; without one it goes
+    ///   back to the front of the queue, or to the dead letters after
+    ///   ``WorkQueueOptions/maxDeliveries``. One that throws ``PermanentFailure`` fails it
+    ///   for good.
+    /// - Delayed tasks: the loop sleeps until the earliest one falls due (the dequeue script
+    ///   says when, by the server's clock); a delayed enqueue wakes it early.
     /// - A `cancel` event for a task cancels the handlers running it (the task is then
     ///   finished); `delete` and a failure of this worker cancel every handler.
     /// - On graceful shutdown (swift-service-lifecycle's, or ``shutdown(gracePeriod:)``) it
@@ -30,6 +35,9 @@ extension Worker {
         _ = try workQueue.keys(queue)
         let (wakeups, wake) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
         let control = RunControl(wake: { wake.yield() })
+        // Sleeps until the next delayed task falls due (or the rate window frees), then wakes
+        // the loop: workers do not poll for delayed tasks.
+        let timer = WakeTimer(wake: { wake.yield() })
         guard let runID = await beginRun(control) else { return }   // shutting down already
         let events: AsyncStream<WorkEvent>
         do {
@@ -73,7 +81,9 @@ extension Worker {
                         let wanted = concurrency - control.active
                         let batch: [WorkProcess]
                         do {
-                            batch = try await self.dequeue(queue, max: wanted)
+                            let taken = try await self.take(queue, max: wanted)
+                            batch = taken.processes
+                            timer.schedule(after: taken.wake)
                         } catch let error as WorkQueueError where error.code == .workerFailed {
                             if !self.options.reregisterAfterFailure {
                                 failure = error
@@ -110,6 +120,7 @@ extension Worker {
                 if !Task.isCancelled && control.isShuttingDown {
                     await control.waitUntilIdle(upTo: control.gracePeriod ?? grace)
                 }
+                timer.schedule(after: nil)
                 control.cancel(.shutdown) { _ in true }
                 await control.waitUntilIdle(upTo: nil)
                 group.cancelAll()
@@ -138,8 +149,10 @@ extension Worker {
                     try await finish(process)
                 case (.failure, .queueDeleted?), (.failure, .workerGone?), (.failure, .shutdown?):
                     break   // nothing to settle, or given back together when the loop ends
+                case (.failure(let error as PermanentFailure), nil):
+                    try await fail(process, error: error.reason, permanently: true)
                 case (.failure(let error), nil):
-                    try await stop(process, reason: String(describing: error))
+                    try await fail(process, error: String(describing: error))
                 }
                 return
             } catch let error as WorkQueueError where error.code == .processNotOwned {
@@ -206,6 +219,32 @@ public struct RunningWorker: Sendable {
 
     /// Waits until the worker stops (shut down, cancelled, or declared dead).
     public func wait() async throws { try await task.value }
+}
+
+/// One pending wake-up of a run loop, replaced by each dequeue.
+final class WakeTimer: Sendable {
+    private let pending = Mutex<Task<Void, Never>?>(nil)
+    private let wake: @Sendable () -> Void
+
+    init(wake: @escaping @Sendable () -> Void) {
+        self.wake = wake
+    }
+
+    /// Wakes the loop after `delay` (replacing the wake-up pending); `nil` cancels it.
+    func schedule(after delay: Duration?) {
+        let next = delay.map { delay in
+            Task { [wake] in
+                do {
+                    try await Task.sleep(for: delay)   // until a delayed task falls due
+                    wake()
+                } catch {}
+            }
+        }
+        pending.withLock { pending in
+            pending?.cancel()
+            pending = next
+        }
+    }
 }
 
 /// The running handlers of one ``Worker/run(_:concurrency:handler:)`` loop.

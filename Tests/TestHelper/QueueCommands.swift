@@ -6,6 +6,13 @@ import RedisTestSupport
 /// Work-queue commands of the test helper.
 enum QueueCommands {
     static func run(_ command: String, _ configuration: RedisTarget, _ arguments: [String]) async throws {
+        // `queue-worker <redis> @name …` runs the command `queue-name` (commands added here
+        // without a route of their own in TestHelper.swift).
+        var command = command, arguments = arguments
+        if command == "queue-worker", let first = arguments.first, first.hasPrefix("@") {
+            command = "queue-" + first.dropFirst()
+            arguments.removeFirst()
+        }
         let client = try await configuration.client()
         let subscriber = try await configuration.subscriber()
         switch command {
@@ -98,6 +105,68 @@ enum QueueCommands {
                 say("finish refused")
             }
             try await worker.failWorker()
+        case "queue-run":
+            // queue-run <redis> <prefix> <queue> <concurrency> <doneKey> <total> <handlerMs>:
+            // works until <total> distinct tasks are done. Each handler raises the counter
+            // <doneKey>:active (its peak across processes goes to <doneKey>:peak), runs
+            // <handlerMs>, lowers it, and counts its task in the hash <doneKey>.
+            let queueName = arguments[1]
+            let concurrency = Int(arguments[2])!
+            let doneKey = arguments[3]
+            let total = Int(arguments[4])!, handlerTime = Int(arguments[5])!
+            var options = WorkQueueOptions(prefix: arguments[0], heartbeatInterval: .milliseconds(250),
+                                           workerTimeout: .seconds(5), cleanupInterval: .milliseconds(500))
+            options.pollInterval = .milliseconds(500)
+            let queue = try WorkQueue(client: client, subscriber: subscriber, options: options)
+            let worker = try await queue.startWorker()
+            say("worker \(await worker.id)")
+            let peak = """
+                local n = redis.call('INCR', KEYS[1])
+                if n > tonumber(redis.call('GET', KEYS[2]) or '0') then redis.call('SET', KEYS[2], n) end
+                return n
+                """
+            let work = Task {
+                try await worker.run(queueName, concurrency: concurrency) { process in
+                    try await client.send("EVAL", peak, 2, doneKey + ":active", doneKey + ":peak")
+                    if handlerTime > 0 { try await Task.sleep(for: .milliseconds(handlerTime)) }
+                    try await client.send("DECR", doneKey + ":active")
+                    try await client.send("HINCRBY", doneKey, process.task, 1)
+                }
+            }
+            while try await client.send("HLEN", doneKey).decode(Int.self) < total {
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            work.cancel()
+            _ = await work.result
+            try await worker.failWorker()
+            say("done")
+        case "queue-await":
+            // queue-await <redis> <prefix> <queue> <taskID> <timeoutMs>: says "waiting", then
+            // awaits the task's outcome and says "<state> <result>" or "timed out".
+            let queue = try WorkQueue(client: client, subscriber: subscriber, options: WorkQueueOptions(prefix: arguments[0]))
+            say("waiting")
+            do {
+                let info = try await queue.waitUntilFinished(arguments[1], arguments[2], timeout: .milliseconds(Int64(arguments[3])!))
+                say("\(info.state.rawValue) \(info.resultString ?? "")")
+            } catch let error as WorkQueueError where error.code == .timedOut {
+                say("timed out")
+            }
+        case "queue-schedule":
+            // queue-schedule <redis> <prefix> <queue> <stopKey>: says "scheduling", runs a
+            // scheduler of the queue's repeatable tasks until <stopKey> exists (or it is
+            // killed), then says "done".
+            let queueName = arguments[1], stopKey = arguments[2]
+            var options = WorkQueueOptions(prefix: arguments[0])
+            options.pollInterval = .seconds(2)
+            let queue = try WorkQueue(client: client, subscriber: subscriber, options: options)
+            let scheduler = Task { try await queue.runRepeatables(queueName) }
+            say("scheduling")
+            while try await client.send("EXISTS", stopKey).decode(Int.self) == 0 {
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            scheduler.cancel()
+            _ = await scheduler.result
+            say("done")
         default:
             exit(2)
         }
