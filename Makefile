@@ -108,10 +108,16 @@ fuzz: deps
 	SWIFT=$(SWIFT) Fuzz/build.sh
 	Fuzz/run.sh $(FUZZ_SECONDS)
 
-## docs: DocC documentation into .build/docs
+## docs: DocC for Hiredis, LockKit and QueueKit into .build/docs/<Module>, warnings as errors; fails on an undocumented public symbol
+DOC_MODULES := Hiredis LockKit QueueKit
 docs:
-	$(SWIFT) package --allow-writing-to-directory .build/docs generate-documentation \
-	  --target Hiredis --output-path .build/docs --disable-indexing --transform-for-static-hosting
+	@mkdir -p .build/docs
+	@set -o pipefail; for module in $(DOC_MODULES); do \
+	  $(SWIFT) package --allow-writing-to-directory .build/docs generate-documentation --target $$module \
+	    --output-path .build/docs/$$module --disable-indexing --transform-for-static-hosting \
+	    --hosting-base-path $$module --warnings-as-errors 2>&1 | grep -v "prohibited flag" || exit 1; \
+	done
+	python3 scripts/doc-coverage.py $(DOC_MODULES)
 
 ## clean: remove build output
 clean:

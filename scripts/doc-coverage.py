@@ -34,6 +34,8 @@ for module in sys.argv[1:]:
         for symbol in json.load(open(path))["symbols"]:
             if symbol.get("accessLevel") not in ("public", "open"):
                 continue
+            if symbol["kind"]["identifier"] == "swift.extension":
+                continue  # an extension block: its members are checked
             uri = symbol.get("location", {}).get("uri", "")
             if f"/Sources/{module}/" not in uri:
                 continue  # inherited, or declared elsewhere

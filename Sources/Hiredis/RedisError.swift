@@ -98,6 +98,7 @@ public struct RedisError: Error, Sendable, Hashable, CustomStringConvertible {
     /// Retrying such a command is safe, even a write; one that failed otherwise may have run.
     public internal(set) var wasNeverSent = false
 
+    /// An error of kind `code`, explained by `message` (which must not contain a secret).
     public init(_ code: Code, _ message: String) {
         self.code = code
         self.message = message

@@ -18,6 +18,8 @@ public final class RedisScript: Sendable, CustomStringConvertible {
     public let source: String
     private let sha = Mutex<String?>(nil)
 
+    /// A script with this Lua source; its SHA1 is learned on first use (`EVALSHA`, then
+    /// `EVAL` when the server does not know it).
     public init(_ source: String) {
         self.source = source
     }

@@ -14,6 +14,8 @@ public struct RedisClusterConfiguration: Sendable {
     /// ``RedisError/Code/tooManyRedirections`` (default 16).
     public var maximumRedirections: Int = 16
 
+    /// A cluster reached through `seeds` (any few of its nodes: the rest are learned from
+    /// them), each node connected with `node`'s settings.
     public init(seeds: [RedisConfiguration.Endpoint], node: RedisConfiguration = RedisConfiguration()) {
         self.seeds = seeds
         self.node = node
@@ -47,6 +49,7 @@ public struct RedisClusterConfiguration: Sendable {
 /// try await cluster.send("SET", "user:{42}:name", "Ada")
 /// ```
 public final class RedisCluster: RedisClient {
+    /// The seeds and node settings this client was made with.
     public let configuration: RedisClusterConfiguration
     private let state: Mutex<State>
     var logger: Logger { configuration.node.logger }
@@ -64,9 +67,13 @@ public final class RedisCluster: RedisClient {
 
     /// How often commands were redirected, for tests and diagnostics.
     public struct RedirectionCounts: Sendable, Hashable {
+        /// `MOVED` replies followed (a slot had moved for good; the topology was refreshed).
         public var moved = 0
+        /// `ASK` replies followed (a slot in migration; the command went to its target once).
         public var ask = 0
+        /// `TRYAGAIN` replies waited out (a multi-key command during a slot migration).
         public var tryAgain = 0
+        /// Topology refreshes (`CLUSTER SHARDS`, or `CLUSTER SLOTS` before Redis 7).
         public var refreshes = 0
     }
 

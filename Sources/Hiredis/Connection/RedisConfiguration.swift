@@ -155,6 +155,8 @@ public struct SentinelConfiguration: Sendable, Hashable {
     /// ``RedisError/Code/tlsUnavailable`` before any socket is opened.
     public var tls: RedisTLSConfiguration?
 
+    /// Sentinels to ask for the master named `masterName` (its name in `sentinel monitor`),
+    /// with the sentinels' own credentials and TLS, if any.
     public init(sentinels: [RedisConfiguration.Endpoint], masterName: String, username: String? = nil, password: String? = nil,
                 tls: RedisTLSConfiguration? = nil) {
         self.sentinels = sentinels

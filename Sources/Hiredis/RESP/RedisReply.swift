@@ -150,6 +150,7 @@ extension Data: RedisReplyDecodable {
 /// The raw bytes of a bulk string (`[UInt8]` itself is not decodable, so that it is never
 /// mistaken for an array reply).
 public struct RedisBytes: RedisReplyDecodable, Hashable {
+    /// The bulk string's bytes, as sent.
     public var bytes: [UInt8]
     public init(redisReply: RedisReply) throws {
         guard case .bulk(let bytes) = redisReply else { throw wrongType(redisReply, [UInt8].self) }

@@ -12,6 +12,7 @@ public struct RedisPubSubMessage: Sendable, Hashable {
     /// The payload as UTF-8 text.
     public var string: String { String(decoding: payload, as: UTF8.self) }
 
+    /// A message as the server delivers it (for tests and adapters).
     public init(channel: String, pattern: String? = nil, payload: [UInt8]) {
         self.channel = channel
         self.pattern = pattern
@@ -26,7 +27,9 @@ public struct RedisPubSubMessage: Sendable, Hashable {
 /// subscribed again: messages published in between were not received, so a consumer that
 /// keeps state should re-read it from the keys. Pub/sub is a wake-up, not the truth.
 public struct RedisSubscription: AsyncSequence, Sendable {
+    /// What a subscription yields.
     public enum Event: Sendable, Hashable {
+        /// A message published to a subscribed channel (or matching a pattern).
         case message(RedisPubSubMessage)
         /// The connection was lost and re-established; messages may have been missed.
         case gap
