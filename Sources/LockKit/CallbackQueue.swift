@@ -15,8 +15,11 @@ import Synchronization
 /// defer { Task { try? await lock.release() } }
 /// ```
 public final actor CallbackQueue {
+    /// Where locks are taken (a connection, a Sentinel-backed connection, or a cluster).
     public nonisolated let client: any RedisClient
+    /// The subscriber that hears outcomes and wake-ups on ``CallbackQueueOptions/channel``.
     public nonisolated let pubsub: RedisSubscriber
+    /// The queue's channel, key prefix and default lock options.
     public nonisolated let options: CallbackQueueOptions
     nonisolated var logger: Logger { options.logger }
 
@@ -28,7 +31,10 @@ public final actor CallbackQueue {
     var turnLines: [String: [UInt64]] = [:]
     var turnWaiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
 
-    /// - Throws: ``Hiredis/RedisError`` `invalidArgument` for an empty channel, bad lock
+    /// Listens on `options.channel` through `pubsub`, and takes locks through `client`
+    /// (a connection, a Sentinel-backed connection, or a cluster).
+    ///
+    /// - Throws: `RedisError` `invalidArgument` for an empty channel, bad lock
     ///   options, or an error type registered under an empty name.
     public init(client: any RedisClient, pubsub: RedisSubscriber, options: CallbackQueueOptions) throws {
         guard !options.channel.isEmpty else { throw RedisError.invalidArgument("the pub/sub channel is required") }
@@ -52,8 +58,10 @@ public final actor CallbackQueue {
     /// Takes the lock on `key` (`SET key token NX PX timeout`, atomically with its fencing
     /// token), retrying `retries` times `delay` apart.
     ///
-    /// - Parameter options: this call's lock options (lease, retries, delay, replicas);
-    ///   `nil` uses the queue's ``CallbackQueueOptions/lock``.
+    /// - Parameters:
+    ///   - key: the lock's name (any non-empty string; the prefix is prepended).
+    ///   - options: this call's lock options (lease, retries, delay, replicas); `nil` uses
+    ///     the queue's ``CallbackQueueOptions/lock``.
     /// - Throws: ``LockAcquisitionError`` when it stayed held; `RedisError` when Redis
     ///   failed (never reported as contention); `RedisError` `invalidArgument` for an empty
     ///   key or invalid options, before anything is sent.
@@ -71,7 +79,9 @@ public final actor CallbackQueue {
     /// and ``MultiLockError`` says which failed. Keys sharing a hash tag are taken in one
     /// script; groups are taken in a fixed order, so overlapping contenders cannot livelock.
     ///
-    /// - Parameter options: this call's lock options; `nil` uses the queue's.
+    /// - Parameters:
+    ///   - keys: the locks' names; duplicates and empty names are ignored.
+    ///   - options: this call's lock options; `nil` uses the queue's.
     /// - Throws: ``MultiLockError`` when a key stayed held; `RedisError` when Redis failed;
     ///   `RedisError` `invalidArgument` for no non-empty key or invalid options.
     public nonisolated func multi(_ keys: String..., options: LockOptions? = nil) async throws -> MultiLock {
@@ -99,7 +109,11 @@ public final actor CallbackQueue {
     /// cancellation), and, if the lease is lost, cancels `body` and throws ``LockLostError``.
     /// `body` does not escape: it has finished when `withLock` returns.
     ///
-    /// - Parameter options: this call's lock options; `nil` uses the queue's.
+    /// - Parameters:
+    ///   - key: the lock's name.
+    ///   - options: this call's lock options; `nil` uses the queue's.
+    ///   - autoExtend: whether the lease is extended while `body` runs (default `true`).
+    ///   - body: the work done under the lock; it gets the ``Lock`` (its fencing token).
     /// - Throws: what ``once(_:options:)`` throws; ``LockLostError`` when the lease was lost
     ///   while `body` ran; otherwise whatever `body` throws.
     public nonisolated func withLock<T: Sendable>(

@@ -228,8 +228,14 @@ extension CallbackQueue {
     /// ``RemoteJobError``. When Redis fails while the job is being claimed, `push` throws
     /// that error and every local caller's `onComplete` gets it at once.
     ///
-    /// - Parameter options: this call's lock options (the job lock's lease, the claim's
-    ///   retries); `nil` uses the queue's. The caller that claims the job decides them.
+    /// - Parameters:
+    ///   - id: the job's identity: callers of the same `id` share one run.
+    ///   - payload: the outcome's type (`Codable`: it crosses processes as JSON).
+    ///   - timeout: how long `onComplete` may wait for the outcome; `nil` for twice the
+    ///     lock timeout.
+    ///   - options: this call's lock options (the job lock's lease, the claim's retries);
+    ///     `nil` uses the queue's. The caller that claims the job decides them.
+    ///   - onComplete: runs once with the job's outcome, in every caller.
     /// - Throws: ``LockAcquisitionError`` when another caller runs the job; `RedisError`
     ///   when Redis failed; `RedisError` `invalidArgument` for an empty id, a timeout that
     ///   is not positive, or invalid options, before anything is sent.
@@ -293,8 +299,12 @@ extension CallbackQueue {
     /// the lock timeout) even if the lock was never acquired. When the process running the
     /// job dies, its lock expires and a waiting process takes over and runs the job.
     ///
-    /// - Parameter options: this call's lock options (the job lock's lease, the re-check
-    ///   interval); `nil` uses the queue's. The first local caller of `id` decides them.
+    /// - Parameters:
+    ///   - id: the job's identity: concurrent callers of the same `id` share one run.
+    ///   - timeout: how long to wait for the outcome; `nil` for twice the lock timeout.
+    ///   - options: this call's lock options (the job lock's lease, the re-check interval);
+    ///     `nil` uses the queue's. The first local caller of `id` decides them.
+    ///   - job: the work, run by one caller in the fleet; its value (or error) reaches all.
     /// - Throws: the job's error; ``FanoutTimeoutError``; `RedisError` when Redis failed
     ///   while the job was being claimed (every local caller of `id` gets it at once);
     ///   `RedisError` `invalidArgument` for an empty id, a timeout that is not positive, or

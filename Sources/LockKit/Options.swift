@@ -29,6 +29,8 @@ public struct LockOptions: Sendable, Hashable {
     /// How long `WAIT` may take for ``minReplicas`` (default 1 s).
     public var replicationTimeout: Duration = .seconds(1)
 
+    /// Options with dlock's defaults: a 10 s lease, 2 retries 100 ms apart with 20 % jitter,
+    /// and a 1 s keep-alive lease for the records that mark a live holder.
     public init(timeout: Duration = .seconds(10), retries: Int = 2, delay: Duration = .milliseconds(100), jitter: Double = 0.2,
                 keepAliveLease: Duration = .seconds(1)) {
         self.timeout = timeout
@@ -72,6 +74,8 @@ public struct CallbackQueueOptions: Sendable {
     /// The job error types that cross processes as themselves (see ``register(_:as:)``).
     public private(set) var errorTypes: [CodableErrorType] = []
 
+    /// Options for the queue on `channel` (the same in every cooperating process), keys
+    /// prefixed with `lockPrefix`, and `lock` as every call's default lock options.
     public init(channel: String, lockPrefix: String = "dlock:", lock: LockOptions = LockOptions()) {
         self.channel = channel
         self.lockPrefix = lockPrefix
@@ -89,9 +93,11 @@ extension CallbackQueueOptions {
     /// ``RemoteJobError``. Callers in the process that ran the job always get the original
     /// error. Registering a name again replaces the earlier type.
     ///
-    /// - Parameter name: a name stable across processes and versions. The default, the
-    ///   type's qualified name (`Module.Type`), suits processes that share the module.
-    ///   An empty name is refused by ``CallbackQueue/init(client:pubsub:options:)``.
+    /// - Parameters:
+    ///   - type: the error type (`Codable`, so that it crosses processes as JSON).
+    ///   - name: a name stable across processes and versions. The default, the type's
+    ///     qualified name (`Module.Type`), suits processes that share the module. An empty
+    ///     name is refused by ``CallbackQueue/init(client:pubsub:options:)``.
     public mutating func register<E: Error & Codable & Sendable>(_ type: E.Type, as name: String = String(reflecting: E.self)) {
         errorTypes.removeAll { $0.name == name }
         errorTypes.append(CodableErrorType(type, name: name))
@@ -118,7 +124,9 @@ public struct CodableErrorType: Sendable {
 
 /// The lock is held by someone else (after every retry).
 public struct LockAcquisitionError: Error, Sendable, CustomStringConvertible {
+    /// The lock's name (without the prefix), or the job's id.
     public let key: String
+    /// Why it was not acquired (for logs).
     public let reason: String
     public var description: String { "LockAcquisitionError: could not acquire lock on \(key) (\(reason))" }
 }
@@ -126,6 +134,7 @@ public struct LockAcquisitionError: Error, Sendable, CustomStringConvertible {
 /// Extending failed: the lock had expired or belongs to someone else. The lock is now
 /// marked unlocked.
 public struct LockExtendError: Error, Sendable, CustomStringConvertible {
+    /// The lock's name (without the prefix).
     public let key: String
     public var description: String { "LockExtendError: lock on \(key) had expired or is held by another owner" }
 }
@@ -133,12 +142,14 @@ public struct LockExtendError: Error, Sendable, CustomStringConvertible {
 /// Releasing failed: the lock had expired, belongs to someone else, or was released
 /// already. The lock is now marked unlocked.
 public struct LockReleaseError: Error, Sendable, CustomStringConvertible {
+    /// The lock's name (without the prefix).
     public let key: String
     public var description: String { "LockReleaseError: lock on \(key) was not held by this owner" }
 }
 
 /// A scoped lock's lease was lost while its body ran; the body's task was cancelled.
 public struct LockLostError: Error, Sendable, CustomStringConvertible {
+    /// The lock's name (without the prefix).
     public let key: String
     public var description: String { "LockLostError: the lease on \(key) was lost while held" }
 }
@@ -160,6 +171,7 @@ public struct MultiLockError: Error, Sendable, CustomStringConvertible {
 
 /// Nobody delivered the job's outcome in time ("queue-no-response" in dlock).
 public struct FanoutTimeoutError: Error, Sendable, CustomStringConvertible {
+    /// The job's id.
     public let id: String
     public var description: String { "FanoutTimeoutError: queue-no-response for job \(id)" }
 }
@@ -167,7 +179,9 @@ public struct FanoutTimeoutError: Error, Sendable, CustomStringConvertible {
 /// A job failed in another process with an error whose type is not registered on this
 /// queue (``CallbackQueueOptions/register(_:as:)``): its type name and message.
 public struct RemoteJobError: Error, Sendable, Hashable, CustomStringConvertible {
+    /// The error's type, as `String(reflecting:)` named it in the process that ran the job.
     public let typeName: String
+    /// The error's description in that process.
     public let message: String
     public var description: String { "\(typeName): \(message)" }
 

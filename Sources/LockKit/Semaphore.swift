@@ -5,8 +5,12 @@ import Synchronization
 extension CallbackQueue {
     /// A counting semaphore shared by every process: at most `permits` holders at once.
     ///
-    /// - Parameter options: the semaphore's lock options (the permit lease, the re-check
-    ///   interval); `nil` uses the queue's.
+    /// - Parameters:
+    ///   - key: the semaphore's name.
+    ///   - permits: how many holders it allows at once (at least 1; every process must use
+    ///     the same number).
+    ///   - options: the semaphore's lock options (the permit lease, the re-check interval);
+    ///     `nil` uses the queue's.
     /// - Throws: `RedisError` `invalidArgument` for an empty key, fewer than one permit, or
     ///   invalid options.
     public nonisolated func semaphore(_ key: String, permits: Int = 1, options: LockOptions? = nil) throws -> Semaphore {
@@ -30,7 +34,9 @@ extension CallbackQueue {
 /// try await printer.withPermit { _ in try await printReport() }
 /// ```
 public final class Semaphore: Sendable {
+    /// The semaphore's name (without the prefix).
     public let key: String
+    /// How many holders it allows at once.
     public let permits: Int
     /// The lock options its permits are taken with.
     public let options: LockOptions
@@ -53,7 +59,7 @@ public final class Semaphore: Sendable {
     ///
     /// This process's takers of the semaphore (through any ``Semaphore`` of the same key
     /// and queue) are served in the order they called: only the oldest one asks Redis, the
-    /// next one as soon as it is served. A transient Redis error (``RedisError/isTransient``:
+    /// next one as soon as it is served. A transient Redis error (`RedisError.isTransient`:
     /// a dropped connection, a timeout, a failover) is logged and the take tried again,
     /// until `timeout`.
     ///
@@ -201,6 +207,7 @@ public final class Semaphore: Sendable {
 
 /// One permit of a ``Semaphore``.
 public final class SemaphorePermit: Sendable {
+    /// The permit's owner token (what Redis holds for it).
     public let token: String
     let semaphore: Semaphore
     private let holding = Mutex(true)
