@@ -118,6 +118,7 @@ docs:
 	    --hosting-base-path $$module --warnings-as-errors 2>&1 | grep -v "prohibited flag" || exit 1; \
 	done
 	python3 scripts/doc-coverage.py $(DOC_MODULES)
+	python3 scripts/samples.py --check
 
 ## clean: remove build output
 clean:
