@@ -16,7 +16,7 @@ struct LockKitACLTests {
     @Test func readmeShowsTheRule() throws {
         let readme = try packageReadme()
         let line = ACLRules.setUserLine(ACLRules.lockKit(prefix: "dlock:", channel: "<channel>"))
-        #expect(readme.contains(line), "README should show: \(line)")
+        #expect(readme.contains(line), "the security article should show: \(line)")
     }
 
     /// Locks, fencing, scoped locks, multi-locks (over two slots and one hash tag),

@@ -18,7 +18,7 @@ struct QueueKitACLTests {
         let readme = try packageReadme()
         for rule in [ACLRules.workQueue(prefix: "worqr"), ACLRules.jobStore(prefix: "jobstore")] {
             let line = ACLRules.setUserLine(rule)
-            #expect(readme.contains(line), "README should show: \(line)")
+            #expect(readme.contains(line), "the security article should show: \(line)")
         }
     }
 

@@ -158,7 +158,8 @@ extension Error {
     public var isRefusedSubscription: Bool { (self as? RedisError)?.code == .timeout || isNOPERM }
 }
 
-/// The package's README, for tests that check what it documents.
+/// The package's README and its security article (where the ACL rules are documented),
+/// for tests that check what they document.
 public func packageReadme(_ file: String = #filePath) throws -> String {
     var url = URL(fileURLWithPath: file)
     while url.pathComponents.count > 1 {
@@ -166,7 +167,8 @@ public func packageReadme(_ file: String = #filePath) throws -> String {
         let candidate = url.appendingPathComponent("README.md")
         if FileManager.default.fileExists(atPath: candidate.path),
            FileManager.default.fileExists(atPath: url.appendingPathComponent("Package.swift").path) {
-            return try String(contentsOf: candidate, encoding: .utf8)
+            let security = url.appendingPathComponent("Sources/Hiredis/Documentation.docc/SecurityGuide.md")
+            return try String(contentsOf: candidate, encoding: .utf8) + "\n" + String(contentsOf: security, encoding: .utf8)
         }
     }
     throw TestSupportError("README.md not found above \(file)")
