@@ -61,18 +61,19 @@ struct TLSLibrary: @unchecked Sendable {
     private static func load() -> Result<TLSLibrary, RedisError> {
         guard TLSSupport.hiredisCanDoTLS else { return .failure(TLSSupport.noTLSInHiredis) }
         var tried: [String] = []
-        for (name, handle) in candidates() {
-            guard let handle else {
+        for name in candidateNames() {
+            // The process first (an application may link libhiredis_ssl), then by file name.
+            guard let handle = name.isEmpty ? dlopen(nil, RTLD_NOW) : dlopen(name, RTLD_NOW | RTLD_LOCAL) else {
                 tried.append(name)
                 continue
             }
             guard dlsym(handle, "redisInitiateSSL") != nil else {
-                if name != "the process" { dlclose(handle) }
-                tried.append(name)
+                if !name.isEmpty { dlclose(handle) }
+                tried.append(name.isEmpty ? "the process" : name)
                 continue
             }
             do {
-                return .success(try TLSLibrary(handle: handle, origin: name))
+                return .success(try TLSLibrary(handle: handle, origin: name.isEmpty ? "the process" : name))
             } catch {
                 return .failure(error)
             }
@@ -85,23 +86,18 @@ struct TLSLibrary: @unchecked Sendable {
             """))
     }
 
-    /// The process itself, then `libhiredis_ssl` by the names distributions give it.
-    private static func candidates() -> [(String, UnsafeMutableRawPointer?)] {
+    /// `""` for the process itself, then `libhiredis_ssl` by the names distributions give it.
+    private static func candidateNames() -> [String] {
         let version = TLSSupport.hiredisVersion
         let major = Int(HIREDIS_MAJOR), minor = Int(HIREDIS_MINOR)
         #if canImport(Darwin)
-        let names = ["libhiredis_ssl.\(version).dylib", "libhiredis_ssl.\(major).\(minor).dylib", "libhiredis_ssl.dylib",
-                     "/opt/homebrew/lib/libhiredis_ssl.dylib", "/usr/local/lib/libhiredis_ssl.dylib"]
+        return ["", "libhiredis_ssl.\(version).dylib", "libhiredis_ssl.\(major).\(minor).dylib", "libhiredis_ssl.dylib",
+                "/opt/homebrew/lib/libhiredis_ssl.dylib", "/usr/local/lib/libhiredis_ssl.dylib"]
         #else
         // hiredis 1.1 and 1.2 keep the soname 1.1.0.
-        let names = ["libhiredis_ssl.so.\(version)", "libhiredis_ssl.so.1.1.0", "libhiredis_ssl.so.\(major).\(minor)",
-                     "libhiredis_ssl.so.\(major)", "libhiredis_ssl.so"]
+        return ["", "libhiredis_ssl.so.\(version)", "libhiredis_ssl.so.1.1.0", "libhiredis_ssl.so.\(major).\(minor)",
+                "libhiredis_ssl.so.\(major)", "libhiredis_ssl.so"]
         #endif
-        var result: [(String, UnsafeMutableRawPointer?)] = [("the process", dlopen(nil, RTLD_NOW))]
-        for name in names {
-            result.append((name, dlopen(name, RTLD_NOW | RTLD_LOCAL)))
-        }
-        return result
     }
 
     private init(handle: UnsafeMutableRawPointer, origin: String) throws(RedisError) {
