@@ -80,19 +80,24 @@ wait_ready() {
   return 1
 }
 
-# request OUT METHOD PATH [JSON] to instance a or b by OUT's number: writes OUT.code and OUT.body.
-request() {
-  local out=$1 method=$2 path=$3 data=${4:-} name
-  name=$( (( ${out##*-} % 2 )) && echo a || echo b )
-  local arguments=(-s -o "$out.body" -w '%{http_code}\n' --max-time 60 -X "$method")
-  [ -n "$data" ] && arguments+=(-H 'content-type: application/json' --data "$data")
-  curl "${arguments[@]}" "http://$HOST:${PORT[$name]}$path" >"$out.code"
+# burst OUT COUNT AT_ONCE METHOD PATH [JSON]: COUNT requests from one curl, AT_ONCE of them in
+# parallel, the odd ones to instance a and the even ones to b; "%i" in JSON is the request's
+# number. Bodies go to OUT-<i>.body, the status codes (one line each) to OUT.codes.
+burst() {
+  local out=$1 count=$2 at_once=$3 method=$4 path=$5 data=${6:-} i name arguments=()
+  for i in $(seq 1 "$count"); do
+    name=$( (( i % 2 )) && echo a || echo b )
+    [ "$i" -gt 1 ] && arguments+=(--next)
+    arguments+=(-s --max-time 60 -w '%{http_code}\n' -X "$method" -o "$out-$i.body")
+    [ -n "$data" ] && arguments+=(-H 'content-type: application/json' --data "${data//%i/$i}")
+    arguments+=("http://$HOST:${PORT[$name]}$path")
+  done
+  curl --parallel --parallel-immediate --parallel-max "$at_once" "${arguments[@]}" >"$out.codes"
 }
 
-# Counts the files OUT-*.code that do not say `expected`.
+# How many lines of OUT.codes are not `expected`.
 count_not() {
-  local expected=$1 prefix=$2
-  cat "$prefix"-*.code | grep -vcx "$expected"
+  grep -vcx "$1" "$2.codes"
 }
 
 # The sum of a counter's samples in both instances' GET /metrics.
@@ -123,9 +128,7 @@ echo "example: redis-server on $HOST:$REDIS_PORT; instances a on :${PORT[a]}, b 
 # 1. 20 concurrent GET /report/same-id, split across both instances: one computation, one value.
 mkdir "$WORK/report"
 started=$(now_ms)
-pids=()
-for i in $(seq 1 20); do request "$WORK/report/r-$i" GET /report/same-id & pids+=($!); done
-wait "${pids[@]}"
+burst "$WORK/report/r" 20 20 GET /report/same-id
 runs=$(rcli GET example:computations:same-id)
 bad=$(count_not 200 "$WORK/report/r")
 # The JSON keys come in any order: compare the values.
@@ -138,11 +141,7 @@ claim $ok "fanout coalesces across instances" \
 # 2. 200 tasks POSTed across both instances: each processed exactly once.
 mkdir "$WORK/tasks"
 started=$(now_ms)
-pids=()
-for i in $(seq 1 200); do
-  request "$WORK/tasks/t-$i" POST /tasks "{\"id\":\"task-$i\"}" & pids+=($!)
-  if (( i % 25 == 0 )); then wait "${pids[@]}"; pids=(); fi
-done
+burst "$WORK/tasks/t" 200 25 POST /tasks '{"id":"task-%i"}'
 bad=$(count_not 202 "$WORK/tasks/t")
 deadline=$(( SECONDS + 60 ))
 while [ "$(rcli HLEN example:processed)" -lt 200 ] && [ $SECONDS -lt $deadline ]; do sleep 0.1; done
@@ -161,9 +160,7 @@ claim $ok "every task processed exactly once" \
 # 3. 100 concurrent increments of one counter, split across both instances: no lost update.
 mkdir "$WORK/counter"
 started=$(now_ms)
-pids=()
-for i in $(seq 1 100); do request "$WORK/counter/c-$i" POST /counter/hits/increment & pids+=($!); done
-wait "${pids[@]}"
+burst "$WORK/counter/c" 100 100 POST /counter/hits/increment
 bad=$(count_not 200 "$WORK/counter/c")
 final=$(rcli HGET "example:counter:{hits}" value)
 token=$(rcli HGET "example:counter:{hits}" token)
@@ -174,7 +171,7 @@ claim $ok "lock-protected increments lose no update" \
 
 # 4. SIGTERM with tasks running: both instances finish them and exit 0, promptly.
 mkdir "$WORK/slow"
-for i in 1 2 3 4; do request "$WORK/slow/s-$i" POST /tasks "{\"id\":\"slow-$i\",\"workMilliseconds\":2000}"; done
+burst "$WORK/slow/s" 4 4 POST /tasks '{"id":"slow-%i","workMilliseconds":2000}'
 deadline=$(( SECONDS + 30 ))
 until [ "$(rcli HMGET example:started slow-1 slow-2 slow-3 slow-4 | grep -cx 1)" = 4 ] || [ $SECONDS -ge $deadline ]; do
   sleep 0.05
