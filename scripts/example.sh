@@ -92,7 +92,7 @@ burst() {
     [ -n "$data" ] && arguments+=(-H 'content-type: application/json' --data "${data//%i/$i}")
     arguments+=("http://$HOST:${PORT[$name]}$path")
   done
-  curl --parallel --parallel-immediate --parallel-max "$at_once" "${arguments[@]}" >"$out.codes"
+  curl --no-progress-meter --parallel --parallel-immediate --parallel-max "$at_once" "${arguments[@]}" >"$out.codes"
 }
 
 # How many lines of OUT.codes are not `expected`.
