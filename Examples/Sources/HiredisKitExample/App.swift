@@ -49,6 +49,8 @@ struct ExampleApp {
         // QueueKit: the work queue, and this instance's worker as a Service.
         var queueOptions = WorkQueueOptions(prefix: "example")
         queueOptions.shutdownGracePeriod = .seconds(20)   // running tasks may finish within this
+        queueOptions.workerTimeout = .seconds(10)         // silent this long = dead (a busy host is not)
+        queueOptions.reregisterAfterFailure = true        // after a long pause, rejoin rather than stop
         queueOptions.logger = logger
         let workQueue = try WorkQueue(client: redis, subscriber: queueEvents, options: queueOptions)
 

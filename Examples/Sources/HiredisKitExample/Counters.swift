@@ -15,8 +15,8 @@ extension Example {
     /// lock's fencing token, and a write with an older token (a holder whose lease ran out
     /// while it was paused) is refused in Redis.
     func increment(_ name: String) async throws -> CounterValue {
-        // Many requests queue up for one counter: retry for up to about 10 s.
-        let patient = LockOptions(timeout: .seconds(5), retries: 500, delay: .milliseconds(20), jitter: 0.5)
+        // Many requests queue up for one counter: retry for up to about 30 s.
+        let patient = LockOptions(timeout: .seconds(5), retries: 600, delay: .milliseconds(50), jitter: 0.5)
         let key = "example:counter:{\(name)}"
         do {
             return try await locks.withLock("counter:\(name)", options: patient) { lock in
