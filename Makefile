@@ -20,7 +20,7 @@ TEST_CHAOS_DURATION ?= 20
 FUZZ_SECONDS ?= 120
 TEST_FUZZ_SECONDS ?= 30
 
-.PHONY: all deps tls-deps build test test-hiredis1 test-tls bench demo chaos fuzz docs clean docker-test kill-strays
+.PHONY: all deps tls-deps build test test-hiredis1 test-tls bench demo example chaos fuzz docs clean docker-test kill-strays
 
 all: build
 
@@ -95,6 +95,10 @@ bench: deps
 demo: deps
 	$(SWIFT) build --product hiredis-demo
 	@status=0; .build/debug/hiredis-demo || status=$$?; $(MAKE) --no-print-directory kill-strays; exit $$status
+
+## example: the Examples/ Hummingbird service, two instances on a throwaway Redis, driven with curl; checks its claims
+example: deps
+	SWIFT=$(SWIFT) scripts/example.sh
 
 ## chaos: fault-injection soak; verifies nothing lost, no two holders, no hang (DURATION=120, SEED=…, CLUSTER=1)
 chaos: deps
