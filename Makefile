@@ -126,7 +126,7 @@ docs:
 
 ## clean: remove build output
 clean:
-	rm -rf .build .build-* .build_*
+	rm -rf .build .build-* .build_* Examples/.build
 
 ## docker-test: the suite in Docker against a Redis container (needs a Docker engine)
 docker-test:
