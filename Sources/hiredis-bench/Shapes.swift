@@ -226,7 +226,7 @@ func queueFeatureShapes(_ context: Context) -> [Shape] {
             let (run, note) = try await latenessRun(context, tasks: count, workers: 4)
             lateness.withLock { $0.append(note) }
             return run
-        }, note: { lateness.withLock { $0.joined(separator: "; ") } }),
+        }, note: { lateness.withLock { Array(Set($0)).sorted().joined(separator: "; ") } }),
     ]
 }
 
