@@ -438,6 +438,24 @@ public struct WorkQueue: Sendable {
         metrics.finished(queue)
     }
 
+    /// Finishes several processes of one worker (no result) in one script; whether each
+    /// was held, in order.
+    func finish(queue: String, worker: String, numbers: [Int64]) async throws -> [Bool] {
+        let keys = try keys(queue)
+        var arguments: [any RedisArgument] = [
+            keys.doneChannel, worker, ProcessID.prefix(encodedQueue: keys.encoded, worker: worker), "0", "",
+            options.completedRetention.maxAge.redisMilliseconds, options.completedRetention.maxCount, keys.channel,
+        ]
+        arguments.reserveCapacity(8 + numbers.count)
+        for number in numbers { arguments.append(number) }
+        let reply = try await client.run(QueueScripts.finish, keys: keys.all(worker: worker), arguments: arguments)
+            .decode([Int].self)
+        guard reply.count == numbers.count else { throw RedisError(.wrongReplyType, "unexpected finish reply \(reply)") }
+        let finished = reply.map { $0 == 1 }
+        for done in finished where done { metrics.finished(queue) }
+        return finished
+    }
+
     /// Gives one process back, counted as a failed delivery.
     func stop(queue: String, worker: String, number: Int64, reason: String) async throws -> StopOutcome {
         let outcome = try await giveBack(queue: queue, worker: worker, processes: [number], reason: reason,

@@ -92,16 +92,22 @@ enum QueueScripts {
         """
 
     /// Forgets an entry's bytes, counters, reason and unique marker (and its record unless
-    /// keepJob).
+    /// keepJob). Whether the unique set and the reasons hash exist is read once per script
+    /// call (plain queues have neither: no SREM or HDEL each). So a script must not add to
+    /// either after its first `forget`, except a reason before the forget of its own entry
+    /// (which then finds the hash).
     private static let forgetting = """
+        local uniqueSet, reasonsSet
         local function forget(id, keepJob)
-          if redis.call('SREM', KEYS[4], id) == 1 then
+          if uniqueSet == nil then uniqueSet = redis.call('EXISTS', KEYS[4]) == 1 end
+          if uniqueSet and redis.call('SREM', KEYS[4], id) == 1 then
             local task = redis.call('HGET', KEYS[2], id)
             if task then redis.call('SREM', KEYS[5], task) end
           end
           redis.call('HDEL', KEYS[2], id)
           redis.call('HDEL', KEYS[3], id)
-          redis.call('HDEL', KEYS[7], id)
+          if reasonsSet == nil then reasonsSet = redis.call('EXISTS', KEYS[7]) == 1 end
+          if reasonsSet then redis.call('HDEL', KEYS[7], id) end
           if not keepJob then redis.call('DEL', jobkey(id)) end
         end
 
@@ -161,7 +167,7 @@ enum QueueScripts {
               redis.call('HSET', job, 'st', 'waiting', 'ca', created, 'pr', ARGV[7])
             else
               redis.call('RPUSH', KEYS[1], id)
-              redis.call('HSET', job, 'st', 'waiting', 'ca', created, 'pr', ARGV[7])
+              redis.call('HSET', job, 'st', 'waiting', 'ca', created)   -- priority 0: no 'pr'
             end
             if ARGV[8] ~= '' then redis.call('HSET', job, 'ra', ARGV[8]) end
             if ARGV[2] == '1' then
@@ -221,6 +227,10 @@ enum QueueScripts {
           take = math.max(math.min(take, limit - active), 0)
         end
         local hasPrio = redis.call('EXISTS', KEYS[10]) == 1
+        -- Every give-back records a reason until the task is forgotten: with no reasons
+        -- hash, no task here was ever given back, so its attempts equal its deliveries
+        -- (one HSET per task instead of an HSET and an HINCRBY).
+        local attemptsAreDeliveries = redis.call('EXISTS', KEYS[7]) == 0
         local function pop()
           if hasPrio then
             local top = redis.call('ZRANGE', KEYS[10], 0, 0, 'WITHSCORES')
@@ -241,6 +251,7 @@ enum QueueScripts {
           return nil
         end
         local out = {0, 0, 0}
+        local startedAt = fmt(now)
         local number = tonumber(ARGV[3])
         for i = 1, take do
           local id = pop()
@@ -248,15 +259,23 @@ enum QueueScripts {
           local process = string.format('%d', number + i - 1)
           redis.call('HSET', KEYS[16], process, id)
           local job = jobkey(id)
-          redis.call('HSET', job, 'st', 'active', 'sa', fmt(now))
           if rate then
             redis.call('ZADD', KEYS[15], fmt(now), fmt(now) .. ':' .. id .. ':' .. ARGV[1] .. ':' .. process)
           end
+          local deliveries = redis.call('HINCRBY', KEYS[3], id, 1)
+          local attempts
+          if attemptsAreDeliveries then
+            attempts = deliveries
+            redis.call('HSET', job, 'st', 'active', 'sa', startedAt, 'at', attempts)
+          else
+            redis.call('HSET', job, 'st', 'active', 'sa', startedAt)
+            attempts = redis.call('HINCRBY', job, 'at', 1)
+          end
           out[#out + 1] = process
           out[#out + 1] = redis.call('HGET', KEYS[2], id) or ''
-          out[#out + 1] = redis.call('HINCRBY', KEYS[3], id, 1)
+          out[#out + 1] = deliveries
           out[#out + 1] = id
-          out[#out + 1] = redis.call('HINCRBY', job, 'at', 1)
+          out[#out + 1] = attempts
           out[1] = out[1] + 1
         end
         if rate then

@@ -75,6 +75,16 @@ public final actor Worker: Service {
     private var shutdownGrace: Duration?
     /// ``shutdown(gracePeriod:)`` calls waiting for the loops to end.
     private var shutdownWaiters: [CheckedContinuation<Void, Never>] = []
+    /// Result-less finishes that came in while a finish script of their queue was in
+    /// flight: the next script finishes them together (``finishTogether(_:)``).
+    private var pendingFinishes: [String: [PendingFinish]] = [:]
+    /// Queues (keyed with the worker id) whose finish script is in flight.
+    private var finishing: Set<String> = []
+
+    private struct PendingFinish {
+        let process: WorkProcess
+        let continuation: CheckedContinuation<Void, any Error>
+    }
 
     private struct QueueListener {
         var task: Task<Void, Never>
@@ -515,7 +525,11 @@ public final actor Worker: Service {
             throw WorkQueueError(.processNotOwned, "\(process.id) belongs to worker \(process.worker), not \(id)")
         }
         do {
-            try await workQueue.finish(queue: process.queue, worker: process.worker, number: process.number, result: result)
+            if result == nil {
+                try await finishTogether(process)
+            } else {
+                try await workQueue.finish(queue: process.queue, worker: process.worker, number: process.number, result: result)
+            }
         } catch let error as WorkQueueError {
             release(process.queue, [process.number])   // not (or no longer) held: Redis said so
             throw error
@@ -523,6 +537,39 @@ public final actor Worker: Service {
         // A transport error leaves it held here: the finish may not have run, and a
         // reconciliation must not mistake it for a ghost while the caller tries again.
         release(process.queue, [process.number])
+    }
+
+    /// Finishes `process` (no result) in the next finish script of its queue: one script
+    /// at a time per queue, and the finishes that arrive meanwhile go together in the next
+    /// one (each still checked and finished on its own inside it). An idle queue's finish
+    /// is sent at once; busy workers send fewer, larger scripts.
+    private func finishTogether(_ process: WorkProcess) async throws {
+        let key = process.worker + "\n" + process.queue
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            pendingFinishes[key, default: []].append(PendingFinish(process: process, continuation: continuation))
+            if finishing.insert(key).inserted {
+                Task { await self.sendFinishes(key) }
+            }
+        }
+    }
+
+    private func sendFinishes(_ key: String) async {
+        while let batch = pendingFinishes.removeValue(forKey: key), let first = batch.first?.process {
+            do {
+                let finished = try await workQueue.finish(queue: first.queue, worker: first.worker,
+                                                          numbers: batch.map(\.process.number))
+                for (entry, done) in zip(batch, finished) {
+                    if done {
+                        entry.continuation.resume()
+                    } else {
+                        entry.continuation.resume(throwing: WorkQueueError(.processNotOwned, "\(entry.process.id) is not in flight"))
+                    }
+                }
+            } catch {
+                for entry in batch { entry.continuation.resume(throwing: error) }
+            }
+        }
+        finishing.remove(key)
     }
 
     /// The `String` form of ``finish(_:result:)-(_,[UInt8]?)``.

@@ -162,6 +162,7 @@ func shapes(_ context: Context) -> [Shape] {
               reference: nil, target: nil, ours: { context, count in
             try await queueRun(context, tasks: count, workers: 4)
         }, floor: 20_000),
+    ] + queueFeatureShapes(context) + [
         Shape(name: "job store (redis): create→pull→fulfil→notify", unit: "jobs/s", count: context.count(3_000),
               reference: nil, target: nil) { context, count in
             let client = try await RedisConnection.connect(context.configuration)
@@ -188,7 +189,101 @@ func callbackQueue(_ context: Context, retries: Int = 0, delay: Duration = .mill
         channel: "bench:\(UUID().uuidString)", lock: LockOptions(timeout: .seconds(10), retries: retries, delay: delay, jitter: 0.5)))
 }
 
-func queueRun(_ context: Context, tasks: Int, workers: Int) async throws -> Run {
+/// What the tasks of a queue run are (issue 18's shapes; `.plain` is the worqr shape).
+enum QueueTaskKind: Sendable {
+    case plain
+    /// Delayed by 1 ms: through the delayed set, due at once (a delay of 0 is not delayed).
+    case delayed
+    /// Priorities 1…10 (the prioritized set instead of the list).
+    case prioritized
+    /// A retry policy of 2 attempts 0 ms apart, no jitter; the handler fails each task's
+    /// first attempt (so every task runs twice, through the delayed set once).
+    case retried
+}
+
+/// Issue 18: enqueue→complete with 4 workers for delayed, prioritised and retried tasks,
+/// each beside the plain shape measured in the same round; and delayed-task lateness.
+func queueFeatureShapes(_ context: Context) -> [Shape] {
+    let plain = Baseline(label: "plain tasks, 4 workers, same round") { context, count in
+        try await queueRun(context, tasks: count, workers: 4)
+    }
+    let lateness = Locked<[String]>([])
+    return [
+        Shape(name: "queue: 4 workers, delayed tasks (due at once: 1 ms)", unit: "tasks/s", count: context.count(40_000),
+              reference: nil, target: nil, ours: { context, count in
+            try await queueRun(context, tasks: count, workers: 4, kind: .delayed)
+        }, baseline: plain),
+        Shape(name: "queue: 4 workers, prioritised tasks (1…10)", unit: "tasks/s", count: context.count(40_000),
+              reference: nil, target: nil, ours: { context, count in
+            try await queueRun(context, tasks: count, workers: 4, kind: .prioritized)
+        }, baseline: plain),
+        Shape(name: "queue: 4 workers, retried tasks (fail once, 0 ms backoff; 2 runs each)", unit: "tasks/s",
+              count: context.count(40_000), reference: nil, target: nil, ours: { context, count in
+            try await queueRun(context, tasks: count, workers: 4, kind: .retried)
+        }, baseline: plain),
+        Shape(name: "queue: delayed-task lateness, 4 workers, due over 1 s (p50/p99: start − due, server clock)", unit: "tasks/s",
+              count: context.count(4_000), reference: nil, target: nil, ours: { context, count in
+            let (run, note) = try await latenessRun(context, tasks: count, workers: 4)
+            lateness.withLock { $0.append(note) }
+            return run
+        }, note: { lateness.withLock { Array(Set($0)).sorted().joined(separator: "; ") } }),
+    ]
+}
+
+/// `tasks` tasks due 0…1 s after their enqueue (200 due times, 5 ms apart), run by
+/// `workers` workers; the latencies are each task's start minus its due time, both from
+/// its record (the server's clock, ms).
+func latenessRun(_ context: Context, tasks: Int, workers: Int) async throws -> (Run, String) {
+    var options = WorkQueueOptions(prefix: "bench\(UInt32.random(in: 0...UInt32.max))")
+    options.pollInterval = .seconds(1)
+    options.completedRetention = TaskRetention(maxAge: .seconds(3600), maxCount: tasks)
+    let producer = try WorkQueue(client: try await RedisConnection.connect(context.configuration),
+                                 subscriber: try await RedisSubscriber.connect(context.configuration), options: options)
+    let done = Locked(0)
+    let (finished, signal) = AsyncStream<Void>.makeStream()
+    var running: [Task<Void, any Error>] = []
+    var fleet: [Worker] = []
+    for _ in 0..<workers {
+        let queue = try WorkQueue(client: try await RedisConnection.connect(context.configuration),
+                                  subscriber: try await RedisSubscriber.connect(context.configuration), options: options)
+        let worker = try await queue.startWorker()
+        fleet.append(worker)
+        running.append(Task {
+            try await worker.run("late", concurrency: 16) { _ in
+                if done.withLock({ $0 += 1; return $0 }) == tasks { signal.yield() }
+            }
+        })
+    }
+    let batches = 200
+    var ids: [String] = []
+    let started = now()
+    for batch in 0..<batches {
+        let size = tasks / batches + (batch < tasks % batches ? 1 : 0)
+        guard size > 0 else { continue }
+        let result = try await producer.enqueue("late", (0..<size).map { "late-\(batch)-\($0)" },
+                                                options: TaskOptions(delay: .milliseconds(1 + batch * 5)))
+        ids += result.ids
+    }
+    for await _ in finished { break }
+    let seconds = Double(now() - started) / 1e9
+    for task in running { task.cancel() }
+    for task in running { _ = await task.result }
+    for worker in fleet { try? await worker.failWorker() }
+    var latencies: [UInt64] = []
+    var early = 0
+    for id in ids {
+        guard let info = try await producer.task("late", id), let start = info.startedAt, let due = info.dueAt else {
+            throw BenchError("task \(id) has no start or due time")
+        }
+        let late = start.timeIntervalSince(due)
+        if late < 0 { early += 1 }
+        latencies.append(UInt64(max(0, late) * 1e9))
+    }
+    guard early == 0 else { throw BenchError("\(early) delayed tasks started before their due time") }
+    return (Run(operations: tasks, seconds: seconds, latencies: latencies), "\(tasks) delayed tasks, none started early")
+}
+
+func queueRun(_ context: Context, tasks: Int, workers: Int, kind: QueueTaskKind = .plain) async throws -> Run {
     var options = WorkQueueOptions(prefix: "bench\(UInt32.random(in: 0...UInt32.max))")
     options.pollInterval = .seconds(1)
     let producer = try WorkQueue(client: try await RedisConnection.connect(context.configuration),
@@ -203,14 +298,26 @@ func queueRun(_ context: Context, tasks: Int, workers: Int) async throws -> Run 
         let worker = try await queue.startWorker()
         fleet.append(worker)
         running.append(Task {
-            try await worker.run("tasks", concurrency: 16) { _ in
+            try await worker.run("tasks", concurrency: 16) { process in
+                if kind == .retried && process.attempt == 1 { throw BenchError("the first attempt fails") }
                 if done.withLock({ $0 += 1; return $0 }) == tasks { signal.yield() }
             }
         })
     }
     let run = try await timed(tasks) { _ in
-        for first in stride(from: 0, to: tasks, by: 1000) {
-            try await producer.enqueue("tasks", (first..<min(first + 1000, tasks)).map { "task-\($0)" })
+        for (number, first) in stride(from: 0, to: tasks, by: 1000).enumerated() {
+            let batch = (first..<min(first + 1000, tasks)).map { "task-\($0)" }
+            switch kind {
+            case .plain:
+                try await producer.enqueue("tasks", batch)
+            case .delayed:
+                try await producer.enqueue("tasks", batch, options: TaskOptions(delay: .milliseconds(1)))
+            case .prioritized:
+                try await producer.enqueue("tasks", batch, options: TaskOptions(priority: 1 + number % 10))
+            case .retried:
+                try await producer.enqueue("tasks", batch,
+                                           options: TaskOptions(retry: .fixed(attempts: 2, delay: .zero, jitter: 0)))
+            }
         }
         for await _ in finished { break }
     }

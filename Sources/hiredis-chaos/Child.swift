@@ -23,6 +23,12 @@ enum Settings {
     static let queueConcurrency = 4
     static let workerTimeout: Duration = .seconds(3)
     static let maxDeliveries = 10
+    /// Retried tasks (`r…`): their handler fails the first attempt; this many attempts,
+    /// 200 ms apart (half of it jitter).
+    static let retryAttempts = 3
+    static let retryPolicy = RetryPolicy.fixed(attempts: retryAttempts, delay: .milliseconds(200), jitter: 0.5)
+    /// Delayed tasks (`d…`) are due up to this long after their enqueue.
+    static let maxDelayMillis = 2000
     static let jobLease: Duration = .seconds(2)
     static let jobPrefix = "chaosjobs"
     /// No operation may take longer than this (its commands time out after a second, and
@@ -233,11 +239,23 @@ struct Child {
             do {
                 try await worker.run(Settings.queueName, concurrency: Settings.queueConcurrency) { process in
                     log.record("QB", process.string, String(process.deliveries))
+                    // Delayed and retried tasks: their due time and this start, from the
+                    // record (the server's clock); best effort under faults.
+                    if process.string.hasPrefix("d") || (process.string.hasPrefix("r") && process.attempt > 1),
+                       let info = try? await queue.task(Settings.queueName, process.taskID),
+                       let due = info.dueAt, let started = info.startedAt {
+                        log.record("QT", process.string, String(process.deliveries), String(Int64((due.timeIntervalSince1970 * 1000).rounded())),
+                                   String(Int64((started.timeIntervalSince1970 * 1000).rounded())))
+                    }
                     do {
                         try await Task.sleep(for: .milliseconds(Int.random(in: 5...30)))
                     } catch {
                         log.record("QC", process.string, String(process.deliveries))   // cancelled: no effect
                         throw error
+                    }
+                    if process.string.hasPrefix("r") && process.attempt == 1 {
+                        log.record("QF", process.string, String(process.deliveries))   // fails: retried after its backoff
+                        throw ChaosError("the first attempt of a retried task fails")
                     }
                     log.record("QE", process.string, String(process.deliveries))
                 }

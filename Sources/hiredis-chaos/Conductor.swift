@@ -199,15 +199,16 @@ struct Conductor {
         say("   fault: \(kind.rawValue)\(kind.strikesWorker ? " (\(target))" : "") for \(end - start) ms")
     }
 
-    /// Waits until the queue is empty with nothing in flight and every queued job's target
+    /// Waits until the queue is empty (no delayed task either) with nothing in flight and every queued job's target
     /// was notified (both backends); `false` when `limit` passed first.
     func drain(queue: WorkQueue, logs: URL, limit: Duration) async -> Bool {
         let deadline = ContinuousClock.now + limit
         var cleanChecks = 0
         while ContinuousClock.now < deadline {
             var clean = false
-            if let queued = try? await queue.countQueue(Settings.queueName),
-               let inFlight = try? await queue.getProcesses(Settings.queueName), queued == 0, inFlight.isEmpty,
+            if let state = try? await queue.queueState(Settings.queueName),
+               let inFlight = try? await queue.getProcesses(Settings.queueName), state.waiting == 0, state.delayed == 0,
+               inFlight.isEmpty,
                let events = try? readEvents(in: logs) {
                 var waiting = Set<String>()
                 for event in events where event.kind == "JQ" { waiting.insert("\(event.fields[0]) \(event.fields[1]) \(event.fields[2])") }
@@ -222,10 +223,14 @@ struct Conductor {
         return false
     }
 
-    /// (c) 100 tasks a second, in batches of five, with unique ids. A batch whose enqueue
-    /// failed is logged as uncertain (it may have been applied before the reply was lost).
+    /// (c) 100 plain tasks a second (`t…`), in batches of five, with unique ids; and each
+    /// 50 ms one more of a kind in turn: delayed by 0…2 s (`d…`), prioritised 1…5 (`p…`),
+    /// or retried (`r…`: ``Settings/retryPolicy``; its handler fails the first attempt).
+    /// An enqueue that failed is logged as uncertain (it may have been applied before the
+    /// reply was lost).
     func produceTasks(queue: WorkQueue, log: EventLog, while producing: SharedFlag) async {
         let minReplicas = cluster ? 1 : 0   // on a cluster, tasks count once a replica has them
+        var random = SeededGenerator(seed: seed ^ 0x5155_4555)
         var next = 0
         var batch = 0
         while producing.isOn {
@@ -237,6 +242,20 @@ struct Conductor {
                 log.record("QQ", ids.joined(separator: ","))
             } catch {
                 log.record("QU", ids.joined(separator: ","))
+            }
+            let (id, options): (String, TaskOptions) = switch batch % 3 {
+            case 0: ("d\(next)", TaskOptions(delay: .milliseconds(Int.random(in: 0...Settings.maxDelayMillis, using: &random))))
+            case 1: ("p\(next)", TaskOptions(priority: Int.random(in: 1...5, using: &random)))
+            default: ("r\(next)", TaskOptions(retry: Settings.retryPolicy))
+            }
+            next += 1
+            do {
+                _ = try await log.operation("enqueue-feature", batch) {
+                    try await queue.enqueue(Settings.queueName, id, minReplicas: minReplicas, options: options)
+                }
+                log.record("QQ", id)
+            } catch {
+                log.record("QU", id)
             }
             try? await Task.sleep(for: .milliseconds(50))
         }
@@ -289,8 +308,9 @@ struct Snapshot {
     var deadLettered: Set<String>
 
     static func take(queue: WorkQueue, resource: FencedResource) async throws -> Snapshot {
-        Snapshot(resource: try await resource.snapshot(),
-                 queued: try await queue.countQueue(Settings.queueName),
+        let state = try await queue.queueState(Settings.queueName)
+        return Snapshot(resource: try await resource.snapshot(),
+                 queued: state.waiting + state.delayed,
                  inFlight: try await queue.getProcesses(Settings.queueName).count,
                  deadLettered: Set(try await queue.deadLetters(Settings.queueName).map(\.string)))
     }

@@ -239,8 +239,69 @@ struct Verifier {
             report.add("queue", "tasks done twice without a run in a struck worker", "\(unexcused)", must: "= 0", unexcused == 0)
         }
         report.add("queue", "redeliveries (delivery > 1)", "\(redelivered)")
+        features(&report, enqueued: enqueued, workerFaults: workerFaults)
         let uncertainDone = uncertain.filter { effects[$0] != nil }.count
         report.add("queue", "enqueues whose reply was lost (of them done)", "\(uncertain.count) (\(uncertainDone))")
+    }
+
+    /// Issue 18's tasks: delayed (`d…`), prioritised (`p…`) and retried (`r…`, whose
+    /// handler fails the first attempt). None may start before its due time (the start and
+    /// due time of its record, on the server's clock, logged by the handler as `QT`), and
+    /// none may run more often than its attempts (1, or the retry policy's) plus its runs in
+    /// a worker struck as it ran. A run given back uncounted (`QC`: a shutdown or a
+    /// cancellation, the handler having no effect) is not an attempt.
+    func features(_ report: inout Report, enqueued: Set<Substring>, workerFaults: [Fault]) {
+        var kinds: [Character: Int] = [:]
+        for task in enqueued { kinds[task.first ?? "?", default: 0] += 1 }
+        report.add("queue", "tasks enqueued: plain / delayed / prioritised / retried",
+                   "\(kinds["t"] ?? 0) / \(kinds["d"] ?? 0) / \(kinds["p"] ?? 0) / \(kinds["r"] ?? 0)")
+        var early: [String] = []
+        var checked = 0
+        for event in of("QT") where event.fields.count >= 4 {
+            guard let due = Int64(event.fields[2]), let started = Int64(event.fields[3]) else { continue }
+            checked += 1
+            if started < due { early.append("\(event.fields[0]) started \(due - started) ms early") }
+        }
+        report.add("queue", "delayed or retried runs started before their due time (server clock; of \(checked) checked)",
+                   early.isEmpty ? "0" : "\(early.count): \(early.prefix(5).joined(separator: ", "))", must: "= 0", early.isEmpty)
+        // Runs: begun (QB), ended by an effect (QE), a failed attempt (QF), or given back
+        // uncounted (QC); a run never ended was in a process killed as it ran.
+        struct Run { let task: Substring; let process: String; let start: Int64; var end: Int64?; var counted = true }
+        var runs: [Run] = []
+        var open: [String: Int] = [:]
+        var retriedFailures = 0
+        for event in events where event.fields.count >= 2 {
+            let key = "\(event.process) \(event.fields[0]) \(event.fields[1])"
+            switch event.kind {
+            case "QB":
+                open[key] = runs.count
+                runs.append(Run(task: event.fields[0], process: event.process, start: event.time))
+            case "QE", "QF", "QC":
+                guard let index = open.removeValue(forKey: key) else { continue }
+                runs[index].end = event.time
+                if event.kind == "QC" { runs[index].counted = false }
+                if event.kind == "QF" { retriedFailures += 1 }
+            default: break
+            }
+        }
+        var counted: [Substring: Int] = [:]
+        var struck: [Substring: Int] = [:]
+        for run in runs where run.counted {
+            counted[run.task, default: 0] += 1
+            if workerFaults.contains(where: { $0.target == run.process && $0.overlaps(run.start, (run.end ?? Int64.max - 1000) + 1000) }) {
+                struck[run.task, default: 0] += 1
+            }
+        }
+        var excess: [String] = []
+        for (task, count) in counted {
+            let attempts = task.first == "r" ? Settings.retryAttempts : 1
+            if count > attempts + (struck[task] ?? 0) { excess.append("\(task) ran \(count)× (struck \(struck[task] ?? 0)×)") }
+        }
+        let retriedDone = counted.filter { $0.key.first == "r" }.count
+        report.add("queue", "retried tasks run / first attempts failed on purpose", "\(retriedDone) / \(retriedFailures)")
+        report.add("queue", "tasks run more often than their attempts plus the runs struck by a worker fault",
+                   excess.isEmpty ? "0" : "\(excess.count): \(excess.sorted().prefix(5).joined(separator: ", "))",
+                   must: "= 0", excess.isEmpty)
     }
 
     // MARK: (d) Job store
@@ -400,7 +461,7 @@ struct Verifier {
         for event in events where event.process == fault.target && event.time <= fault.start && !event.fields.isEmpty {
             switch event.kind {
             case "QB": openTasks[event.fields[0]] = event.time
-            case "QE", "QC": openTasks[event.fields[0]] = nil
+            case "QE", "QC", "QF": openTasks[event.fields[0]] = nil
             case "JP" where event.fields.count >= 2: openJobs[event.fields[1]] = event.time
             case "JF", "JA", "JX": if event.fields.count >= 2 { openJobs[event.fields[1]] = nil }
             case "LA" where event.fields.count >= 2: holding = event.fields[1]

@@ -122,6 +122,51 @@ struct QueueKitACLTests {
         await admin.close()
     }
 
+    /// Issue 18's features under the same rule: delayed, prioritised and retried tasks
+    /// (a handler that fails its first attempt), a rate limit and a concurrency limit,
+    /// pause and resume, and a producer awaiting each outcome; nothing refused (`ACL LOG`).
+    @Test func delayedPrioritisedAndRetriedTasksUnderTheRule() async throws {
+        let server = try await RedisServer.start()
+        let user = try await ACLUser.create(on: server, "features", rule: ACLRules.workQueue())
+        var options = WorkQueueOptions(heartbeatInterval: .milliseconds(200), workerTimeout: .seconds(5),
+                                       cleanupInterval: .milliseconds(500))
+        options.pollInterval = .milliseconds(500)
+        let queue = try WorkQueue(client: try await user.connect(), subscriber: try await user.subscriber(), options: options)
+        let name = "features"
+        try await queue.setLimits(name, QueueLimits(rate: RateLimit(100, per: .seconds(1)), concurrency: 4))
+        try await queue.pause(name)
+        let delayed = try await queue.enqueue(name, "delayed", options: TaskOptions(delay: .milliseconds(200)))
+        let low = try await queue.enqueue(name, "low")
+        let high = try await queue.enqueue(name, "high", options: TaskOptions(priority: 5))
+        let retried = try await queue.enqueue(name, "retried",
+                                              options: TaskOptions(retry: .fixed(attempts: 3, delay: .milliseconds(50), jitter: 0)))
+        #expect(try await queue.queueState(name).isPaused)
+        let order = Locked<[String]>([])
+        let running = try await queue.startWorker(on: name, concurrency: 1) { process in
+            order.withLock { $0.append("\(process.string) \(process.attempt)") }
+            if process.string == "retried" && process.attempt == 1 { throw FirstAttemptFails() }
+        }
+        try await queue.resume(name)
+        for id in [delayed.id, low.id, high.id, retried.id] {
+            let info = try await queue.waitUntilFinished(name, id, timeout: .seconds(20))
+            #expect(info.state == .completed, "\(info)")
+        }
+        let retriedInfo = try #require(try await queue.task(name, retried.id))
+        #expect(retriedInfo.attempts == 2)
+        #expect(retriedInfo.lastError != nil)
+        let ran = order.withLock { $0 }
+        // The first three waited while the queue was paused: the prioritised one ran first.
+        #expect(ran.first == "high 1", "\(ran)")
+        #expect(ran.filter { $0.hasPrefix("retried") } == ["retried 1", "retried 2"], "\(ran)")
+        #expect(ran.contains("delayed 1") && ran.contains("low 1"), "\(ran)")
+        try await running.shutdown(gracePeriod: .seconds(2))
+        #expect(try await queue.queueState(name).completed == 4)
+        try await queue.deleteQueue(name)
+        #expect(try await user.refusals() == [])
+    }
+
+    struct FirstAttemptFails: Error {}
+
     /// Create, pull, fulfil, queue targets (with and without a responder), notification
     /// leases, update, retention removal, and two pulling processes on a sharded store: all
     /// as a user with only the job store rule for the default prefix.

@@ -116,7 +116,11 @@ private func utc(_ text: String) -> Date {
     }
 
     /// Three scheduler processes, one killed with `kill -9` mid-run: over 30 ticks each tick
-    /// is enqueued exactly once (no tick twice, none skipped while schedulers ran).
+    /// is enqueued exactly once. No tick twice; and no tick skipped, except ticks coalesced
+    /// by design: a gap between two enqueued ticks is allowed only where the pass that
+    /// enqueued the first of them was late by the gap (its record's creation time, on the
+    /// server's clock, is past the tick before the second), as on a stalled machine. No
+    /// assertion depends on how fast the machine is.
     @Test func threeSchedulersEnqueueEachTickExactlyOnce() async throws {
         let fixture = try await QueueFixture.start()
         let name = uniqueName()
@@ -144,8 +148,23 @@ private func utc(_ text: String) -> Date {
             key.range(of: marker).flatMap { Int64(key[$0.upperBound...]) }
         }.sorted()
         #expect(ticks.count >= 31)
-        #expect(try await fixture.queue.countQueue(name) == ticks.count, "as many queued tasks as distinct ticks")
-        let steps = zip(ticks, ticks.dropFirst()).map { $1 - $0 }
-        #expect(steps.allSatisfy { $0 == interval }, "ticks \(steps.filter { $0 != interval }) apart")
+        // No tick twice: the queue holds one task per distinct tick (ids carry the tick).
+        let queued = try await fixture.queue.getTasks(name)
+        #expect(queued.count == ticks.count, "as many queued tasks as distinct ticks")
+        #expect(Set(ticks).count == ticks.count)
+        // Every tick is on the schedule's grid.
+        #expect(ticks.allSatisfy { ($0 - ticks[0]) % interval == 0 }, "ticks off the grid: \(ticks)")
+        // No tick skipped unless coalesced: the next tick after a pass is the first after
+        // its `now`, so a gap of more than one interval after tick t means the pass that
+        // enqueued t ran at or after the tick before the next one.
+        var coalesced = 0
+        for (tick, next) in zip(ticks, ticks.dropFirst()) where next - tick != interval {
+            let record = try #require(try await fixture.queue.task(name, "repeat:beat:\(tick)"))
+            let created = try #require(record.createdAt).milliseconds
+            #expect(created >= next - interval,
+                    "tick \(tick) enqueued at \(created) ms, then nothing until \(next): a tick was skipped, not coalesced")
+            coalesced += Int((next - tick) / interval) - 1
+        }
+        if coalesced > 0 { print("repeatable test: \(coalesced) ticks coalesced behind late passes (a loaded machine)") }
     }
 }

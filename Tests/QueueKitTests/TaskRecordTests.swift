@@ -18,9 +18,9 @@ extension Date {
     var milliseconds: Int64 { Int64((timeIntervalSince1970 * 1000).rounded()) }
 }
 
-/// A `hiredis-test-helper` queue command added in QueueCommands.swift (`queue-worker @name`).
+/// The `hiredis-test-helper` command `queue-<name>` (QueueCommands.swift).
 func queueHelper(_ name: String, _ redis: TestRedis, _ arguments: [String]) throws -> HelperProcess {
-    try HelperProcess(["queue-worker", redis.url, "@" + name] + arguments)
+    try HelperProcess(["queue-" + name, redis.url] + arguments)
 }
 
 /// Spawns a `queue-run` helper and waits for its "worker <id>" line.

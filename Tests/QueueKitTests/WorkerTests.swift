@@ -207,6 +207,40 @@ struct Poison: Error, CustomStringConvertible {
         try await run.value
     }
 
+    /// A worker's finishes that arrive together go in one script, and each is still checked
+    /// on its own in Redis: every process finished twice at once is finished exactly once,
+    /// the other finish is refused as not held.
+    @Test func finishesSentTogetherAreEachCheckedAndDoneOnce() async throws {
+        let fixture = try await QueueFixture.start()
+        let name = uniqueName()
+        try await fixture.queue.enqueue(name, (0..<20).map { "t\($0)" })
+        let worker = try await fixture.queue.startWorker()
+        _ = try await worker.startWork(name)
+        let processes = try await worker.dequeue(name, max: 20)
+        #expect(processes.count == 20)
+        let outcomes = await withTaskGroup(of: WorkQueueError.Code?.self) { group in
+            for process in processes + processes {
+                group.addTask {
+                    do {
+                        try await worker.finish(process)
+                        return nil
+                    } catch {
+                        return (error as? WorkQueueError)?.code ?? .workerFailed
+                    }
+                }
+            }
+            return await group.reduce(into: [WorkQueueError.Code?]()) { $0.append($1) }
+        }
+        #expect(outcomes.filter { $0 == nil }.count == 20, "one finish of each process")
+        #expect(outcomes.filter { $0 == .processNotOwned }.count == 20, "the other refused: \(outcomes)")
+        #expect(try await fixture.queue.getProcesses(name).isEmpty)
+        #expect(try await fixture.queue.queueState(name).completed == 20)
+        for process in processes {
+            #expect(try await fixture.queue.task(name, process.taskID)?.state == .completed)
+        }
+        try await worker.failWorker()
+    }
+
     @Test func aCancelEventCancelsTheHandlerAndFinishesTheProcess() async throws {
         let fixture = try await QueueFixture.start()
         let name = uniqueName()

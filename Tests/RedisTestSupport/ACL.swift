@@ -21,14 +21,16 @@ public enum ACLRules {
         "publish", "subscribe", "unsubscribe",
     ]
 
-    /// WorkQueue and its workers: from Swift `LLEN`, `SMEMBERS`, `HKEYS`, `SET … XX` (the
-    /// heartbeat), `SREM`, `SCAN` (`getQueues`), `SUBSCRIBE`/`UNSUBSCRIBE`; inside the
-    /// scripts the rest.
+    /// WorkQueue and its workers: from Swift `SMEMBERS`, `HKEYS`, `SET … XX` (the
+    /// heartbeat), `SREM`, `SCAN` (`getQueues`), `TIME` (repeatable-task schedulers),
+    /// `SUBSCRIBE`/`UNSUBSCRIBE`; inside the scripts the rest. The sorted-set commands and
+    /// `PEXPIRE` are for priorities, delayed tasks, retries with backoff and rate limits.
     public static let workQueueCommands = scripts + [
-        "set", "exists", "del", "incrby", "time", "scan",
+        "set", "exists", "del", "incrby", "pexpire", "time", "scan",
         "llen", "lpop", "lpush", "rpush", "lrange", "lindex", "lrem",
         "hget", "hmget", "hset", "hdel", "hexists", "hgetall", "hkeys", "hincrby",
         "sadd", "srem", "sismember", "smembers",
+        "zadd", "zrem", "zcard", "zrange", "zrangebyscore", "zremrangebyscore",
         "publish", "subscribe", "unsubscribe",
     ]
 

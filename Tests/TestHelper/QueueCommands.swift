@@ -6,13 +6,6 @@ import RedisTestSupport
 /// Work-queue commands of the test helper.
 enum QueueCommands {
     static func run(_ command: String, _ configuration: RedisTarget, _ arguments: [String]) async throws {
-        // `queue-worker <redis> @name …` runs the command `queue-name` (commands added here
-        // without a route of their own in TestHelper.swift).
-        var command = command, arguments = arguments
-        if command == "queue-worker", let first = arguments.first, first.hasPrefix("@") {
-            command = "queue-" + first.dropFirst()
-            arguments.removeFirst()
-        }
         let client = try await configuration.client()
         let subscriber = try await configuration.subscriber()
         switch command {
