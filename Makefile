@@ -54,7 +54,7 @@ tls-deps: deps
 build: deps
 	$(SWIFT) build
 
-## test: the whole suite against throwaway redis-server processes (REDIS_URL: use that server)
+## test: the whole suite against throwaway redis-server processes (REDIS_URL: use that server), then the TLS suites, docs and samples, the example service, a short chaos run and the fuzzers
 test: deps
 	@set -o pipefail; status=0; \
 	$(SWIFT) build --build-tests || exit $$?; \
@@ -62,6 +62,8 @@ test: deps
 	$(MAKE) --no-print-directory kill-strays; \
 	[ $$status -eq 0 ] || exit $$status; \
 	$(MAKE) --no-print-directory test-tls || exit $$?; \
+	$(MAKE) --no-print-directory docs || exit $$?; \
+	$(MAKE) --no-print-directory example || exit $$?; \
 	$(MAKE) --no-print-directory chaos DURATION=$(TEST_CHAOS_DURATION) || exit $$?; \
 	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(TEST_FUZZ_SECONDS)
 

@@ -5,9 +5,11 @@ import Hiredis
 public struct WorkCompletion: Sendable, Hashable {
     /// The finished process's ``WorkProcess/id``.
     public let processID: String
+    /// The queue the process belonged to.
     public let queue: String
     /// The worker that held the process.
     public let worker: String
+    /// The task that was worked on.
     public let task: [UInt8]
     /// What the finisher passed as `result`, if anything.
     public let result: [UInt8]?
@@ -20,6 +22,7 @@ public struct WorkCompletion: Sendable, Hashable {
 
 /// What ``WorkQueue/completions(_:)`` yields.
 public enum CompletionEvent: Sendable, Hashable {
+    /// A process finished (with its result, if any).
     case completed(WorkCompletion)
     /// The subscriber lost its connection and subscribed again: completions published in
     /// between were missed. Pub/sub is a wake-up, not the truth: re-read what you wait for.
@@ -69,7 +72,7 @@ extension WorkQueue {
     /// ```
     ///
     /// - Throws: `invalidArgument` for an empty queue name; what
-    ///   ``Hiredis/RedisSubscriber/subscribe(_:)`` throws.
+    ///   `RedisSubscriber.subscribe(_:)` throws.
     public func completions(_ queue: String) async throws -> WorkCompletions {
         let keys = try keys(queue)
         return WorkCompletions(subscription: try await subscriber.subscribe([keys.doneChannel]), queue: queue)

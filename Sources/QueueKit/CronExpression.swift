@@ -24,7 +24,7 @@ public struct CronExpression: Sendable, Hashable, CustomStringConvertible {
     private let daysRestricted: Bool
     private let weekdaysRestricted: Bool
 
-    /// - Throws: ``Hiredis/RedisError`` `invalidArgument` naming the field that is wrong.
+    /// - Throws: `RedisError` `invalidArgument` naming the field that is wrong.
     public init(_ source: String) throws {
         let fields = source.split(whereSeparator: { $0 == " " || $0 == "\t" }).map(String.init)
         guard fields.count == 5 else {

@@ -3,7 +3,7 @@ import Hiredis
 import Logging
 import ServiceLifecycle
 
-/// When a repeatable task runs (``WorkQueue/addRepeatable(_:name:_:schedule:options:)-([UInt8],_,_)``).
+/// When a repeatable task runs (``WorkQueue/addRepeatable(_:name:_:schedule:options:)-(_,_,[UInt8],_,_)``).
 public enum RepeatSchedule: Sendable, Hashable {
     /// Every interval (at least 1 ms), from the time it was added, by the server's clock.
     case every(Duration)
@@ -144,7 +144,7 @@ extension WorkQueue {
         logger.info("repeatable task added", metadata: ["queue": "\(queue)", "name": "\(name)"])
     }
 
-    /// The `String` form of ``addRepeatable(_:name:_:schedule:options:)-([UInt8],_,_)``.
+    /// The `String` form of ``addRepeatable(_:name:_:schedule:options:)-(_,_,[UInt8],_,_)``.
     public func addRepeatable(_ queue: String, name: String, _ task: String, schedule: RepeatSchedule,
                               options: TaskOptions = TaskOptions()) async throws {
         try await addRepeatable(queue, name: name, Array(task.utf8), schedule: schedule, options: options)
@@ -183,7 +183,7 @@ extension WorkQueue {
     /// after a subscriber gap. Run one in every process that should keep the schedule alive:
     /// no leader is elected, and each tick is enqueued once.
     ///
-    /// - Throws: what ``Hiredis/RedisSubscriber/subscribe(_:)`` throws; `invalidArgument`
+    /// - Throws: what `RedisSubscriber.subscribe(_:)` throws; `invalidArgument`
     ///   for an empty queue name. Redis errors during a pass are logged and retried.
     public func runRepeatables(_ queue: String) async throws {
         let keys = try keys(queue)

@@ -22,14 +22,17 @@ import Logging
 /// Tasks are bytes (`[UInt8]`), with `String` conveniences. Every change is one Lua
 /// script; the keys of one queue share the hash tag `{prefix:queue}`.
 public struct WorkQueue: Sendable {
+    /// Where the queue's scripts run (a connection, a Sentinel-backed connection, or a cluster).
     public let client: any RedisClient
+    /// The subscriber that hears work, cancel and delete events.
     public let subscriber: RedisSubscriber
+    /// The prefix, timeouts, retries and retention this queue was made with.
     public let options: WorkQueueOptions
     let registry: RegistryKeys
     let metrics: QueueMetrics
     var logger: Logger { options.logger }
 
-    /// - Throws: ``Hiredis/RedisError`` `invalidArgument` for invalid options.
+    /// - Throws: `RedisError` `invalidArgument` for invalid options.
     public init(client: any RedisClient, subscriber: RedisSubscriber, options: WorkQueueOptions = WorkQueueOptions()) throws {
         try options.validate()
         self.client = client
@@ -64,7 +67,7 @@ public struct WorkQueue: Sendable {
         try await enqueue(queue, [task], unique: unique, duplicates: duplicates, minReplicas: minReplicas, options: options)
     }
 
-    /// The `String` form of ``enqueue(_:_:unique:duplicates:minReplicas:options:)-([UInt8])``.
+    /// The `String` form of ``enqueue(_:_:unique:duplicates:minReplicas:options:)-(_,[UInt8],_,_,_,_)``.
     @discardableResult
     public func enqueue(_ queue: String, _ task: String, unique: Bool = false, duplicates: DuplicatePolicy = .skip,
                         minReplicas: Int = 0, options: TaskOptions = TaskOptions()) async throws -> EnqueueResult {
@@ -88,7 +91,7 @@ public struct WorkQueue: Sendable {
                           options: options)
     }
 
-    /// The byte form of ``enqueue(_:_:unique:duplicates:minReplicas:options:)-([String])``.
+    /// The byte form of ``enqueue(_:_:unique:duplicates:minReplicas:options:)-(_,[String],_,_,_,_)``.
     ///
     /// With `minReplicas` > 0 the call returns only once that many replicas have the
     /// tasks (`WAIT`, up to ``WorkQueueOptions/replicationTimeout``); else it throws
@@ -159,7 +162,7 @@ public struct WorkQueue: Sendable {
             .decode(Int.self)
     }
 
-    /// The `String` form of ``cancelTasks(_:_:)-([UInt8])``.
+    /// The `String` form of ``cancelTasks(_:_:)-(_,[UInt8])``.
     @discardableResult
     public func cancelTasks(_ queue: String, _ task: String) async throws -> Int {
         try await cancelTasks(queue, Array(task.utf8))
@@ -226,7 +229,7 @@ public struct WorkQueue: Sendable {
         try await processes(queue, matching: task)
     }
 
-    /// The `String` form of ``getMatchingProcesses(_:_:)-([UInt8])``.
+    /// The `String` form of ``getMatchingProcesses(_:_:)-(_,[UInt8])``.
     public func getMatchingProcesses(_ queue: String, _ task: String) async throws -> [WorkProcess] {
         try await processes(queue, matching: Array(task.utf8))
     }
@@ -406,7 +409,7 @@ public struct WorkQueue: Sendable {
         try await finish(queue: process.queue, worker: process.worker, number: process.number, result: result)
     }
 
-    /// The `String` form of ``finishProcess(_:result:)-([UInt8]?)``.
+    /// The `String` form of ``finishProcess(_:result:)-(_,[UInt8]?)``.
     public func finishProcess(_ id: String, result: String) async throws {
         try await finishProcess(id, result: Array(result.utf8))
     }
@@ -416,7 +419,7 @@ public struct WorkQueue: Sendable {
     /// ``WorkQueueOptions/maxDeliveries``-th delivery, to the dead letters with `reason`).
     /// The worker's own `finish` of it is then refused.
     ///
-    /// - Throws: ``WorkQueueError/Code/processNotOwned`` as ``finishProcess(_:result:)-([UInt8]?)`` does.
+    /// - Throws: ``WorkQueueError/Code/processNotOwned`` as ``finishProcess(_:result:)-(_,[UInt8]?)`` does.
     @discardableResult
     public func stopProcess(_ id: String, reason: String = "stopped") async throws -> StopOutcome {
         let process = try ProcessID(id)
@@ -505,16 +508,19 @@ public struct WorkQueue: Sendable {
 }
 
 /// A task being worked on: what ``Worker/dequeue(_:)`` hands out. Finish it with
-/// ``Worker/finish(_:result:)`` or give it back with ``Worker/stop(_:reason:)``; any
-/// instance can do the same by ``id`` (``WorkQueue/finishProcess(_:result:)-([UInt8]?)``).
+/// ``Worker/finish(_:result:)-(_,[UInt8]?)`` or give it back with ``Worker/stop(_:reason:)``; any
+/// instance can do the same by ``id`` (``WorkQueue/finishProcess(_:result:)-(_,[UInt8]?)``).
 public struct WorkProcess: Sendable, Hashable, Identifiable, CustomStringConvertible {
-    /// Unique across the fleet, and all that ``WorkQueue/finishProcess(_:result:)-([UInt8]?)``
+    /// Unique across the fleet, and all that ``WorkQueue/finishProcess(_:result:)-(_,[UInt8]?)``
     /// and ``WorkQueue/stopProcess(_:reason:)`` need: the encoded queue name, the worker
     /// id and a number, separated by `/`.
     public var id: String { ProcessID.prefix(encodedQueue: QueueName.encode(queue), worker: worker) + String(number) }
+    /// The queue the task came from.
     public let queue: String
+    /// The worker that holds it.
     public let worker: String
     let number: Int64
+    /// The task itself.
     public let task: [UInt8]
     /// How many times this task has been handed to a worker, this time included.
     public let deliveries: Int
@@ -529,19 +535,27 @@ public struct WorkProcess: Sendable, Hashable, Identifiable, CustomStringConvert
 
 /// A task that reached ``WorkQueueOptions/maxDeliveries``.
 public struct DeadLetter: Sendable, Hashable {
+    /// The dead letter's id (its entry in the queue), for retry and purge.
     public let id: String
+    /// The queue it belongs to.
     public let queue: String
+    /// The task itself.
     public let task: [UInt8]
+    /// How many times it was handed to a worker.
     public let deliveries: Int
     /// Why it was last given back (the error a handler threw, or the worker that died).
     public let reason: String
+    /// The task as UTF-8 text.
     public var string: String { String(decoding: task, as: UTF8.self) }
 }
 
 /// What ``WorkQueue/recoverDeadWorkers()`` or ``WorkQueue/failWorker(_:)`` did.
 public struct RecoveryReport: Sendable, Hashable {
+    /// The workers found dead (or failed) and recovered.
     public var workers: [String] = []
+    /// Tasks put back at the front of their queues.
     public var requeued = 0
+    /// Tasks that reached their last delivery and went to the dead letters.
     public var deadLettered = 0
     /// Tasks with a retry policy that now wait out their backoff.
     public var delayed = 0

@@ -57,6 +57,7 @@ public struct WorkQueueOptions: Sendable {
     /// Where metrics go; `nil` (the default) is the app's bootstrapped `MetricsSystem`.
     public var metricsFactory: (any MetricsFactory)?
 
+    /// Options with worqr's key prefix and this package's defaults (see each property).
     public init(
         prefix: String = "worqr",
         workerID: String? = nil,
@@ -93,8 +94,9 @@ public struct WorkQueueOptions: Sendable {
 }
 
 /// Why a ``WorkQueue`` or ``Worker`` call was refused. Bad input is reported as
-/// ``Hiredis/RedisError`` `invalidArgument` before anything is sent.
+/// `RedisError` `invalidArgument` before anything is sent.
 public struct WorkQueueError: Error, Sendable, Hashable, CustomStringConvertible {
+    /// What went wrong; new codes may be added, so a `switch` needs a `default`.
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private enum Base: String, Sendable {
             case workerNotStarted, notWorking, workerFailed, duplicateTask, processNotOwned, notReplicated, unknownWorker
@@ -130,9 +132,12 @@ public struct WorkQueueError: Error, Sendable, Hashable, CustomStringConvertible
         public var description: String { base.rawValue }
     }
 
+    /// What kind of refusal this is.
     public var code: Code
+    /// A human-readable explanation.
     public var message: String
 
+    /// An error of kind `code`, explained by `message`.
     public init(_ code: Code, _ message: String) {
         self.code = code
         self.message = message

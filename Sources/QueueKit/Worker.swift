@@ -8,7 +8,7 @@ public enum WorkEvent: Sendable, Hashable {
     /// Tasks arrived (or came back): the count, when known. Also sent at once by
     /// `startWork` when the queue already holds tasks, and after a pub/sub gap.
     case work(Int)
-    /// A producer cancelled this task (``WorkQueue/cancelTasks(_:_:)-([UInt8])``): stop
+    /// A producer cancelled this task (``WorkQueue/cancelTasks(_:_:)-(_,[UInt8])``): stop
     /// copies in flight.
     case cancel([UInt8])
     /// The queue was deleted; in-flight processes of it can no longer be finished.
@@ -42,7 +42,7 @@ public enum FailOutcome: Sendable, Hashable {
 /// A worker of a ``WorkQueue``: it keeps a heartbeat key alive, takes tasks into its own
 /// in-flight set, and helps recover its dead peers' tasks.
 ///
-/// Low level, as in worqr: ``startWork(_:)`` then ``dequeue(_:)``, ``finish(_:)`` or
+/// Low level, as in worqr: ``startWork(_:)`` then ``dequeue(_:)``, ``finish(_:result:)-(_,[UInt8]?)`` or
 /// ``stop(_:reason:)``. High level: ``run(_:concurrency:handler:)``. As a
 /// swift-service-lifecycle `Service`: ``handle(_:concurrency:_:)`` then ``run()``.
 ///
@@ -52,6 +52,7 @@ public enum FailOutcome: Sendable, Hashable {
 /// `finish` is refused in Redis), and re-registers under a new id only when
 /// ``WorkQueueOptions/reregisterAfterFailure`` is set.
 public final actor Worker: Service {
+    /// The queue this worker takes tasks from.
     public nonisolated let workQueue: WorkQueue
     /// The registered id. It changes only when the worker re-registers after a failure.
     public private(set) var id: String
@@ -623,7 +624,7 @@ public final actor Worker: Service {
     /// published, unless this was its ``WorkQueueOptions/maxDeliveries``-th delivery: then it
     /// goes to the queue's dead letters with `reason`.
     ///
-    /// - Throws: ``WorkQueueError/Code/processNotOwned`` as ``finish(_:)`` does.
+    /// - Throws: ``WorkQueueError/Code/processNotOwned`` as ``finish(_:result:)-(_,[UInt8]?)`` does.
     @discardableResult
     public func stop(_ process: WorkProcess, reason: String = "stopped") async throws -> StopOutcome {
         guard process.worker == id else {
@@ -647,7 +648,7 @@ public final actor Worker: Service {
     /// Without one it behaves as ``stop(_:reason:)``. With `permanently` the task fails for
     /// good (``TaskState/failed``), whatever its policy.
     ///
-    /// - Throws: ``WorkQueueError/Code/processNotOwned`` as ``finish(_:)`` does.
+    /// - Throws: ``WorkQueueError/Code/processNotOwned`` as ``finish(_:result:)-(_,[UInt8]?)`` does.
     @discardableResult
     public func fail(_ process: WorkProcess, error: String, permanently: Bool = false) async throws -> FailOutcome {
         guard process.worker == id else {

@@ -200,6 +200,7 @@ extension WorkQueue {
 
 /// A worker running in the background (``WorkQueue/startWorker(on:concurrency:handler:)``).
 public struct RunningWorker: Sendable {
+    /// The worker (its id, its in-flight processes).
     public let worker: Worker
     let task: Task<Void, any Error>
 

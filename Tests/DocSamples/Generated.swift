@@ -270,8 +270,8 @@ func sample_LockKit_RequestCoalescing_49(connection: RedisConnection, configurat
     }
 }
 
-// Sources/QueueKit/Documentation.docc/JobStore.md:16
-func sample_QueueKit_JobStore_16(connection: RedisConnection, configuration: RedisConfiguration, subscriber: RedisSubscriber, cluster: RedisCluster, client: any RedisClient, logger: Logger, password: String, queue: WorkQueue, worker: Worker, store: FileJobStore<String>, pubsub: RedisSubscriber) async throws {
+// Sources/QueueKit/Documentation.docc/JobStoreGuide.md:16
+func sample_QueueKit_JobStoreGuide_16(connection: RedisConnection, configuration: RedisConfiguration, subscriber: RedisSubscriber, cluster: RedisCluster, client: any RedisClient, logger: Logger, password: String, queue: WorkQueue, worker: Worker, store: FileJobStore<String>, pubsub: RedisSubscriber) async throws {
 
     // The optional respond handler notifies a target; true = notified (the target is removed).
     let respond: JobResponder<String> = { target, id, value in
@@ -324,8 +324,8 @@ func sample_QueueKit_TaskFeatures_9(connection: RedisConnection, configuration: 
     Task { try await queue.runRepeatables("mail") }   // in every process, no leader (or RepeatableScheduler, a Service)
 }
 
-// Sources/QueueKit/Documentation.docc/WorkQueue.md:10
-func sample_QueueKit_WorkQueue_10(connection: RedisConnection, configuration: RedisConfiguration, subscriber: RedisSubscriber, cluster: RedisCluster, client: any RedisClient, logger: Logger, password: String, queue: WorkQueue, worker: Worker, store: FileJobStore<String>, pubsub: RedisSubscriber) async throws {
+// Sources/QueueKit/Documentation.docc/WorkQueueGuide.md:10
+func sample_QueueKit_WorkQueueGuide_10(connection: RedisConnection, configuration: RedisConfiguration, subscriber: RedisSubscriber, cluster: RedisCluster, client: any RedisClient, logger: Logger, password: String, queue: WorkQueue, worker: Worker, store: FileJobStore<String>, pubsub: RedisSubscriber) async throws {
 
     let configuration = try RedisConfiguration(url: "redis://127.0.0.1:6379")
     var options = WorkQueueOptions(
@@ -344,8 +344,8 @@ func sample_QueueKit_WorkQueue_10(connection: RedisConnection, configuration: Re
                               options: options)
 }
 
-// Sources/QueueKit/Documentation.docc/WorkQueue.md:33
-func sample_QueueKit_WorkQueue_33(connection: RedisConnection, configuration: RedisConfiguration, subscriber: RedisSubscriber, cluster: RedisCluster, client: any RedisClient, logger: Logger, password: String, queue: WorkQueue, worker: Worker, store: FileJobStore<String>, pubsub: RedisSubscriber) async throws {
+// Sources/QueueKit/Documentation.docc/WorkQueueGuide.md:33
+func sample_QueueKit_WorkQueueGuide_33(connection: RedisConnection, configuration: RedisConfiguration, subscriber: RedisSubscriber, cluster: RedisCluster, client: any RedisClient, logger: Logger, password: String, queue: WorkQueue, worker: Worker, store: FileJobStore<String>, pubsub: RedisSubscriber) async throws {
     try await queue.enqueue("emails", "to:ada")                    // to the back; publishes work(1)
     try await queue.enqueue("emails", ["to:grace", "to:alan"])     // dequeued in this order
     try await queue.enqueue("reports", "2026-11", unique: true)    // skipped while queued or in flight
@@ -353,24 +353,24 @@ func sample_QueueKit_WorkQueue_33(connection: RedisConnection, configuration: Re
     try await queue.deleteQueue("emails")                          // publishes delete
 }
 
-// Sources/QueueKit/Documentation.docc/WorkQueue.md:57
-func sample_QueueKit_WorkQueue_57(connection: RedisConnection, configuration: RedisConfiguration, subscriber: RedisSubscriber, cluster: RedisCluster, client: any RedisClient, logger: Logger, password: String, queue: WorkQueue, worker: Worker, store: FileJobStore<String>, pubsub: RedisSubscriber) async throws {
+// Sources/QueueKit/Documentation.docc/WorkQueueGuide.md:57
+func sample_QueueKit_WorkQueueGuide_57(connection: RedisConnection, configuration: RedisConfiguration, subscriber: RedisSubscriber, cluster: RedisCluster, client: any RedisClient, logger: Logger, password: String, queue: WorkQueue, worker: Worker, store: FileJobStore<String>, pubsub: RedisSubscriber) async throws {
     let worker = try await queue.startWorker()        // registers; starts heartbeat and peer checks
     try await worker.run("emails", concurrency: 4) { process in
         try await send(process.string)                // return: finished; throw: back to the queue
     }
 }
 
-// Sources/QueueKit/Documentation.docc/WorkQueue.md:77
-func sample_QueueKit_WorkQueue_77(connection: RedisConnection, configuration: RedisConfiguration, subscriber: RedisSubscriber, cluster: RedisCluster, client: any RedisClient, logger: Logger, password: String, queue: WorkQueue, worker: Worker, store: FileJobStore<String>, pubsub: RedisSubscriber) async throws {
+// Sources/QueueKit/Documentation.docc/WorkQueueGuide.md:77
+func sample_QueueKit_WorkQueueGuide_77(connection: RedisConnection, configuration: RedisConfiguration, subscriber: RedisSubscriber, cluster: RedisCluster, client: any RedisClient, logger: Logger, password: String, queue: WorkQueue, worker: Worker, store: FileJobStore<String>, pubsub: RedisSubscriber) async throws {
     let worker = queue.makeWorker()
     try await worker.handle("emails", concurrency: 4) { process in try await send(process.string) }
     let group = ServiceGroup(services: [worker], gracefulShutdownSignals: [.sigterm], logger: logger)
     try await group.run()
 }
 
-// Sources/QueueKit/Documentation.docc/WorkQueue.md:90
-func sample_QueueKit_WorkQueue_90(connection: RedisConnection, configuration: RedisConfiguration, subscriber: RedisSubscriber, cluster: RedisCluster, client: any RedisClient, logger: Logger, password: String, queue: WorkQueue, worker: Worker, store: FileJobStore<String>, pubsub: RedisSubscriber) async throws {
+// Sources/QueueKit/Documentation.docc/WorkQueueGuide.md:90
+func sample_QueueKit_WorkQueueGuide_90(connection: RedisConnection, configuration: RedisConfiguration, subscriber: RedisSubscriber, cluster: RedisCluster, client: any RedisClient, logger: Logger, password: String, queue: WorkQueue, worker: Worker, store: FileJobStore<String>, pubsub: RedisSubscriber) async throws {
     let mailer = try await queue.startWorker(on: "emails", concurrency: 4) { process in
         try await send(process.string)
     }
@@ -378,8 +378,8 @@ func sample_QueueKit_WorkQueue_90(connection: RedisConnection, configuration: Re
     try await mailer.shutdown(gracePeriod: .seconds(10))   // drain, give back the rest, deregister
 }
 
-// Sources/QueueKit/Documentation.docc/WorkQueue.md:106
-func sample_QueueKit_WorkQueue_106(connection: RedisConnection, configuration: RedisConfiguration, subscriber: RedisSubscriber, cluster: RedisCluster, client: any RedisClient, logger: Logger, password: String, queue: WorkQueue, worker: Worker, store: FileJobStore<String>, pubsub: RedisSubscriber) async throws {
+// Sources/QueueKit/Documentation.docc/WorkQueueGuide.md:106
+func sample_QueueKit_WorkQueueGuide_106(connection: RedisConnection, configuration: RedisConfiguration, subscriber: RedisSubscriber, cluster: RedisCluster, client: any RedisClient, logger: Logger, password: String, queue: WorkQueue, worker: Worker, store: FileJobStore<String>, pubsub: RedisSubscriber) async throws {
     let completions = try await queue.completions("thumbnails")   // subscribed before it returns
     try await queue.enqueue("thumbnails", "img-42")               // so nothing can be missed
     for try await case .completed(let done) in completions where done.string == "img-42" {
@@ -388,8 +388,8 @@ func sample_QueueKit_WorkQueue_106(connection: RedisConnection, configuration: R
     }
 }
 
-// Sources/QueueKit/Documentation.docc/WorkQueue.md:127
-func sample_QueueKit_WorkQueue_127(connection: RedisConnection, configuration: RedisConfiguration, subscriber: RedisSubscriber, cluster: RedisCluster, client: any RedisClient, logger: Logger, password: String, queue: WorkQueue, worker: Worker, store: FileJobStore<String>, pubsub: RedisSubscriber) async throws {
+// Sources/QueueKit/Documentation.docc/WorkQueueGuide.md:127
+func sample_QueueKit_WorkQueueGuide_127(connection: RedisConnection, configuration: RedisConfiguration, subscriber: RedisSubscriber, cluster: RedisCluster, client: any RedisClient, logger: Logger, password: String, queue: WorkQueue, worker: Worker, store: FileJobStore<String>, pubsub: RedisSubscriber) async throws {
     let worker = try await queue.startWorker()
     let events = try await worker.startWork("emails")   // subscribed (confirmed) before it returns
     for await event in events {

@@ -35,6 +35,7 @@ import Darwin
 /// delete the rest of it, and drop its `done` marker last: a crash on the way leaves the
 /// marker, and the next removal finishes the work.
 public struct FileJobStore<Target: Codable & Sendable>: JobStore {
+    /// The store's directory.
     public let directory: URL
     /// How long a lease lives without renewal (default 10 s; renewed every third).
     public let leaseTimeout: Duration
@@ -52,6 +53,8 @@ public struct FileJobStore<Target: Codable & Sendable>: JobStore {
     /// written but not listed, and sweeps old temporary files.
     ///
     /// - Parameters:
+    ///   - directory: the store's directory, shared by every process of the store.
+    ///   - leaseTimeout: how long a lease lives without renewal (default 10 s).
     ///   - retention: how long a fulfilled job stays once no target waits for it and no lease
     ///     is held on it (default 1 hour, counted on this host's clock; `nil`: for ever, as
     ///     fs-job-store). Expired jobs are removed a few at a time by ``pullWork()`` and

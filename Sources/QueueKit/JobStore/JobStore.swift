@@ -117,12 +117,15 @@ public enum JobState: Sendable, Hashable {
     /// as fs-job-store's, and one more with every successful
     /// ``JobStore/update(_:expectedVersion:request:)``.
     case pending(version: Int)
+    /// Fulfilled: its value is stored (targets may still wait to be notified).
     case fulfilled
+    /// No such job: never created, or removed by retention.
     case unknown
 }
 
 /// Why a job store call was refused.
 public struct JobStoreError: Error, Sendable, Hashable, CustomStringConvertible {
+    /// What went wrong; new codes may be added, so a `switch` needs a `default`.
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private enum Base: String, Sendable {
             case unknownJob, alreadyFulfilled, versionMismatch, leaseCompromised, invalidStore, io
@@ -145,9 +148,12 @@ public struct JobStoreError: Error, Sendable, Hashable, CustomStringConvertible 
         public var description: String { base.rawValue }
     }
 
+    /// What kind of refusal this is.
     public var code: Code
+    /// A human-readable explanation.
     public var message: String
 
+    /// An error of kind `code`, explained by `message`.
     public init(_ code: Code, _ message: String) {
         self.code = code
         self.message = message
@@ -276,7 +282,9 @@ final class LeaseKeeper: Sendable {
 
 /// An exclusive lease on one pending job (``JobStore/pullWork()``).
 public final class JobLease: Sendable {
+    /// The job's id.
     public let id: JobID
+    /// The job's request, as stored (see ``request(as:)`` to decode it).
     public let request: [UInt8]
     /// The request's version: 0 for a job never updated (for
     /// ``JobStore/update(_:expectedVersion:request:)``).
@@ -311,7 +319,9 @@ public final class JobLease: Sendable {
 /// An exclusive lease on one fulfilled job with waiting targets
 /// (``JobStore/pullNotification()``).
 public final class NotificationLease<Target: Codable & Sendable>: Sendable {
+    /// The job's id.
     public let id: JobID
+    /// The job's value, as fulfilled.
     public let value: [UInt8]
     /// The targets waiting when the lease was taken.
     public let waiting: [Target]

@@ -27,7 +27,9 @@ import Logging
 /// }
 /// ```
 public struct RedisJobStore<Target: Codable & Sendable>: JobStore {
+    /// Where the store's scripts run (a connection, a Sentinel-backed connection, or a cluster).
     public let client: any RedisClient
+    /// The store's key prefix (its hash tag).
     public let prefix: String
     /// How long a lease lives without renewal (default 10 s; renewed every third).
     public let leaseTimeout: Duration
@@ -39,8 +41,12 @@ public struct RedisJobStore<Target: Codable & Sendable>: JobStore {
     /// The hash-tagged key prefix of each shard.
     let tags: [String]
 
+    /// Opens the store under `prefix` on `client`.
+    ///
     /// - Parameters:
+    ///   - client: a connection, a Sentinel-backed connection, or a cluster.
     ///   - prefix: the namespace; no `{`, `}` or `:`.
+    ///   - leaseTimeout: how long a lease lives without renewal (default 10 s).
     ///   - shards: how many cluster slots the store spreads over (1...1024, default 1). Each
     ///     shard has its own indexes and fencing counter (a job's fencing tokens still only
     ///     grow: a job stays in its shard); a pull tries the shards in turn from a random
