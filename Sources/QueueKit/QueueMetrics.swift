@@ -7,8 +7,8 @@ import Synchronization
 ///
 /// Counters: `queuekit_enqueued_total`, `queuekit_dequeued_total`,
 /// `queuekit_finished_total`, `queuekit_stopped_total`, `queuekit_recovered_total`,
-/// `queuekit_dead_lettered_total`. Gauge: `queuekit_in_flight` (also dimensioned by
-/// `worker`).
+/// `queuekit_dead_lettered_total`. Gauge: `queuekit_in_flight` (this process's tasks in
+/// flight in the queue, over all its workers).
 final class QueueMetrics: Sendable {
     private let dimensions: [(String, String)]
     private let factory: any MetricsFactory
@@ -46,14 +46,25 @@ final class QueueMetrics: Sendable {
     }
     func deadLettered(_ queue: String) { counter("queuekit_dead_lettered_total", queue).increment() }
 
+    /// This process's in-flight count for `queue`, summed over its workers: a `worker`
+    /// dimension would add a series for every worker id ever started (a new one at each
+    /// restart), which a metrics backend keeps for ever.
     func inFlight(_ queue: String, worker: String, _ value: Int) {
-        let gauge = gauges.withLock { cache in
-            let key = MetricKey(name: worker, queue: queue)
+        let gauge = gauges.withLock { cache -> Gauge in
+            let key = MetricKey(name: "queuekit_in_flight", queue: queue)
             if let gauge = cache[key] { return gauge }
-            let gauge = Gauge(label: "queuekit_in_flight", dimensions: dimensions + [("queue", queue), ("worker", worker)], factory: factory)
+            let gauge = Gauge(label: "queuekit_in_flight", dimensions: dimensions + [("queue", queue)], factory: factory)
             cache[key] = gauge
             return gauge
         }
-        gauge.record(value)
+        let sum = inFlightByWorker.withLock { counts -> Int in
+            counts[queue, default: [:]][worker] = value == 0 ? nil : value
+            if counts[queue]?.isEmpty == true { counts[queue] = nil }
+            return counts[queue]?.values.reduce(0, +) ?? 0
+        }
+        gauge.record(sum)
     }
+
+    /// In-flight counts by queue, then worker, for ``inFlight(_:worker:_:)``.
+    private let inFlightByWorker = Mutex<[String: [String: Int]]>([:])
 }

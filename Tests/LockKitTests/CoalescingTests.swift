@@ -190,10 +190,18 @@ final class Outcomes: Sendable {
         let fleet = try await Fleet.start(2)
         let runs = Counter()
         let first = try await fleet.queues[0].fanout("stored") { runs.add(); return 42 }
-        // Subscribed after the publish: reads the outcome kept briefly under a key.
+        let published = ContinuousClock.now
+        // Subscribed after the publish: reads the outcome kept briefly under a key (3 s).
         let second = try await fleet.queues[1].fanout("stored") { runs.add(); return 43 }
-        #expect(first == 42 && second == 42)
-        #expect(runs.total == 1)
+        #expect(first == 42)
+        if ContinuousClock.now - published < .seconds(2) {
+            #expect(second == 42)
+            #expect(runs.total == 1)
+        } else {
+            // The machine stalled past the outcome's lifetime: running the job again is
+            // then right (coalescing is for callers in flight together, not a cache).
+            #expect(second == 42 || (second == 43 && runs.total == 2))
+        }
     }
 
     @Test(.enabled(if: TestRedis.ownsServers)) func outcomeIsPublishedOnceTheServerIsBackNotRunAgain() async throws {
