@@ -43,9 +43,12 @@ extension CallbackQueue {
         }
     }
 
-    /// Hands `result` to every local waiter of `id`, once.
-    func deliver(_ id: String, _ result: Result<[UInt8], any Error>) {
+    /// Hands `result` to every local waiter of `id`, once; `led`: this process produced it
+    /// (one of the waiters is the leader's own caller, the others are coalesced).
+    func deliver(_ id: String, _ result: Result<[UInt8], any Error>, led: Bool = false) {
         guard let entry = entries.removeValue(forKey: id) else { return }
+        let coalesced = entry.waiters.count - (led ? 1 : 0)
+        if coalesced > 0 { metrics.coalesced.increment(by: coalesced) }
         entry.driver?.cancel()
         for waiter in entry.waiters.values {
             waiter.timer?.cancel()
@@ -173,9 +176,11 @@ extension CallbackQueue {
     /// Runs `job` holding `lock` (extended by a watchdog), then publishes its outcome.
     nonisolated func lead(_ id: String, lock: Lock, options: LockOptions, job: @escaping @Sendable () async throws -> [UInt8]) async {
         let result: Result<[UInt8], any Error>
+        metrics.fanoutRuns.increment()
         do {
             result = .success(try await Self.runGuarded(
-                key: lock.key, lease: lock.timeout, logger: logger, extend: { try await lock.extend() }, body: job))
+                key: lock.key, lease: lock.timeout, logger: logger, metrics: (metrics, .fanout),
+                extend: { try await lock.extend() }, body: job))
         } catch is CancellationError {
             await lock.releaseSoon()
             return
@@ -213,7 +218,7 @@ extension CallbackQueue {
                 break
             }
         }
-        await deliver(id, result)
+        await deliver(id, result, led: true)
         return broadcast
     }
 
@@ -269,8 +274,11 @@ extension CallbackQueue {
                 throw LockAcquisitionError(key: id, reason: "job already completed")
             case .lock(let lock):
                 let lost = LeaseLoss()
-                let watchdog = Task { [logger] in
-                    await Self.watch(lease: lock.timeout, key: lock.key, logger: logger) { try await lock.extend() }
+                metrics.fanoutRuns.increment()
+                let watchdog = Task { [logger, metrics] in
+                    await Self.watch(lease: lock.timeout, key: lock.key, logger: logger, metrics: (metrics, .fanout)) {
+                        try await lock.extend()
+                    }
                     if !Task.isCancelled { lost.mark() }
                 }
                 return Completion<Payload>(id: id, queue: self, lock: lock, options: options, watchdog: watchdog, lost: lost)
