@@ -560,6 +560,25 @@ public struct FileJobStore<Target: Codable & Sendable>: JobStore {
         }
     }
 
+    // MARK: Introspection
+
+    /// The store's counts, from its marker directories (a lease counts while it has not
+    /// expired, on this host's clock).
+    public func counts() async throws -> JobCounts {
+        try await blocking {
+            let pending = Files.list(self.paths.pendingDirectory)
+            let leased = pending.filter { id in
+                let directory = self.paths.lease("work", id)
+                guard let top = self.generations(directory).max(),
+                      let content = self.leaseContent(directory + "/\(top)") else { return false }
+                return content.expires > self.now
+            }
+            return JobCounts(pending: pending.count, leased: leased.count,
+                             fulfilled: Files.list(self.paths.values).count,
+                             waitingNotification: Files.list(self.paths.outboxDirectory).count)
+        }
+    }
+
     // MARK: Leases
 
     struct FileLease: Sendable {
