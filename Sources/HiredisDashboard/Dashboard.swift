@@ -74,8 +74,8 @@ public struct HiredisDashboard: Sendable {
         let prefix = base == "/" ? "" : base
         let group = router.group(RouterPath(prefix.isEmpty ? "" : prefix))
         let page = Self.page(title: configuration.title, base: prefix)
+        // `<path>` and `<path>/` (the router ignores a trailing slash).
         group.get("") { _, _ in Self.response(page, type: "text/html; charset=utf-8") }
-        if !prefix.isEmpty { group.get("/") { _, _ in Self.response(page, type: "text/html; charset=utf-8") } }
         group.get("dashboard.js") { _, _ in Self.response(dashboardScript, type: "text/javascript; charset=utf-8") }
 
         let source = self.source
