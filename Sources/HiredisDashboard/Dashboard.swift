@@ -40,6 +40,7 @@ public struct HiredisDashboard: Sendable {
         case enabled(bearerToken: String)
     }
 
+    /// What the host enables.
     public struct Configuration: Sendable {
         /// Off by default.
         public var actions: Actions = .disabled
@@ -47,12 +48,16 @@ public struct HiredisDashboard: Sendable {
         public var metricsRegistry: PrometheusCollectorRegistry?
         /// The page's title.
         public var title = "HiredisKit"
+        /// Actions off, no metrics route.
         public init() {}
     }
 
+    /// Where the figures are read.
     public let source: OpsSource
+    /// What the host enabled.
     public let configuration: Configuration
 
+    /// A dashboard of `source`.
     public init(source: OpsSource, configuration: Configuration = Configuration()) {
         self.source = source
         self.configuration = configuration
@@ -194,7 +199,9 @@ public struct HiredisDashboard: Sendable {
 
 /// `api/summary`: the snapshot, and whether the page may offer actions.
 public struct DashboardSummary: Sendable, Codable {
+    /// The snapshot.
     public var summary: OpsSummary
+    /// Whether the host enabled actions (a token is still needed).
     public var actionsEnabled: Bool
 }
 

@@ -8,8 +8,11 @@ import QueueKit
 /// (``WorkQueue/queueSummaries()``, ``LockInspector``, ``RedisJobStore/counts()``…), never
 /// a second copy of their key layout.
 public struct OpsSource: Sendable {
+    /// The commands connection.
     public let client: any RedisClient
+    /// The work queue under the queue prefix (read-only use, and the operator actions).
     public let workQueue: WorkQueue
+    /// The locks and semaphores under the lock prefix.
     public let locks: LockInspector
     /// The Redis job store, or `nil` when a file store is read instead.
     public let redisJobs: RedisJobStore<String>?
@@ -61,9 +64,13 @@ public struct OpsSource: Sendable {
 
 /// The key prefixes of the three modules.
 public struct OpsPrefixes: Sendable, Hashable {
+    /// LockKit's ``CallbackQueueOptions/lockPrefix``.
     public var lock: String
+    /// The work queue's ``WorkQueueOptions/prefix``.
     public var queue: String
+    /// The Redis job store's prefix.
     public var jobs: String
+    /// The modules' defaults unless given.
     public init(lock: String = "dlock:", queue: String = "worqr", jobs: String = "jobstore") {
         self.lock = lock
         self.queue = queue
@@ -73,20 +80,29 @@ public struct OpsPrefixes: Sendable, Hashable {
 
 /// A job's state for output.
 public struct JobStateReport: Sendable, Hashable, Codable {
+    /// The job id.
     public let id: String
+    /// `pending`, `fulfilled` or `unknown`.
     public let state: String
+    /// A pending job's request version.
     public let version: Int?
 }
 
 /// One snapshot of a deployment (``OpsSource/summary()``), as the CLI's `--json` and the
 /// dashboard's `api/summary` give it.
 public struct OpsSummary: Sendable, Hashable, Codable {
+    /// Every queue that holds a task.
     public var queues: [QueueSummary]
+    /// Every registered worker.
     public var workers: [WorkerSummary]
+    /// Every held lock.
     public var locks: [LockInfo]
+    /// Every semaphore with a permit held.
     public var semaphores: [SemaphoreInfo]
+    /// The job store's counts.
     public var jobs: JobCounts
 
+    /// A snapshot of these figures.
     public init(queues: [QueueSummary], workers: [WorkerSummary], locks: [LockInfo], semaphores: [SemaphoreInfo], jobs: JobCounts) {
         self.queues = queues
         self.workers = workers
@@ -98,11 +114,16 @@ public struct OpsSummary: Sendable, Hashable, Codable {
 
 /// A dead letter for output.
 public struct DeadLetterReport: Sendable, Hashable, Codable {
+    /// The dead letter's id (for retry and purge).
     public let id: String
+    /// The task, as UTF-8 text.
     public let task: String
+    /// How many times it was delivered.
     public let deliveries: Int
+    /// Why it was last given back.
     public let error: String
 
+    /// The report of `letter`.
     public init(_ letter: DeadLetter) {
         id = letter.id
         task = letter.string

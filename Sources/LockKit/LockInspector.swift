@@ -11,6 +11,7 @@ import Hiredis
 /// for lock in try await inspector.locks() { print(lock.key, lock.fencingToken ?? 0) }
 /// ```
 public struct LockInspector: Sendable {
+    /// Where the keys are read.
     public let client: any RedisClient
     /// The ``CallbackQueueOptions/lockPrefix`` of the queues to look at.
     public let lockPrefix: String

@@ -82,6 +82,7 @@ extension WorkQueue {
 
 /// The counts of one queue (``WorkQueue/queueSummaries()``).
 public struct QueueSummary: Sendable, Hashable, Codable {
+    /// The queue's name.
     public let name: String
     /// Tasks waiting to be dequeued.
     public let waiting: Int
@@ -90,6 +91,7 @@ public struct QueueSummary: Sendable, Hashable, Codable {
     /// Tasks that reached ``WorkQueueOptions/maxDeliveries``.
     public let deadLetters: Int
 
+    /// A summary with these counts.
     public init(name: String, waiting: Int, inFlight: Int, deadLetters: Int) {
         self.name = name
         self.waiting = waiting
@@ -100,6 +102,7 @@ public struct QueueSummary: Sendable, Hashable, Codable {
 
 /// A registered worker (``WorkQueue/workerSummaries()``).
 public struct WorkerSummary: Sendable, Hashable, Codable {
+    /// The worker's id.
     public let id: String
     /// The queues it started work on.
     public let queues: [String]
@@ -114,6 +117,7 @@ public struct WorkerSummary: Sendable, Hashable, Codable {
     /// The heartbeat key's time to live; `nil` when it has none or expired.
     public let heartbeatTTLMilliseconds: Int64?
 
+    /// A summary with these figures.
     public init(id: String, queues: [String], inFlight: Int, alive: Bool,
                 heartbeatAgeMilliseconds: Int64?, heartbeatTTLMilliseconds: Int64?) {
         self.id = id

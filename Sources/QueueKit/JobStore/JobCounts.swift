@@ -13,6 +13,7 @@ public struct JobCounts: Sendable, Hashable, Codable {
     /// Fulfilled jobs with targets still waiting to be notified.
     public var waitingNotification: Int
 
+    /// Counts with these figures (zero by default).
     public init(pending: Int = 0, leased: Int = 0, fulfilled: Int = 0, waitingNotification: Int = 0) {
         self.pending = pending
         self.leased = leased
