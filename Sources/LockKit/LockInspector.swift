@@ -36,9 +36,10 @@ public struct LockInspector: Sendable {
         let replies = commands.isEmpty ? [] : try await client.pipeline(commands)
         var locks: [LockInfo] = []
         for (index, key) in keys.enumerated() {
-            // Released between the scan and the read: not held any more.
-            guard let token = try replies[index * 3].get().decode(String?.self) else { continue }
-            let ttl = try replies[index * 3 + 1].get().decode(Int64.self)
+            // Released between the scan and the read (not held any more), or a key of
+            // another kind under the prefix (not a lock): skipped.
+            guard let token = try? replies[index * 3].get().decode(String?.self),
+                  let ttl = try? replies[index * 3 + 1].get().decode(Int64.self) else { continue }
             let fence = try? replies[index * 3 + 2].get().decode(String?.self).flatMap { Int64($0) }
             locks.append(LockInfo(key: key, token: token, fencingToken: fence ?? nil, ttlMilliseconds: ttl >= 0 ? ttl : nil))
         }
@@ -57,15 +58,16 @@ public struct LockInspector: Sendable {
             ])
             let time = try replies[0].get().decode([String].self)
             let now = (Int64(time.first ?? "") ?? 0) * 1000 + (Int64(time.dropFirst().first ?? "") ?? 0) / 1000
-            let flat = try replies[1].get().decode([String].self)
+            // Gone since the scan, or not a permit set: skipped.
+            guard let flat = try? replies[1].get().decode([String].self) else { continue }
             var holders: [PermitInfo] = []
             for index in stride(from: 0, to: flat.count - 1, by: 2) {
                 guard let expiry = Double(flat[index + 1]).map({ Int64($0) }), expiry > now else { continue }
                 holders.append(PermitInfo(token: flat[index], ttlMilliseconds: expiry - now))
             }
             guard !holders.isEmpty else { continue }
-            let limit = try replies[2].get().decode(String?.self).flatMap { Int($0) }
-            let ttl = try replies[3].get().decode(Int64.self)
+            let limit = (try? replies[2].get().decode(String?.self))?.flatMap { Int($0) }
+            let ttl = (try? replies[3].get().decode(Int64.self)) ?? -1
             semaphores.append(SemaphoreInfo(key: key, permits: limit, holders: holders, ttlMilliseconds: ttl >= 0 ? ttl : nil))
         }
         return semaphores

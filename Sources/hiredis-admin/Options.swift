@@ -91,8 +91,12 @@ struct ConfirmOptions: ParsableArguments {
     func confirm(_ question: String) -> Bool {
         if yes { return true }
         FileHandle.standardError.write(Data("\(question) [y/N] ".utf8))
-        guard let answer = readLine() else { return false }
-        return ["y", "yes"].contains(answer.lowercased().trimmingCharacters(in: .whitespaces))
+        let answer = readLine() ?? ""
+        guard ["y", "yes"].contains(answer.lowercased().trimmingCharacters(in: .whitespaces)) else {
+            FileHandle.standardError.write(Data("hiredis-admin: aborted, nothing changed\n".utf8))
+            return false
+        }
+        return true
     }
 }
 
