@@ -11,6 +11,9 @@ extension CallbackQueue {
         var driver: Task<Void, Never>?
         /// The job was found held by another owner: this process waits for its outcome.
         var heldElsewhere = false
+        /// This process took the job's lock: one waiter is the leader's own caller (for the
+        /// coalesced-callers metric, whichever path delivers the outcome).
+        var ledHere = false
     }
 
     struct Waiter {
@@ -43,11 +46,11 @@ extension CallbackQueue {
         }
     }
 
-    /// Hands `result` to every local waiter of `id`, once; `led`: this process produced it
-    /// (one of the waiters is the leader's own caller, the others are coalesced).
-    func deliver(_ id: String, _ result: Result<[UInt8], any Error>, led: Bool = false) {
+    /// Hands `result` to every local waiter of `id`, once. Every waiter but the leader's own
+    /// caller (when this process led) counts as coalesced.
+    func deliver(_ id: String, _ result: Result<[UInt8], any Error>) {
         guard let entry = entries.removeValue(forKey: id) else { return }
-        let coalesced = entry.waiters.count - (led ? 1 : 0)
+        let coalesced = entry.waiters.count - (entry.ledHere ? 1 : 0)
         if coalesced > 0 { metrics.coalesced.increment(by: coalesced) }
         entry.driver?.cancel()
         for waiter in entry.waiters.values {
@@ -67,6 +70,8 @@ extension CallbackQueue {
     func waitsForAnotherOwner(_ id: String) -> Bool { entries[id]?.heldElsewhere == true }
 
     private func markHeldElsewhere(_ id: String) { entries[id]?.heldElsewhere = true }
+
+    private func markLed(_ id: String) { entries[id]?.ledHere = true }
 
     nonisolated func coalesceSignal(_ id: String) -> String { "outcome:" + id }
     nonisolated func lockKey(_ id: String) -> String { options.lockPrefix + id }
@@ -177,6 +182,7 @@ extension CallbackQueue {
     nonisolated func lead(_ id: String, lock: Lock, options: LockOptions, job: @escaping @Sendable () async throws -> [UInt8]) async {
         let result: Result<[UInt8], any Error>
         metrics.fanoutRuns.increment()
+        await markLed(id)
         do {
             result = .success(try await Self.runGuarded(
                 key: lock.key, lease: lock.timeout, logger: logger, metrics: (metrics, .fanout),
@@ -218,7 +224,7 @@ extension CallbackQueue {
                 break
             }
         }
-        await deliver(id, result, led: true)
+        await deliver(id, result)
         return broadcast
     }
 
@@ -275,6 +281,7 @@ extension CallbackQueue {
             case .lock(let lock):
                 let lost = LeaseLoss()
                 metrics.fanoutRuns.increment()
+                markLed(id)
                 let watchdog = Task { [logger, metrics] in
                     await Self.watch(lease: lock.timeout, key: lock.key, logger: logger, metrics: (metrics, .fanout)) {
                         try await lock.extend()

@@ -81,6 +81,25 @@ private func count(_ metrics: TestMetrics, _ label: String, _ dimensions: [(Stri
         #expect(count(metrics, "lockkit_fanout_coalesced_total", [("service", "test")]) == 2)
     }
 
+    @Test func aCallerInAnotherProcessIsCoalescedAndTheLeaderIsNot() async throws {
+        let metrics = TestMetrics()
+        let redis = try await TestRedis.start()
+        defer { withExtendedLifetime(redis) {} }
+        let prefix = uniqueKey() + ":"
+        let leader = try await lockQueue(redis, metrics, prefix: prefix)
+        let other = try await lockQueue(redis, metrics, prefix: prefix)
+        let started = Latch(count: 1)
+        let gate = Latch(count: 1)
+        async let first = leader.fanout("job") { started.arrive(); await gate.wait(); return 7 }
+        await started.wait()
+        async let second = other.fanout("job") { 8 }
+        try await eventually("the other caller to wait for the leader") { await other.waitsForAnotherOwner("job") }
+        gate.arrive()
+        #expect(try await [first, second] == [7, 7])
+        #expect(count(metrics, "lockkit_fanout_runs_total", [("service", "test")]) == 1)
+        #expect(count(metrics, "lockkit_fanout_coalesced_total", [("service", "test")]) == 1)
+    }
+
     @Test func aSemaphoreCountsPermitsAndContention() async throws {
         let metrics = TestMetrics()
         let redis = try await TestRedis.start()
