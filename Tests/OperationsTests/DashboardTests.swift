@@ -136,7 +136,8 @@ private let authorized: HTTPFields = [.authorization: "Bearer \(token)"]
                 #expect(response.status == .notFound)
             }
         }
-        #expect(try await deployment.workQueue.queueSummary("emails") == QueueSummary(name: "emails", waiting: 3, inFlight: 0, deadLetters: 1))
+        let summary = try await deployment.workQueue.queueSummary("emails")
+        #expect(summary == QueueSummary(name: "emails", waiting: 3, inFlight: 0, deadLetters: 1))
     }
 }
 

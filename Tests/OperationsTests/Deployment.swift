@@ -32,7 +32,9 @@ struct Deployment {
         let prefixes = OpsPrefixes(lock: "lk\(tag):", queue: "q\(tag)", jobs: "j\(tag)")
 
         var options = WorkQueueOptions(prefix: prefixes.queue, heartbeatInterval: .seconds(1), workerTimeout: workerTimeout)
-        options.maxDeliveries = 1
+        // Two deliveries: a task handed back once (by the operator's fail-worker, or by the
+        // worker itself when it notices it was failed: the two race) returns to its queue.
+        options.maxDeliveries = 2
         options.workerID = "worker-1"
         let workQueue = try WorkQueue(client: try await redis.connect(), subscriber: try await redis.subscriber(), options: options)
         try await workQueue.enqueue("emails", ["to:ada", "to:grace", "to:alan", "to:barbara"])
@@ -40,7 +42,9 @@ struct Deployment {
         let worker = try await workQueue.startWorker()
         _ = try await worker.startWork("emails")
         let held = try await worker.dequeue("emails", max: 2)
-        _ = try await worker.stop(held[1], reason: "smtp down")   // its only delivery: dead-lettered
+        _ = try await worker.stop(held[1], reason: "retry")           // to:grace, back to the front
+        let again = try #require(try await worker.dequeue("emails"))
+        _ = try await worker.stop(again, reason: "smtp down")         // its second delivery: dead-lettered
 
         let lockQueue = try CallbackQueue(client: try await redis.connect(), pubsub: try await redis.subscriber(),
                                           options: CallbackQueueOptions(channel: "ops-\(tag)", lockPrefix: prefixes.lock,
