@@ -20,7 +20,7 @@ TEST_CHAOS_DURATION ?= 20
 FUZZ_SECONDS ?= 120
 TEST_FUZZ_SECONDS ?= 30
 
-.PHONY: all deps tls-deps build test test-hiredis1 test-tls bench demo example chaos fuzz docs clean docker-test kill-strays
+.PHONY: all deps tls-deps browser-deps build test test-hiredis1 test-tls bench demo example chaos fuzz docs clean docker-test kill-strays
 
 all: build
 
@@ -50,12 +50,21 @@ tls-deps: deps
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
+## browser-deps: headless Chromium for the dashboard's browser test (idempotent; the test is skipped without it)
+browser-deps:
+	@if ! command -v chromium >/dev/null 2>&1; then \
+	  echo "Installing chromium"; \
+	  SUDO=""; [ "$$(id -u)" -ne 0 ] && SUDO="sudo"; \
+	  ($$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null) || \
+	    echo "browser-deps: chromium could not be installed; the browser test will be skipped"; \
+	fi
+
 ## build: debug build of every target
 build: deps
 	$(SWIFT) build
 
 ## test: the whole suite against throwaway redis-server processes (REDIS_URL: use that server), then the TLS suites, docs and samples, the example service, a short chaos run and the fuzzers
-test: deps
+test: deps browser-deps
 	@set -o pipefail; status=0; \
 	$(SWIFT) build --build-tests || exit $$?; \
 	timeout --kill-after=10 $(TEST_TIMEOUT) $(SWIFT) test --skip-build --disable-xctest || status=$$?; \

@@ -12,6 +12,9 @@ let package = Package(
         .library(name: "Hiredis", targets: ["Hiredis"]),
         .library(name: "LockKit", targets: ["LockKit"]),
         .library(name: "QueueKit", targets: ["QueueKit"]),
+        .library(name: "HiredisOps", targets: ["HiredisOps"]),
+        .library(name: "HiredisDashboard", targets: ["HiredisDashboard"]),
+        .executable(name: "hiredis-admin", targets: ["hiredis-admin"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
@@ -20,6 +23,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
         .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.4.0"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.0.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.0.0"),
     ],
     targets: [
         .systemLibrary(
@@ -32,13 +37,18 @@ let package = Package(
             dependencies: [
                 "CHiredis",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "DequeModule", package: "swift-collections"),
             ],
             swiftSettings: swiftSettings
         ),
         .target(
             name: "LockKit",
-            dependencies: ["Hiredis", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "Hiredis",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+            ],
             swiftSettings: swiftSettings
         ),
         .target(
@@ -48,6 +58,32 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "HiredisOps",
+            dependencies: ["Hiredis", "LockKit", "QueueKit"],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "HiredisDashboard",
+            dependencies: [
+                "Hiredis", "LockKit", "QueueKit", "HiredisOps",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "hiredis-admin",
+            dependencies: [
+                "Hiredis", "LockKit", "QueueKit", "HiredisOps", "HiredisDashboard",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -115,6 +151,16 @@ let package = Package(
             ],
             path: "Tests/DocSamples",
             swiftSettings: swiftSettings + [.unsafeFlags(["-suppress-warnings"])]
+        ),
+        .testTarget(
+            name: "OperationsTests",
+            dependencies: [
+                "LockKit", "QueueKit", "Hiredis", "RedisTestSupport", "HiredisOps", "HiredisDashboard", "hiredis-admin",
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ],
+            swiftSettings: swiftSettings
         ),
     ]
 )

@@ -22,6 +22,8 @@ public final actor CallbackQueue {
     /// The queue's channel, key prefix and default lock options.
     public nonisolated let options: CallbackQueueOptions
     nonisolated var logger: Logger { options.logger }
+    /// Made once per queue.
+    nonisolated let metrics: LockMetrics
 
     private var listener: Task<Void, Never>?
     var entries: [String: CoalesceEntry] = [:]
@@ -45,6 +47,7 @@ public final actor CallbackQueue {
         self.client = client
         self.pubsub = pubsub
         self.options = options
+        self.metrics = LockMetrics(factory: options.metricsFactory, dimensions: options.metricsDimensions)
     }
 
     /// Stops listening on the channel. Waiters still pending get their timeouts.
@@ -141,15 +144,18 @@ public final actor CallbackQueue {
     ///   replicas acknowledged; `RedisError` when Redis failed.
     nonisolated func acquire(_ keys: [String], lock options: LockOptions) async throws -> [Lock] {
         let retries = options.retries
+        let started = ContinuousClock.now
         var attempt = 0
         while true {
             // A token per attempt: a background release left over from an earlier attempt
             // (its reply was lost) can then never delete a lock taken by a later one.
             switch try await tryAcquire(keys, token: OwnerToken.next(), lock: options, probe: attempt == retries) {
             case .success(let locks):
+                metrics.acquired(.lock, waited: ContinuousClock.now - started)
                 logger.trace("locks taken", metadata: ["keys": "\(keys)", "fencingToken": "\(locks[0].fencingToken)"])
                 return locks
             case .failure(let failure):
+                metrics.contended(.lock)
                 guard attempt < retries else { throw failure }
             }
             attempt += 1
@@ -269,7 +275,7 @@ public final actor CallbackQueue {
         do {
             let value: T
             if autoExtend {
-                value = try await Self.runGuarded(key: lock.key, lease: lock.timeout, logger: logger,
+                value = try await Self.runGuarded(key: lock.key, lease: lock.timeout, logger: logger, metrics: (metrics, .lock),
                                                   extend: { try await lock.extend() }, body: { try await body(lock) })
             } else {
                 value = try await body(lock)
@@ -286,14 +292,14 @@ public final actor CallbackQueue {
     /// Runs `body` beside a watchdog that extends the lease; when the lease is lost first,
     /// cancels `body` and throws ``LockLostError``.
     static func runGuarded<T: Sendable>(
-        key: String, lease: Duration, logger: Logger,
+        key: String, lease: Duration, logger: Logger, metrics: (LockMetrics, LockMetrics.Kind),
         extend: @escaping @Sendable () async throws -> Void,
         body: @escaping @Sendable () async throws -> T
     ) async throws -> T {
         try await withThrowingTaskGroup(of: T?.self) { group in
             group.addTask { try await body() }
             group.addTask {
-                await watch(lease: lease, key: key, logger: logger, extend: extend)
+                await watch(lease: lease, key: key, logger: logger, metrics: metrics, extend: extend)
                 return nil
             }
             defer { group.cancelAll() }
@@ -303,8 +309,10 @@ public final actor CallbackQueue {
     }
 
     /// Extends a lease every third of its length until cancelled; returns when the lease is
-    /// lost (an extension refused, or no extension succeeded before the lease ran out).
-    static func watch(lease: Duration, key: String, logger: Logger, extend: @Sendable () async throws -> Void) async {
+    /// lost (an extension refused, or no extension succeeded before the lease ran out),
+    /// counted in `metrics` as each extension is.
+    static func watch(lease: Duration, key: String, logger: Logger, metrics: (LockMetrics, LockMetrics.Kind),
+                      extend: @Sendable () async throws -> Void) async {
         let clock = ContinuousClock()
         var expires = clock.now + lease
         while !Task.isCancelled {
@@ -314,15 +322,20 @@ public final actor CallbackQueue {
             do {
                 try await extend()
                 expires = started + lease
+                metrics.0.extended(metrics.1)
             } catch is CancellationError {
                 return
             } catch is LockExtendError {
                 logger.warning("lease lost", metadata: ["key": "\(key)"])
+                metrics.0.leaseLost(metrics.1)
                 return
             } catch {
                 // Redis unreachable: keep trying until the lease would have run out.
                 logger.warning("lease extension failed", metadata: ["key": "\(key)", "error": "\(error)"])
-                if clock.now >= expires { return }
+                if clock.now >= expires {
+                    metrics.0.leaseLost(metrics.1)
+                    return
+                }
             }
         }
     }

@@ -11,6 +11,9 @@ extension CallbackQueue {
         var driver: Task<Void, Never>?
         /// The job was found held by another owner: this process waits for its outcome.
         var heldElsewhere = false
+        /// This process took the job's lock: one waiter is the leader's own caller (for the
+        /// coalesced-callers metric, whichever path delivers the outcome).
+        var ledHere = false
     }
 
     struct Waiter {
@@ -43,9 +46,12 @@ extension CallbackQueue {
         }
     }
 
-    /// Hands `result` to every local waiter of `id`, once.
+    /// Hands `result` to every local waiter of `id`, once. Every waiter but the leader's own
+    /// caller (when this process led) counts as coalesced.
     func deliver(_ id: String, _ result: Result<[UInt8], any Error>) {
         guard let entry = entries.removeValue(forKey: id) else { return }
+        let coalesced = entry.waiters.count - (entry.ledHere ? 1 : 0)
+        if coalesced > 0 { metrics.coalesced.increment(by: coalesced) }
         entry.driver?.cancel()
         for waiter in entry.waiters.values {
             waiter.timer?.cancel()
@@ -64,6 +70,8 @@ extension CallbackQueue {
     func waitsForAnotherOwner(_ id: String) -> Bool { entries[id]?.heldElsewhere == true }
 
     private func markHeldElsewhere(_ id: String) { entries[id]?.heldElsewhere = true }
+
+    private func markLed(_ id: String) { entries[id]?.ledHere = true }
 
     nonisolated func coalesceSignal(_ id: String) -> String { "outcome:" + id }
     nonisolated func lockKey(_ id: String) -> String { options.lockPrefix + id }
@@ -173,9 +181,12 @@ extension CallbackQueue {
     /// Runs `job` holding `lock` (extended by a watchdog), then publishes its outcome.
     nonisolated func lead(_ id: String, lock: Lock, options: LockOptions, job: @escaping @Sendable () async throws -> [UInt8]) async {
         let result: Result<[UInt8], any Error>
+        metrics.fanoutRuns.increment()
+        await markLed(id)
         do {
             result = .success(try await Self.runGuarded(
-                key: lock.key, lease: lock.timeout, logger: logger, extend: { try await lock.extend() }, body: job))
+                key: lock.key, lease: lock.timeout, logger: logger, metrics: (metrics, .fanout),
+                extend: { try await lock.extend() }, body: job))
         } catch is CancellationError {
             await lock.releaseSoon()
             return
@@ -275,8 +286,12 @@ extension CallbackQueue {
                 throw LockAcquisitionError(key: id, reason: "job already completed")
             case .lock(let lock):
                 let lost = LeaseLoss()
-                let watchdog = Task { [logger] in
-                    await Self.watch(lease: lock.timeout, key: lock.key, logger: logger) { try await lock.extend() }
+                metrics.fanoutRuns.increment()
+                markLed(id)
+                let watchdog = Task { [logger, metrics] in
+                    await Self.watch(lease: lock.timeout, key: lock.key, logger: logger, metrics: (metrics, .fanout)) {
+                        try await lock.extend()
+                    }
                     if !Task.isCancelled { lost.mark() }
                 }
                 return Completion<Payload>(id: id, queue: self, lock: lock, options: options, watchdog: watchdog, lost: lost)

@@ -1,3 +1,4 @@
+import CoreMetrics
 import Foundation
 import Hiredis
 import Logging
@@ -71,6 +72,12 @@ public struct CallbackQueueOptions: Sendable {
     public var lock: LockOptions = LockOptions()
     /// Where the queue logs; silent by default.
     public var logger: Logger = Logger(label: "lockkit", factory: { _ in SwiftLogNoOpLogHandler() })
+    /// Where the queue's metrics go (acquisitions, contention, wait time, lost leases,
+    /// watchdog extensions, fanout runs and coalesced callers; see the README's metrics
+    /// table); `nil`, the default, is the app's bootstrapped `MetricsSystem`.
+    public var metricsFactory: (any MetricsFactory)?
+    /// Dimensions added to each of the queue's metrics (e.g. `[("service", "billing")]`).
+    public var metricsDimensions: [(String, String)] = []
     /// The job error types that cross processes as themselves (see ``register(_:as:)``).
     public private(set) var errorTypes: [CodableErrorType] = []
 

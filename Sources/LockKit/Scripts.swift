@@ -82,8 +82,9 @@ package enum Scripts {
         return 1
         """)
 
-    /// KEYS: permits zset. ARGV: token, permits, ttl ms.
-    /// Drops expired permits (server time), then takes one if fewer than `permits` are held.
+    /// KEYS: permits zset, limit. ARGV: token, permits, ttl ms.
+    /// Drops expired permits (server time), then takes one if fewer than `permits` are held;
+    /// records `permits` under `limit` (for ``LockInspector``), expiring with the set.
     static let take = RedisScript("""
         local t = redis.call('TIME')
         local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -91,12 +92,14 @@ package enum Scripts {
         if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
           redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
           redis.call('PEXPIRE', KEYS[1], ARGV[3])
+          redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
           return 1
         end
         return 0
         """)
 
-    /// KEYS: permits zset. ARGV: token, ttl ms. Extends a permit that is still held.
+    /// KEYS: permits zset, limit. ARGV: token, ttl ms. Extends a permit that is still held
+    /// (and the recorded limit with the set).
     static let extendPermit = RedisScript("""
         local t = redis.call('TIME')
         local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -104,6 +107,9 @@ package enum Scripts {
         if not expiry or tonumber(expiry) <= now then return 0 end
         redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
         if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+        if KEYS[2] and redis.call('PTTL', KEYS[2]) >= 0 and redis.call('PTTL', KEYS[2]) < tonumber(ARGV[2]) then
+          redis.call('PEXPIRE', KEYS[2], ARGV[2])
+        end
         return 1
         """)
 

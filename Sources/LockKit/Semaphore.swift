@@ -42,6 +42,8 @@ public final class Semaphore: Sendable {
     public let options: LockOptions
     let queue: CallbackQueue
     let redisKey: String
+    /// Where the number of permits is recorded for ``LockInspector`` (same slot).
+    let limitKey: String
     private let held = Mutex<[SemaphorePermit]>([])
 
     init(key: String, permits: Int, options: LockOptions, queue: CallbackQueue) {
@@ -50,6 +52,7 @@ public final class Semaphore: Sendable {
         self.options = options
         self.queue = queue
         redisKey = sameSlot(queue.options.lockPrefix + key, ":permits")
+        limitKey = sameSlot(queue.options.lockPrefix + key, ":limit")
     }
 
     /// Waits for a permit. The permit is kept alive in the background (its lease renewed
@@ -78,6 +81,7 @@ public final class Semaphore: Sendable {
     /// Waits for a permit, without keeping it alive.
     func acquire(timeout: Duration?) async throws -> SemaphorePermit {
         let clock = ContinuousClock()
+        let started = clock.now
         let deadline = timeout.map { clock.now + $0 }
         guard let ticket = try await queue.waitForTurn(redisKey, until: deadline) else {
             throw LockAcquisitionError(key: key, reason: "no permit free")
@@ -85,6 +89,7 @@ public final class Semaphore: Sendable {
         do {
             let permit = try await acquireInTurn(until: deadline)
             await queue.endTurn(redisKey, ticket)
+            queue.metrics.acquired(.semaphore, waited: clock.now - started)
             return permit
         } catch {
             await queue.endTurn(redisKey, ticket)
@@ -106,7 +111,7 @@ public final class Semaphore: Sendable {
             do {
                 try await queue.ensureListening()
                 reply = try await queue.client.run(
-                    Scripts.take, keys: [redisKey], arguments: [token, permits, ttl.redisMilliseconds])
+                    Scripts.take, keys: [redisKey, limitKey], arguments: [token, permits, ttl.redisMilliseconds])
             } catch {
                 // The script may have run and taken a permit that nobody knows it holds,
                 // which would keep it from every process for a whole lease: give it back.
@@ -130,6 +135,7 @@ public final class Semaphore: Sendable {
                 remember(permit)
                 return permit
             }
+            queue.metrics.contended(.semaphore)
             var wait = queue.recheckInterval(options) * Double.random(in: 0.8...1.2)
             if let deadline {
                 guard clock.now < deadline else { throw LockAcquisitionError(key: key, reason: "no permit free") }
@@ -167,7 +173,7 @@ public final class Semaphore: Sendable {
     private func hold<T: Sendable>(_ permit: SemaphorePermit, _ body: @escaping @Sendable (SemaphorePermit) async throws -> T) async throws -> T {
         do {
             let value = try await CallbackQueue.runGuarded(
-                key: key, lease: options.keepAliveLease, logger: queue.logger,
+                key: key, lease: options.keepAliveLease, logger: queue.logger, metrics: (queue.metrics, .semaphore),
                 extend: { try await permit.extend() }, body: { try await body(permit) })
             await permit.leaveSoon()
             return value
@@ -234,7 +240,7 @@ public final class SemaphorePermit: Sendable {
         let lease = semaphore.options.keepAliveLease
         let sent = ContinuousClock.now
         let reply = try await queue.client.run(
-            Scripts.extendPermit, keys: [semaphore.redisKey], arguments: [token, lease.redisMilliseconds])
+            Scripts.extendPermit, keys: [semaphore.redisKey, semaphore.limitKey], arguments: [token, lease.redisMilliseconds])
         if try reply.decode(Int.self) != 1 {
             markLost()
             throw LockExtendError(key: semaphore.key)
@@ -269,7 +275,8 @@ public final class SemaphorePermit: Sendable {
         let semaphore = semaphore
         let task = Task { [weak self] in
             let permit = WeakPermit(self)
-            await CallbackQueue.watch(lease: semaphore.options.keepAliveLease, key: semaphore.key, logger: semaphore.queue.logger) {
+            await CallbackQueue.watch(lease: semaphore.options.keepAliveLease, key: semaphore.key, logger: semaphore.queue.logger,
+                                      metrics: (semaphore.queue.metrics, .semaphore)) {
                 // Dropped by everyone (its semaphore too): nothing to keep alive.
                 guard let permit = permit.value else { throw CancellationError() }
                 try await permit.extend()

@@ -1,3 +1,4 @@
+import CoreMetrics
 import Logging
 
 /// Where and how to connect.
@@ -77,6 +78,11 @@ public struct RedisConfiguration: Sendable {
     /// Where the connection logs (connects, reconnects, failures at `info`/`warning`,
     /// each command at `trace`). Silent unless the caller passes a logger.
     public var logger: Logger = Logger(label: "hiredis", factory: { _ in SwiftLogNoOpLogHandler() })
+    /// Where the connection's metrics go (reconnects, timeouts, commands in flight; see the
+    /// README's metrics table); `nil`, the default, is the app's bootstrapped `MetricsSystem`.
+    public var metricsFactory: (any MetricsFactory)?
+    /// Dimensions added to each of the connection's metrics (e.g. `[("redis", "cache")]`).
+    public var metricsDimensions: [(String, String)] = []
 
     /// A TCP endpoint.
     public init(host: String = "127.0.0.1", port: Int = 6379) {

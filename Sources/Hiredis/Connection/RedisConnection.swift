@@ -46,6 +46,8 @@ public final actor RedisConnection {
     private var context: HiredisContext?
     /// One entry per hiredis callback outstanding on `context`, oldest first.
     private var pending = Deque<PendingReply>()
+    /// Made once; `inFlight` follows every reply slot appended to and taken from `pending`.
+    private let metrics: ConnectionMetrics
     /// Commands waiting for the connection to be (re-)established.
     private var queued = Deque<QueuedCommand>()
     private var firstConnect: CheckedContinuation<Void, any Error>?
@@ -101,6 +103,7 @@ public final actor RedisConnection {
         self.currentEndpoint = configuration.endpoint
         self.role = role
         self.logger = configuration.logger
+        self.metrics = ConnectionMetrics(configuration)
         self.executor = DispatchQueueExecutor(label: "hiredis.connection")
         self.machine = ConnectionStateMachine(policy: configuration.reconnect)
         let watched = configuration.commandTimeout.map { min($0, configuration.connectTimeout) } ?? configuration.connectTimeout
@@ -290,6 +293,7 @@ public final actor RedisConnection {
             connectTimer?.cancel()
             connectTimer = nil
             if reconnected {
+                metrics.reconnects.increment()
                 logger.info("reconnected", metadata: ["redis.endpoint": "\(currentEndpoint)"])
             } else {
                 logger.debug("connected", metadata: ["redis.endpoint": "\(currentEndpoint)"])
@@ -409,6 +413,7 @@ public final actor RedisConnection {
 
     private func connectTimedOut(_ timedOut: HiredisContext) {
         guard timedOut === context else { return }
+        metrics.connectTimeouts.increment()
         var error = RedisError(.timeout, "connecting to \(configuration.endpoint) took longer than \(configuration.connectTimeout)")
         if timedOut.tlsHandshakePending {
             // A plaintext server waits for a command line that a TLS hello never ends.
@@ -462,6 +467,7 @@ public final actor RedisConnection {
                 logger.trace("send", metadata: ["redis.command": "\(command.loggableDescription)", "redis.handshake": "true"])
             }
             pending.append(PendingReply(id: 0, deadline: 0, waiter: .handshake(step, last: index == steps.count - 1), remaining: 1))
+            metrics.inFlight.increment()
         }
         context.flush(now: true)
     }
@@ -552,6 +558,7 @@ public final actor RedisConnection {
         // could not all be).
         let alone = pending.isEmpty
         pending.append(PendingReply(id: id, deadline: deadline, waiter: waiter, remaining: appended))
+        metrics.inFlight.increment(by: Double(appended))
         // Nothing else in flight, or a whole batch: write now instead of on the next turn
         // of the queue (which lets concurrent single commands share one write).
         // An inline caller must write now: its wait holds the queue, so a write scheduled
@@ -573,6 +580,7 @@ public final actor RedisConnection {
         }
         let first = pending.startIndex
         pending[first].remaining -= 1
+        metrics.inFlight.decrement()
         let entry = pending[first].remaining == 0 ? pending.removeFirst() : pending[first]
         defer {
             // A demoted master answers writes with READONLY: find the new one.
@@ -626,6 +634,7 @@ public final actor RedisConnection {
 
     private func failPending(_ error: RedisError) {
         while let entry = pending.popFirst() {
+            metrics.inFlight.decrement(by: Double(entry.remaining))
             entry.waiter.fail(error)
         }
     }
@@ -686,6 +695,7 @@ public final actor RedisConnection {
             if entry.deadline <= now { expired.append(entry.id) } else { watching = true }
         }
         for id in expired {
+            metrics.commandTimeouts.increment()
             _ = abandon(id: id, with: RedisError(.timeout, "no reply within the command timeout"))
         }
         var index = queued.startIndex

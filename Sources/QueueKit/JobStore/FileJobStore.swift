@@ -2,6 +2,7 @@ import Dispatch
 import Foundation
 import Hiredis
 import Logging
+import Metrics
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -42,6 +43,7 @@ public struct FileJobStore<Target: Codable & Sendable>: JobStore {
     /// How long a fulfilled job is kept once no target waits for it (`nil`: for ever).
     public let retention: Duration?
     let responder: Responder<Target>?
+    let metrics: JobStoreMetrics
     let logger: Logger
     let paths: StorePaths
     /// One removal step at a time in this process (another process's steps are told apart
@@ -60,6 +62,9 @@ public struct FileJobStore<Target: Codable & Sendable>: JobStore {
     ///     fs-job-store). Expired jobs are removed a few at a time by ``pullWork()`` and
     ///     ``pullNotification()``, or by ``removeExpired(limit:)``; a removed job is
     ///     ``JobState/unknown``. Every store on one directory should use the same retention.
+    ///   - metricsFactory: where the store's metrics go (see the README's metrics table);
+    ///     `nil`, the default, is the app's bootstrapped `MetricsSystem`.
+    ///   - metricsDimensions: dimensions added to each of them (besides `backend`).
     ///   - logger: where a failed `respond` is logged (at `error`); nothing is logged by default.
     ///   - respond: notifies a target as soon as its job is fulfilled, or at once when it is
     ///     queued to a fulfilled job (optional); see ``JobResponder``.
@@ -69,6 +74,7 @@ public struct FileJobStore<Target: Codable & Sendable>: JobStore {
     ///   `invalidArgument` for a `leaseTimeout` under 30 ms or a retention that is not
     ///   positive, as ``RedisJobStore`` does.
     public init(directory: URL, leaseTimeout: Duration = .seconds(10), retention: Duration? = .seconds(3600),
+                metricsFactory: (any MetricsFactory)? = nil, metricsDimensions: [(String, String)] = [],
                 logger: Logger = Logger(label: "queuekit.jobstore", factory: { _ in SwiftLogNoOpLogHandler() }),
                 respond: JobResponder<Target>? = nil, onResponseFailure: JobResponseFailureHandler<Target>? = nil) throws {
         guard leaseTimeout >= .milliseconds(30) else { throw RedisError.invalidArgument("leaseTimeout must be at least 30 ms") }
@@ -84,6 +90,7 @@ public struct FileJobStore<Target: Codable & Sendable>: JobStore {
         self.leaseTimeout = leaseTimeout
         self.retention = retention
         self.responder = Responder(respond, onFailure: onResponseFailure, logger: logger)
+        self.metrics = JobStoreMetrics(backend: "file", factory: metricsFactory, dimensions: metricsDimensions)
         self.logger = logger
         self.paths = StorePaths(root: path)
         for sub in StorePaths.subdirectories { try Files.makeDirectory(paths.root + "/" + sub) }
@@ -118,7 +125,9 @@ public struct FileJobStore<Target: Codable & Sendable>: JobStore {
 
     public func create(request: [UInt8]) async throws -> JobID {
         try validateTask(request)
-        return try await blocking { try self.createNow(request) }
+        let id = try await blocking { try self.createNow(request) }
+        metrics.created.increment()
+        return id
     }
 
     private func createNow(_ request: [UInt8]) throws -> JobID {
@@ -135,7 +144,9 @@ public struct FileJobStore<Target: Codable & Sendable>: JobStore {
     }
 
     public func pullWork() async throws -> JobLease? {
-        try await blocking { try self.pullWorkNow() }
+        let lease = try await blocking { try self.pullWorkNow() }
+        if lease != nil { metrics.pulled.increment() }
+        return lease
     }
 
     private func pullWorkNow() throws -> JobLease? {
@@ -166,6 +177,7 @@ public struct FileJobStore<Target: Codable & Sendable>: JobStore {
     public func fulfill(_ id: JobID, value: [UInt8]) async throws {
         try validateTask(value)
         let waiting = try await blocking { try self.fulfillNow(id, value) }
+        metrics.fulfilled.increment()
         if waiting && responder != nil { try await notifyNow(id) }
     }
 
@@ -198,7 +210,10 @@ public struct FileJobStore<Target: Codable & Sendable>: JobStore {
             return self.responder == nil ? nil : Files.read(self.paths.value(id.rawValue))
         }
         if let responder, let value {
-            if await responder.notify(target, id, value) { return }
+            if await responder.notify(target, id, value) {
+                metrics.notified.increment()
+                return
+            }
             try await blocking {
                 try self.withJob(id) {
                     try self.addTarget(id.rawValue, encoded)
@@ -548,6 +563,25 @@ public struct FileJobStore<Target: Codable & Sendable>: JobStore {
         }
     }
 
+    // MARK: Introspection
+
+    /// The store's counts, from its marker directories (a lease counts while it has not
+    /// expired, on this host's clock).
+    public func counts() async throws -> JobCounts {
+        try await blocking {
+            let pending = Files.list(self.paths.pendingDirectory)
+            let leased = pending.filter { id in
+                let directory = self.paths.lease("work", id)
+                guard let top = self.generations(directory).max(),
+                      let content = self.leaseContent(directory + "/\(top)") else { return false }
+                return content.expires > self.now
+            }
+            return JobCounts(pending: pending.count, leased: leased.count,
+                             fulfilled: Files.list(self.paths.values).count,
+                             waitingNotification: Files.list(self.paths.outboxDirectory).count)
+        }
+    }
+
     // MARK: Leases
 
     struct FileLease: Sendable {
@@ -624,7 +658,7 @@ public struct FileJobStore<Target: Codable & Sendable>: JobStore {
     }
 
     private func keeper(_ lease: FileLease) -> LeaseKeeper {
-        LeaseKeeper(timeout: leaseTimeout, renew: { try await blocking { try self.renew(lease) } },
+        LeaseKeeper(timeout: leaseTimeout, metrics: metrics, renew: { try await blocking { try self.renew(lease) } },
                     release: { try await blocking { self.release(lease) } })
     }
 }

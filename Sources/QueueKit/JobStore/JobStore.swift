@@ -175,7 +175,8 @@ public final class LeaseSignal: Sendable {
     /// Returns once the lease is lost (or the calling task is cancelled).
     public func wait() async { await shot.wait() }
 
-    func fire() { shot.fire() }
+    /// Fires; `onFirst` runs before any waiter resumes, for the call that fired it.
+    func fire(onFirst: () -> Void = {}) { shot.fire(onFirst: onFirst) }
 }
 
 /// Fires once; waiters resume then, or at once after it fired, or when cancelled.
@@ -208,12 +209,15 @@ final class OneShotSignal: Sendable {
         }
     }
 
-    func fire() {
-        let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+    /// Fires; `onFirst` runs before any waiter resumes, for the call that fired it.
+    func fire(onFirst: () -> Void = {}) {
+        let (first, waiters) = state.withLock { state -> (Bool, [CheckedContinuation<Void, Never>]) in
+            let first = !state.fired
             state.fired = true
             defer { state.waiters = [:] }
-            return Array(state.waiters.values)
+            return (first, Array(state.waiters.values))
         }
+        if first { onFirst() }
         for waiter in waiters { waiter.resume() }
     }
 }
@@ -222,13 +226,16 @@ final class OneShotSignal: Sendable {
 /// renewal finds the lease gone, or when no renewal succeeded for a whole timeout.
 final class LeaseKeeper: Sendable {
     let signal = LeaseSignal()
+    /// Counts the loss (once) and the targets a notification lease removes.
+    let metrics: JobStoreMetrics
     private let renewal = Mutex<Task<Void, Never>?>(nil)
     private let released = Mutex(false)
     private let releaseAction: @Sendable () async throws -> Bool
 
-    init(timeout: Duration, renew: @escaping @Sendable () async throws -> Bool,
+    init(timeout: Duration, metrics: JobStoreMetrics, renew: @escaping @Sendable () async throws -> Bool,
          release: @escaping @Sendable () async throws -> Bool) {
         self.releaseAction = release
+        self.metrics = metrics
         let signal = self.signal
         let task = Task {
             let clock = ContinuousClock()
@@ -242,12 +249,12 @@ final class LeaseKeeper: Sendable {
                     if try await renew() {
                         lastRenewal = sent
                     } else {
-                        signal.fire()
+                        signal.fire { metrics.leaseLost.increment() }
                         return
                     }
                 } catch {
                     if clock.now - lastRenewal >= timeout {
-                        signal.fire()
+                        signal.fire { metrics.leaseLost.increment() }
                         return
                     }
                 }
@@ -274,7 +281,7 @@ final class LeaseKeeper: Sendable {
         await running?.value
         let held = try await Task { try await releaseAction() }.value
         if !held || signal.isCompromised {
-            signal.fire()
+            signal.fire { metrics.leaseLost.increment() }
             throw JobStoreError(.leaseCompromised, "the lease had been lost before it was released")
         }
     }
@@ -355,7 +362,12 @@ public final class NotificationLease<Target: Codable & Sendable>: Sendable {
     public func done(removing notified: [Target]) async throws {
         var removalError: (any Error)?
         if !notified.isEmpty {
-            do { try await remove(notified) } catch { removalError = error }
+            do {
+                try await remove(notified)
+                keeper.metrics.notified.increment(by: notified.count)
+            } catch {
+                removalError = error
+            }
         }
         do {
             try await keeper.release()

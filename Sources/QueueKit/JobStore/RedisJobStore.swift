@@ -1,6 +1,7 @@
 import Foundation
 import Hiredis
 import Logging
+import Metrics
 
 /// The job store on Redis, for many hosts. Every change is one Lua script; leases are keys
 /// with PX and owner tokens, handed out with fencing tokens; each fulfilled job with
@@ -38,6 +39,7 @@ public struct RedisJobStore<Target: Codable & Sendable>: JobStore {
     /// How many slots the store spreads over (default 1).
     public let shards: Int
     let responder: Responder<Target>?
+    let metrics: JobStoreMetrics
     /// The hash-tagged key prefix of each shard.
     let tags: [String]
 
@@ -58,6 +60,9 @@ public struct RedisJobStore<Target: Codable & Sendable>: JobStore {
     ///     fs-job-store). Expired jobs are removed a few at a time by ``pullWork()`` and
     ///     ``pullNotification()``, or by ``removeExpired(limit:)``; a removed job is
     ///     ``JobState/unknown``. Every store on one prefix should use the same retention.
+    ///   - metricsFactory: where the store's metrics go (see the README's metrics table);
+    ///     `nil`, the default, is the app's bootstrapped `MetricsSystem`.
+    ///   - metricsDimensions: dimensions added to each of them (besides `backend`).
     ///   - logger: where a failed `respond` is logged (at `error`); nothing is logged by default.
     ///   - respond: notifies a target as soon as its job is fulfilled, or at once when it is
     ///     queued to a fulfilled job (optional); see ``JobResponder``.
@@ -66,6 +71,7 @@ public struct RedisJobStore<Target: Codable & Sendable>: JobStore {
     ///   or a retention that is not positive.
     public init(client: any RedisClient, prefix: String = "jobstore", leaseTimeout: Duration = .seconds(10),
                 retention: Duration? = .seconds(3600), shards: Int = 1,
+                metricsFactory: (any MetricsFactory)? = nil, metricsDimensions: [(String, String)] = [],
                 logger: Logger = Logger(label: "queuekit.jobstore", factory: { _ in SwiftLogNoOpLogHandler() }),
                 respond: JobResponder<Target>? = nil, onResponseFailure: JobResponseFailureHandler<Target>? = nil) throws {
         try validateName(prefix, what: "job store prefix")
@@ -78,6 +84,7 @@ public struct RedisJobStore<Target: Codable & Sendable>: JobStore {
         self.leaseTimeout = leaseTimeout
         self.retention = retention
         self.responder = Responder(respond, onFailure: onResponseFailure, logger: logger)
+        self.metrics = JobStoreMetrics(backend: "redis", factory: metricsFactory, dimensions: metricsDimensions)
         self.tags = shards == 1 ? ["{\(prefix)}:"] : (0..<shards).map { "{\(prefix):\($0)}:" }
     }
 
@@ -102,12 +109,16 @@ public struct RedisJobStore<Target: Codable & Sendable>: JobStore {
         let id = JobID()
         let tag = tag(id)
         try await client.run(JobScripts.create, keys: [job(id), tag + "pending", tag + "seq"], arguments: [id.rawValue, request])
+        metrics.created.increment()
         return id
     }
 
     public func pullWork() async throws -> JobLease? {
         for tag in shuffledTags {
-            if let lease = try await pullWork(tag) { return lease }
+            if let lease = try await pullWork(tag) {
+                metrics.pulled.increment()
+                return lease
+            }
         }
         return nil
     }
@@ -136,6 +147,7 @@ public struct RedisJobStore<Target: Codable & Sendable>: JobStore {
         case 0: throw JobStoreError(.alreadyFulfilled, "job \(id) was fulfilled already")
         default: break
         }
+        metrics.fulfilled.increment()
         if let responder, parts.count > 1 {
             let waiting = try parts.dropFirst().map { try decodeTarget(try $0.bytes(), as: Target.self) }
             try await deliver(notificationLease(id: id, value: value, waiting: waiting, token: token), responder)
@@ -152,7 +164,10 @@ public struct RedisJobStore<Target: Codable & Sendable>: JobStore {
         case -1: throw JobStoreError(.unknownJob, "no job \(id)")
         case 1:
             // Fulfilled already: notify now; only a target that was not reached waits.
-            if let responder, await responder.notify(target, id, try parts[1].bytes()) { return }
+            if let responder, await responder.notify(target, id, try parts[1].bytes()) {
+                metrics.notified.increment()
+                return
+            }
             try await client.run(JobScripts.queue, keys: keys, arguments: [encoded, "0"])
         default: break
         }
@@ -227,7 +242,7 @@ public struct RedisJobStore<Target: Codable & Sendable>: JobStore {
         let client = self.client, tag = self.tag(id), ttl = self.ttl
         let renewTimeout = max(leaseTimeout / 3, .milliseconds(10))
         let keys: [any RedisArgument] = [tag + kind + ":" + id.rawValue, tag + zset, job(id), tag + (zset == "leased" ? "pending" : "outbox")]
-        return LeaseKeeper(timeout: leaseTimeout, renew: {
+        return LeaseKeeper(timeout: leaseTimeout, metrics: metrics, renew: {
             // A renewal that cannot finish within a third of the lease is as good as failed.
             try await client.run(JobScripts.renew, keys: Array(keys.prefix(2)), arguments: [id.rawValue, token, ttl],
                                  timeout: renewTimeout).decode(Int.self) == 1
