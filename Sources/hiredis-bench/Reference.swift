@@ -9,7 +9,7 @@ struct Reference: Sendable {
     let arguments: [String]     // beyond host, port, count
 
     func run(host: String, port: Int, count: Int) throws -> Run {
-        let process = Process()
+        let process = ChildProcess()
         process.executableURL = URL(fileURLWithPath: try findTool("redis-benchmark"))
         process.arguments = ["-h", host, "-p", "\(port)", "-n", "\(count)", "--csv"] + arguments
         let output = Pipe()

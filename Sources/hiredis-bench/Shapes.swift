@@ -349,7 +349,7 @@ func fanout(_ context: Context) async throws -> (Run, String) {
     let channel = "bench:fanout-channel:\(UUID().uuidString)"
     let started = now()
     let children = try (0..<2).map { _ in
-        let process = Process()
+        let process = ChildProcess()
         process.executableURL = URL(fileURLWithPath: context.executable)
         process.arguments = ["fanout-child", "--url", context.url, "--channel", channel, "--id", id, "--callers", "50"]
         let output = Pipe()

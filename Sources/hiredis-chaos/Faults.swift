@@ -114,7 +114,7 @@ struct FaultSchedule {
 /// The worker processes, one per slot; a process that exits unasked is counted and replaced.
 final class Fleet: Sendable {
     struct Slot {
-        var process: Process?
+        var process: ChildProcess?
         var name = ""
         var incarnation = 0
         var expectingExit = false
@@ -146,7 +146,7 @@ final class Fleet: Sendable {
             slots[slot].incarnation += 1
             return "w\(slot).\(slots[slot].incarnation)"
         }
-        let process = Process()
+        let process = ChildProcess()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = ["child", "--directory", directory.path, "--url", url, "--name", name]
         let output = directory.appendingPathComponent("logs/\(name).out")
@@ -160,7 +160,7 @@ final class Fleet: Sendable {
             self?.exited(slot: slot, process: finished)
         }
         // Into the slot before it runs (its exit handler looks for it there), out again
-        // if it never started: such a Process has pid 0, which names our process group.
+        // if it never started: such a ChildProcess has pid 0, which names our process group.
         slots.withLock { slots in
             slots[slot].process = process
             slots[slot].name = name
@@ -176,7 +176,7 @@ final class Fleet: Sendable {
         }
     }
 
-    private func exited(slot: Int, process: Process) {
+    private func exited(slot: Int, process: ChildProcess) {
         let unexpected = slots.withLock { slots -> String? in
             guard slots[slot].process === process else { return nil }
             if slots[slot].expectingExit || stopping.load(ordering: .relaxed) { return nil }
@@ -199,7 +199,7 @@ final class Fleet: Sendable {
 
     /// `kill -9`, then waits for the exit.
     func kill(_ slot: Int) async {
-        let process = slots.withLock { slots -> Process? in
+        let process = slots.withLock { slots -> ChildProcess? in
             slots[slot].expectingExit = true
             return slots[slot].process
         }
@@ -214,7 +214,7 @@ final class Fleet: Sendable {
     }
 
     /// Every running process, e.g. to SIGCONT them all.
-    var processes: [Process] { slots.withLock { $0.compactMap(\.process) } }
+    var processes: [ChildProcess] { slots.withLock { $0.compactMap(\.process) } }
 
     /// Asks every process to stop (the stop file) and waits up to `grace`; returns the names
     /// of those that had to be killed.

@@ -46,15 +46,15 @@ final class Conductor {
         say("   \(held ? "✓" : "✗") \(claim): \(observed)")
     }
 
-    func spawn(_ arguments: [String]) throws -> Process {
-        let process = Process()
+    func spawn(_ arguments: [String]) throws -> ChildProcess {
+        let process = ChildProcess()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = ["child"] + arguments
         try process.run()
         return process
     }
 
-    func wait(_ processes: [Process]) {
+    func wait(_ processes: [ChildProcess]) {
         for process in processes { process.waitUntilExit() }
     }
 

@@ -16,7 +16,7 @@ struct BrowserTests {
         let port = try freeLoopbackPort()
         let log = FileManager.default.temporaryDirectory.appendingPathComponent("serve-\(UUID().uuidString).log")
         _ = FileManager.default.createFile(atPath: log.path, contents: nil)
-        let server = Process()
+        let server = ChildProcess()
         server.executableURL = AdminRun.executable
         server.arguments = ["serve", "--port", "\(port)"] + deployment.adminOptions
         server.standardOutput = try FileHandle(forWritingTo: log)
@@ -55,7 +55,7 @@ struct BrowserTests {
         defer { try? FileManager.default.removeItem(at: output) }
         let profile = FileManager.default.temporaryDirectory.appendingPathComponent("chromium-profile-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: profile) }
-        let process = Process()
+        let process = ChildProcess()
         process.executableURL = URL(fileURLWithPath: chromium!)
         process.arguments = ["--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000",
                              "--user-data-dir=\(profile.path)"] + arguments

@@ -112,7 +112,7 @@ struct AdminRun {
         try Data(input.utf8).write(to: files[0])
         _ = FileManager.default.createFile(atPath: files[1].path, contents: nil)
         _ = FileManager.default.createFile(atPath: files[2].path, contents: nil)
-        let process = Process()
+        let process = ChildProcess()
         process.executableURL = executable
         process.arguments = arguments
         process.standardInput = try FileHandle(forReadingFrom: files[0])

@@ -104,7 +104,8 @@ private func count(_ metrics: TestMetrics, _ label: String, _ dimensions: [(Stri
         let metrics = TestMetrics()
         let redis = try await TestRedis.start()
         defer { withExtendedLifetime(redis) {} }
-        let queue = try await lockQueue(redis, metrics, prefix: uniqueKey() + ":")
+        // A roomy keep-alive lease: the full suite stalls this process for seconds at times.
+        let queue = try await lockQueue(redis, metrics, prefix: uniqueKey() + ":", lock: LockOptions(keepAliveLease: .seconds(10)))
         let semaphore = try queue.semaphore("printer", permits: 1)
         let permit = try await semaphore.take()
         await #expect(throws: LockAcquisitionError.self) { try await semaphore.take(timeout: .milliseconds(50)) }

@@ -14,7 +14,7 @@ public struct TestCluster: Sendable {
         for _ in 0..<(primaries * (1 + replicas)) {
             nodes.append(try await RedisServer.startClusterNode())
         }
-        let cli = Process()
+        let cli = ChildProcess()
         cli.executableURL = URL(fileURLWithPath: findExecutable("redis-cli"))
         cli.arguments = ["--cluster", "create"] + nodes.map { "127.0.0.1:\($0.port)" }
             + ["--cluster-replicas", "\(replicas)", "--cluster-yes"]

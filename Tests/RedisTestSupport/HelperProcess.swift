@@ -9,7 +9,7 @@ import Glibc
 /// Its standard output arrives line by line in ``lines``.
 public final class HelperProcess: Sendable {
     public let lines: AsyncStream<String>
-    private let process: Mutex<Process>
+    private let process: Mutex<ChildProcess>
     public let pid: Int32
 
     /// The helper executable, built next to the test bundle.
@@ -19,7 +19,7 @@ public final class HelperProcess: Sendable {
     }
 
     public init(_ arguments: [String], environment: [String: String] = [:]) throws {
-        let process = Process()
+        let process = ChildProcess()
         process.executableURL = Self.executable
         process.arguments = arguments
         if !environment.isEmpty {

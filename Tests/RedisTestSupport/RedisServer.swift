@@ -18,7 +18,7 @@ public final class RedisServer: Sendable {
     public let port: Int
     public let directory: URL
     private let arguments: [String]
-    private let process: Mutex<Process?>
+    private let process: Mutex<ChildProcess?>
     /// A `redis-sentinel` rather than a data server.
     public let isSentinel: Bool
 
@@ -113,7 +113,7 @@ public final class RedisServer: Sendable {
 
     /// Kills the server with SIGKILL and waits until it has exited.
     public func kill() async {
-        guard let process = process.withLock({ p -> Process? in defer { p = nil }; return p }) else { return }
+        guard let process = process.withLock({ p -> ChildProcess? in defer { p = nil }; return p }) else { return }
         signalProcess(process.processIdentifier, SIGCONT)
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             let done = Mutex(false)
@@ -144,7 +144,7 @@ public final class RedisServer: Sendable {
     }
 
     private func launch() async throws {
-        let process = Process()
+        let process = ChildProcess()
         process.executableURL = URL(fileURLWithPath: Self.executable)
         if isSentinel {
             process.arguments = [
@@ -375,7 +375,7 @@ public func findExecutable(_ name: String) -> String {
 /// `kill(2)`, named apart from `RedisServer.kill()`.
 public func signalProcess(_ pid: Int32, _ signal: Int32) {
     // 0 and negative pids name process groups (0: our own; -1: every process we may
-    // signal): a Process that never started reports 0.
+    // signal): a ChildProcess that never started reports 0.
     guard pid > 0 else { return }
     _ = kill(pid, signal)
 }

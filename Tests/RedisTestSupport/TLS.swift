@@ -67,7 +67,7 @@ public struct TestCertificates: Sendable {
     }
 
     private static func openssl(_ arguments: [String], in directory: URL) throws {
-        let process = Process()
+        let process = ChildProcess()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = ["openssl"] + arguments
         process.currentDirectoryURL = directory
