@@ -52,7 +52,7 @@ struct Deployment {
 
         let lockQueue = try CallbackQueue(client: try await redis.connect(), pubsub: try await redis.subscriber(),
                                           options: CallbackQueueOptions(channel: "ops-\(tag)", lockPrefix: prefixes.lock,
-                                                                        lock: LockOptions(timeout: .seconds(60))))
+                                                                        lock: LockOptions(timeout: .seconds(60), keepAliveLease: .seconds(30))))
         let lock = try await lockQueue.once("report")
         let printer = try lockQueue.semaphore("printer", permits: 3)
         let permits = [try await printer.take(), try await printer.take()]

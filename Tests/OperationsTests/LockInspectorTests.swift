@@ -12,7 +12,8 @@ import Testing
         defer { withExtendedLifetime(redis) {} }
         let prefix = "{\(UUID().uuidString.prefix(8))}"
         let queue = try CallbackQueue(client: try await redis.connect(), pubsub: try await redis.subscriber(),
-                                      options: CallbackQueueOptions(channel: prefix + "channel", lockPrefix: prefix))
+                                      options: CallbackQueueOptions(channel: prefix + "channel", lockPrefix: prefix,
+                                                                    lock: LockOptions(keepAliveLease: .seconds(10))))
         let lock = try await queue.once("a")
         let permit = try await queue.semaphore("s", permits: 4).take()
         #expect(try await queue.inspector.locks().map { [$0.key, $0.token, "\($0.fencingToken ?? -1)"] }
@@ -30,7 +31,8 @@ import Testing
         defer { withExtendedLifetime(redis) {} }
         let prefix = "p\(UUID().uuidString.prefix(8)):"
         let queue = try CallbackQueue(client: try await redis.connect(), pubsub: try await redis.subscriber(),
-                                      options: CallbackQueueOptions(channel: prefix + "channel", lockPrefix: prefix))
+                                      options: CallbackQueueOptions(channel: prefix + "channel", lockPrefix: prefix,
+                                                                    lock: LockOptions(keepAliveLease: .seconds(10))))
         let lock = try await queue.once("{tenant}:report")
         try await queue.client.send("HSET", prefix + "not-a-lock", "field", "value")
         #expect(try await queue.inspector.locks().map(\.key) == ["{tenant}:report"])

@@ -134,13 +134,13 @@ private func count(_ metrics: TestMetrics, _ label: String, _ dimensions: [(Stri
         case .redis:
             let client = try await redis.connect()
             let prefix = "m" + UUID().uuidString.prefix(8).lowercased()
-            store = try RedisJobStore<String>(client: client, prefix: prefix, leaseTimeout: .seconds(3),
+            store = try RedisJobStore<String>(client: client, prefix: prefix, leaseTimeout: .seconds(9),
                                               metricsFactory: metrics, metricsDimensions: [("service", "test")], respond: respond)
             takeLeaseAway = { id in try await client.send("DEL", "{\(prefix)}:lease:\(id.rawValue)") }
         case .file:
             let directory = FileManager.default.temporaryDirectory.appendingPathComponent("metrics-" + UUID().uuidString)
             try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-            store = try FileJobStore<String>(directory: directory, leaseTimeout: .seconds(3),
+            store = try FileJobStore<String>(directory: directory, leaseTimeout: .seconds(9),
                                              metricsFactory: metrics, metricsDimensions: [("service", "test")], respond: respond)
             takeLeaseAway = { id in
                 try FileManager.default.removeItem(at: directory.appendingPathComponent("leases/work-\(id.rawValue)"))
