@@ -26,7 +26,7 @@ PACKAGE_NAME=$(grep -o '"-module-name","Hiredis".*' "$SCRATCH/debug.yaml" \
 
 # Hiredis and the modules it depends on, as SwiftPM compiled them.
 OBJECTS=()
-for module in Hiredis Logging DequeModule InternalCollectionsUtilities ContainersPreview; do
+for module in Hiredis Logging CoreMetrics DequeModule InternalCollectionsUtilities ContainersPreview; do
   [ -d "$BIN/$module.build" ] && OBJECTS+=("$BIN/$module.build"/*.swift.o)
 done
 

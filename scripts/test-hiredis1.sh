@@ -4,6 +4,7 @@
 # hiredis 1.x sources come from PyPI's `hiredis` sdist (hiredis-py vendors the C library).
 #   TEST_FILTER=regex   run only the matching tests (make test-tls: the TLS suites)
 #   HIREDIS1_SCRATCH    the build folder (.build-hiredis1)
+#   HIREDISKIT_CORE_ONLY=0  also build the operations products (Hummingbird) against 1.x
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work="${HIREDIS1_WORK:-/tmp/hiredis-kit-hiredis1}"
@@ -41,9 +42,12 @@ Libs: -L\${prefix}/lib -lhiredis
 Cflags: -I\${prefix}/include -I\${prefix}/include/hiredis
 PC
 export PKG_CONFIG_PATH="$prefix/lib/pkgconfig" LD_LIBRARY_PATH="$prefix/lib"
-swift build --build-tests --scratch-path "$scratch"
+# The operations products (Hummingbird) are left out of this build: see Package.swift. The
+# manifest cache stays in the scratch folder, since the manifest's outcome depends on it.
+export HIREDISKIT_CORE_ONLY="${HIREDISKIT_CORE_ONLY:-1}"
+swift build --build-tests --scratch-path "$scratch" --manifest-cache local
 readelf -d "$scratch"/debug/HiredisKitPackageTests.xctest | grep -q "libhiredis.so.$major" \
   || { echo "the test binary is not linked against hiredis $major.x"; exit 1; }
 filter=()
 [ -n "${TEST_FILTER:-}" ] && filter=(--filter "$TEST_FILTER")
-timeout --kill-after=10 "${TEST_TIMEOUT:-840}" swift test --skip-build --disable-xctest --scratch-path "$scratch" "${filter[@]}"
+timeout --kill-after=10 "${TEST_TIMEOUT:-840}" swift test --skip-build --disable-xctest --scratch-path "$scratch" --manifest-cache local "${filter[@]}"
