@@ -369,8 +369,8 @@ func sample_QueueKit_WorkQueueGuide_77(connection: RedisConnection, configuratio
     try await group.run()
 }
 
-// Sources/QueueKit/Documentation.docc/WorkQueueGuide.md:90
-func sample_QueueKit_WorkQueueGuide_90(connection: RedisConnection, configuration: RedisConfiguration, subscriber: RedisSubscriber, cluster: RedisCluster, client: any RedisClient, logger: Logger, password: String, queue: WorkQueue, worker: Worker, store: FileJobStore<String>, pubsub: RedisSubscriber) async throws {
+// Sources/QueueKit/Documentation.docc/WorkQueueGuide.md:99
+func sample_QueueKit_WorkQueueGuide_99(connection: RedisConnection, configuration: RedisConfiguration, subscriber: RedisSubscriber, cluster: RedisCluster, client: any RedisClient, logger: Logger, password: String, queue: WorkQueue, worker: Worker, store: FileJobStore<String>, pubsub: RedisSubscriber) async throws {
     let mailer = try await queue.startWorker(on: "emails", concurrency: 4) { process in
         try await send(process.string)
     }
@@ -378,8 +378,8 @@ func sample_QueueKit_WorkQueueGuide_90(connection: RedisConnection, configuratio
     try await mailer.shutdown(gracePeriod: .seconds(10))   // drain, give back the rest, deregister
 }
 
-// Sources/QueueKit/Documentation.docc/WorkQueueGuide.md:106
-func sample_QueueKit_WorkQueueGuide_106(connection: RedisConnection, configuration: RedisConfiguration, subscriber: RedisSubscriber, cluster: RedisCluster, client: any RedisClient, logger: Logger, password: String, queue: WorkQueue, worker: Worker, store: FileJobStore<String>, pubsub: RedisSubscriber) async throws {
+// Sources/QueueKit/Documentation.docc/WorkQueueGuide.md:115
+func sample_QueueKit_WorkQueueGuide_115(connection: RedisConnection, configuration: RedisConfiguration, subscriber: RedisSubscriber, cluster: RedisCluster, client: any RedisClient, logger: Logger, password: String, queue: WorkQueue, worker: Worker, store: FileJobStore<String>, pubsub: RedisSubscriber) async throws {
     let completions = try await queue.completions("thumbnails")   // subscribed before it returns
     try await queue.enqueue("thumbnails", "img-42")               // so nothing can be missed
     for try await case .completed(let done) in completions where done.string == "img-42" {
@@ -388,8 +388,8 @@ func sample_QueueKit_WorkQueueGuide_106(connection: RedisConnection, configurati
     }
 }
 
-// Sources/QueueKit/Documentation.docc/WorkQueueGuide.md:127
-func sample_QueueKit_WorkQueueGuide_127(connection: RedisConnection, configuration: RedisConfiguration, subscriber: RedisSubscriber, cluster: RedisCluster, client: any RedisClient, logger: Logger, password: String, queue: WorkQueue, worker: Worker, store: FileJobStore<String>, pubsub: RedisSubscriber) async throws {
+// Sources/QueueKit/Documentation.docc/WorkQueueGuide.md:136
+func sample_QueueKit_WorkQueueGuide_136(connection: RedisConnection, configuration: RedisConfiguration, subscriber: RedisSubscriber, cluster: RedisCluster, client: any RedisClient, logger: Logger, password: String, queue: WorkQueue, worker: Worker, store: FileJobStore<String>, pubsub: RedisSubscriber) async throws {
     let worker = try await queue.startWorker()
     let events = try await worker.startWork("emails")   // subscribed (confirmed) before it returns
     for await event in events {
