@@ -116,7 +116,7 @@ let package = Package(
         ),
         .target(
             name: "RedisTestSupport",
-            dependencies: ["Hiredis"],
+            dependencies: ["Hiredis", .product(name: "Logging", package: "swift-log")],
             path: "Tests/RedisTestSupport",
             swiftSettings: swiftSettings
         ),

@@ -5,36 +5,7 @@ import RedisTestSupport
 import Synchronization
 import Testing
 
-/// Every entry logged through ``logger`` (at `trace` and up): level, message, and all
-/// metadata, the logger's own included.
-final class LogCapture: Sendable {
-    private let entries = Mutex<[String]>([])
-
-    var all: [String] { entries.withLock { $0 } }
-
-    var logger: Logger {
-        var logger = Logger(label: "hiredis.security-test", factory: { _ in Handler(capture: self) })
-        logger.logLevel = .trace
-        return logger
-    }
-
-    private struct Handler: LogHandler {
-        let capture: LogCapture
-        var metadata: Logger.Metadata = [:]
-        var logLevel: Logger.Level = .trace
-
-        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-            get { metadata[key] }
-            set { metadata[key] = newValue }
-        }
-
-        func log(event: LogEvent) {
-            let all = metadata.merging(event.metadata ?? [:]) { $1 }
-            let entry = "\(event.level) \(event.message) \(all)"
-            capture.entries.withLock { $0.append(entry) }
-        }
-    }
-
+extension LogCapture {
     /// Records an issue for every entry that contains one of `secrets`.
     func expectNone(of secrets: [String], sourceLocation: SourceLocation = #_sourceLocation) {
         let entries = all

@@ -134,8 +134,8 @@ final class Notifications: Sendable {
         defer { location.keepAlive() }
         let notifications = Notifications()
         let failures = Locked<[ResponseFailure]>([])
-        let logs = CapturedLogs()
-        let store = try await location.store(logger: Logger(label: "test", factory: { _ in logs.handler }), respond: { target, id, value in
+        let logs = LogCapture()
+        let store = try await location.store(logger: logs.logger, respond: { target, id, value in
             if target.hasPrefix("bad") { throw JobStoreTestError("\(target) is unreachable") }
             return try await notifications.handler(target, id, value)
         }, onResponseFailure: { target, id, error in
@@ -152,7 +152,7 @@ final class Notifications: Sendable {
         #expect(failures.withLock { $0 }.map(\.target) == ["bad1", "bad2"])
         #expect(failures.withLock { $0 }.allSatisfy { $0.id == id })
         #expect(notifications.values("good3") == ["v"])
-        #expect(logs.errors.count == 2, "each failure is logged once")
+        #expect(logs.entries(atLeast: .error).count == 2, "each failure is logged once")
 
         let lease = try #require(try await store.pullNotification(), "the failed targets still wait")
         #expect(lease.id == id && lease.waiting.sorted() == ["bad1", "bad2"], "the notified ones were removed")
@@ -520,35 +520,6 @@ struct ResponseFailure: Sendable, Equatable {
     let error: String
 }
 
-/// Every message logged at `error` or above through ``handler``.
-final class CapturedLogs: Sendable {
-    private let messages = Mutex<[String]>([])
-
-    var errors: [String] { messages.withLock { $0 } }
-
-    var handler: any LogHandler { Handler(logs: self) }
-
-    private struct Handler: LogHandler {
-        let logs: CapturedLogs
-        var metadata: Logger.Metadata = [:]
-        var logLevel: Logger.Level = .trace
-
-        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-            get { metadata[key] }
-            set { metadata[key] = newValue }
-        }
-
-        func log(event: LogEvent) {
-            guard event.level >= .error else { return }
-            logs.messages.withLock { $0.append("\(event.message) \(event.metadata ?? [:])") }
-        }
-    }
-}
-
-struct JobStoreTestError: Error, CustomStringConvertible {
-    let description: String
-    init(_ description: String) { self.description = description }
-}
 
 @Suite struct NotificationLeaseTests {
     /// Removing the notified targets fails: the lease is released all the same (here a 60 s
@@ -577,4 +548,9 @@ struct JobStoreTestError: Error, CustomStringConvertible {
         try await again.done(removing: [target])
         #expect(try await store.pullNotification() == nil)
     }
+}
+
+struct JobStoreTestError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
 }

@@ -137,7 +137,6 @@ final class HiredisContext: @unchecked Sendable {
             redisAsyncFree(ac)  // not connected and no hooks attached: frees at once, calls nothing
             return RedisError(.connectionFailed, "\(endpoint): \(message)")
         }
-        endpointName = "\(endpoint)"
         if let configuration, let error = startTLS(on: ac, configuration, endpoint: endpoint) {
             redisAsyncFree(ac)
             return error
@@ -184,6 +183,7 @@ final class HiredisContext: @unchecked Sendable {
     /// byte is written): the handshake then runs within hiredis's reads and writes.
     private func startTLS(on ac: UnsafeMutablePointer<redisAsyncContext>, _ configuration: RedisTLSConfiguration,
                           endpoint: RedisConfiguration.Endpoint) -> RedisError? {
+        endpointName = "\(endpoint)"  // for TLS errors only
         let library: TLSLibrary
         switch TLSLibrary.shared {
         case .success(let found): library = found
@@ -443,7 +443,7 @@ final class HiredisContext: @unchecked Sendable {
 
     private func handleRead(_ ac: UnsafeMutablePointer<redisAsyncContext>) {
         inRead = true
-        if let tls, ssl != nil { tls.clearErrors() }  // what OpenSSL reports next is this read's
+        if ssl != nil, let tls { tls.clearErrors() }  // what OpenSSL reports next is this read's
         redisAsyncHandleRead(ac)  // may free `ac` (the server closed): not touched after
         inRead = false
         deliver()
@@ -482,7 +482,7 @@ final class HiredisContext: @unchecked Sendable {
         guard let ac = context else { return }
         writePending = false
         inHandleWrite = true
-        if let tls, ssl != nil { tls.clearErrors() }
+        if ssl != nil, let tls { tls.clearErrors() }
         redisAsyncHandleWrite(ac)
         inHandleWrite = false
     }

@@ -22,10 +22,10 @@ import Darwin
 /// hiredis's own context helper does not do), and a failed handshake can be told apart
 /// from a refused certificate.
 ///
-/// `@unchecked Sendable`: every stored property is a C function pointer or a library
-/// handle set once in `init` and never changed; the functions are thread-safe (OpenSSL
-/// ≥ 1.1 locks internally; the objects they are given belong to one connection's queue).
-struct TLSLibrary: @unchecked Sendable {
+/// Every stored property is a C function pointer or a string, set once in `init`: the type
+/// is `Sendable` as it stands. The functions are thread-safe (OpenSSL ≥ 1.1 locks
+/// internally); the objects they are given belong to one connection's queue.
+struct TLSLibrary: Sendable {
     typealias Pointer = OpaquePointer
 
     let initiate: @convention(c) (UnsafeMutablePointer<redisContext>?, Pointer?) -> Int32
