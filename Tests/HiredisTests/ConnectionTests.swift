@@ -304,10 +304,15 @@ private func code(_ expected: RedisError.Code) -> @Sendable (any Error) -> Bool 
         let connection = try await redis.connect()
         let observer = try await redis.connect()
         let key = uniqueKey()
-        let waiting = Task { try await connection.send("BLPOP", key, "2") }
+        // BLPOP blocks until the observer pushes, so no timing decides the outcome.
+        let waiting = Task { try await connection.send("BLPOP", key, "0") }
         try await eventually("BLPOP to block") { try await observer.info("blocked_clients") == "1" }
-        await connection.close()
-        #expect(try await waiting.value == .null, "BLPOP's reply arrived before close() returned")
+        let closing = Task { await connection.close() }
+        try await eventually("close() to begin") { await !connection.isOpen }
+        try await observer.send("LPUSH", key, "due")
+        await closing.value
+        #expect(try await waiting.value == .array([.bulk(Array(key.utf8)), .bulk(Array("due".utf8))]),
+                "BLPOP's reply arrived although close() had begun before it")
         #expect(await !connection.isOpen)
         await #expect(performing: { try await connection.send("PING") }, throws: code(.connectionClosed))
         await connection.close()  // a second close is harmless
