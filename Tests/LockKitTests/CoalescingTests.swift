@@ -107,16 +107,17 @@ final class Outcomes: Sendable {
     private func fanoutAll(_ fleet: Fleet, ids: [String], timeout: Duration = .seconds(5),
                            job: @escaping @Sendable (String) async throws -> String) async -> ([String: [Result<String, RemoteJobError>]], Counter) {
         let runs = Counter()
-        let calling = Latch(count: ids.count)   // a job returns once every caller has called
         let results = await withTaskGroup(of: (String, Result<String, RemoteJobError>).self) { group in
             for (index, id) in ids.enumerated() {
                 let queue = fleet.queues[index % fleet.queues.count]
                 group.addTask {
-                    calling.arrive()
                     let result = await catching {
                         try await queue.fanout(id, timeout: timeout) {
                             runs.add(id)
-                            await calling.wait()
+                            // A job returns once every caller of its id waits for it (a caller
+                            // that came later would read the stored outcome, which lives 3 s:
+                            // too short on a machine that stalls for seconds).
+                            await everyCallerWaits(fleet, id: id, callers: ids.filter { $0 == id }.count)
                             return try await job(id)
                         }
                     }
@@ -126,6 +127,20 @@ final class Outcomes: Sendable {
             return await group.reduce(into: [String: [Result<String, RemoteJobError>]]()) { $0[$1.0, default: []].append($1.1) }
         }
         return (results, runs)
+    }
+
+    /// Waits (up to 20 s, then goes on) until `callers` callers of `id` are registered: in
+    /// the leader's process as its local waiters, elsewhere as waiters for another owner.
+    private func everyCallerWaits(_ fleet: Fleet, id: String, callers: Int) async {
+        try? await eventually(timeout: .seconds(20), "every caller of \(id) to wait") {
+            var registered = 0
+            for queue in fleet.queues {
+                guard let entry = await queue.entries[id] else { continue }
+                guard entry.ledHere || entry.heldElsewhere else { return false }
+                registered += entry.waiters.count
+            }
+            return registered == callers
+        }
     }
 
     @Test func tenCallersOneRun() async throws {
@@ -435,6 +450,9 @@ struct Rejection: Error, Codable, Equatable {
         let base = try await Fleet.start(1, redis: redis)
         func queue(registering: Bool) async throws -> CallbackQueue {
             var options = CallbackQueueOptions(channel: base.channel, lockPrefix: base.prefix)
+            // Roomy: the leader's lock must not lapse while its job waits for the others on
+            // a machine that stalls for seconds.
+            options.lock.keepAliveLease = .seconds(10)
             if registering { options.register(Rejection.self, as: "test.Rejection") }
             return try CallbackQueue(client: try await redis.connect(), pubsub: try await redis.subscriber(), options: options)
         }

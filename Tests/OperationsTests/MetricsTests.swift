@@ -7,8 +7,10 @@ import RedisTestSupport
 import Testing
 
 /// A CallbackQueue on its own connections whose metrics go to `metrics`.
+/// A roomy keep-alive lease by default: a loaded machine stalls these processes for
+/// seconds, and a fanout's lock must not lapse while its job waits for the others.
 private func lockQueue(_ redis: TestRedis, _ metrics: TestMetrics, prefix: String,
-                       lock: LockOptions = LockOptions()) async throws -> CallbackQueue {
+                       lock: LockOptions = LockOptions(keepAliveLease: .seconds(10))) async throws -> CallbackQueue {
     var options = CallbackQueueOptions(channel: prefix + "channel", lockPrefix: prefix, lock: lock)
     options.metricsFactory = metrics
     options.metricsDimensions = [("service", "test")]

@@ -102,6 +102,7 @@ struct TestHelper {
             let client = try await configuration.client()
             let pubsub = try await configuration.subscriber()
             var options = CallbackQueueOptions(channel: arguments[3], lockPrefix: arguments[4])
+            options.lock.keepAliveLease = .seconds(10)  // a stalled machine must not hand the job over
             options.register(HelperRejection.self, as: "test.Rejection")
             let queue = try CallbackQueue(client: client, pubsub: pubsub, options: options)
             let goKey = arguments[6]
