@@ -168,13 +168,25 @@ public final actor RedisConnection {
         let inline = alone && !executor.isCurrent
         defer { callsInFlight.subtract(1, ordering: .relaxed) }
         do {
+            if inline {
+                // Alone: enqueue and wait for the reply on this thread; when it came within
+                // the inline wait, return it without suspending (no hop to resume on).
+                try Task.checkCancellation()
+                let box = ReplyBox<RedisReply>()
+                executor.runNow {
+                    self.assumeIsolated {
+                        $0.context?.readPending()
+                        $0.enqueue(id: id, commands: CollectionOfOne(command), timeout: timeout, waiter: .box(box), inline: true)
+                        $0.waitInline(for: id)
+                    }
+                }
+                return try await awaitReply(box, id: id)
+            }
             return try await withTaskCancellationHandler {
                 try Task.checkCancellation()
                 return try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<RedisReply, any Error>) in
                     submit(alone: alone) {
-                        if inline { $0.context?.readPending() }
-                        $0.enqueue(id: id, commands: CollectionOfOne(command), timeout: timeout, waiter: .command(continuation), inline: inline)
-                        if inline { $0.waitInline(for: id) }
+                        $0.enqueue(id: id, commands: CollectionOfOne(command), timeout: timeout, waiter: .command(continuation), inline: false)
                     }
                 }
             } onCancel: {
@@ -199,17 +211,33 @@ public final actor RedisConnection {
         let alone = callsInFlight.add(1, ordering: .relaxed).oldValue == 0
         let inline = alone && !executor.isCurrent
         defer { callsInFlight.subtract(1, ordering: .relaxed) }
-        return try await withTaskCancellationHandler {
-            try Task.checkCancellation()
-            return try await withUnsafeThrowingContinuation {
-                (continuation: UnsafeContinuation<[Result<RedisReply, RedisError>], any Error>) in
-                submit(alone: alone) {
-                    let batch = PipelineBatch(commands: commands, continuation: continuation)
-                    if inline { $0.context?.readPending() }
-                    $0.enqueue(id: id, commands: commands, timeout: timeout, waiter: .pipeline(batch), inline: inline)
-                    if inline { $0.waitInline(for: id) }
+        try Task.checkCancellation()
+        let box = ReplyBox<[Result<RedisReply, RedisError>]>()
+        if inline {
+            // As in `send`: when every reply came within the inline wait, no suspension.
+            executor.runNow {
+                self.assumeIsolated {
+                    $0.context?.readPending()
+                    $0.enqueue(id: id, commands: commands, timeout: timeout,
+                               waiter: .pipeline(PipelineBatch(commands: commands, box: box)), inline: true)
+                    $0.waitInline(for: id)
                 }
             }
+        } else {
+            submit(alone: alone) {
+                $0.enqueue(id: id, commands: commands, timeout: timeout,
+                           waiter: .pipeline(PipelineBatch(commands: commands, box: box)), inline: false)
+            }
+        }
+        return try await awaitReply(box, id: id)
+    }
+
+    /// The result in `box`: at once when it is there, else after a suspension that a
+    /// cancellation ends (the command `id` is then abandoned).
+    private nonisolated func awaitReply<Value: Sendable>(_ box: ReplyBox<Value>, id: UInt64) async throws -> Value {
+        if let result = box.take() { return try result.get() }
+        return try await withTaskCancellationHandler {
+            try await withUnsafeThrowingContinuation { box.attach($0) }
         } onCancel: {
             executor.queue.async { self.assumeIsolated { $0.cancel(id: id) } }
         }
@@ -599,6 +627,12 @@ public final actor RedisConnection {
             case let reply?: continuation.resume(returning: reply)
             case nil: continuation.resume(throwing: RedisError(.connectionClosed, "the connection was lost before the reply arrived"))
             }
+        case .box(let box):
+            switch reply {
+            case .error(let message)?: box.complete(.failure(RedisError(.server, message)))
+            case let reply?: box.complete(.success(reply))
+            case nil: box.complete(.failure(RedisError(.connectionClosed, "the connection was lost before the reply arrived")))
+            }
         case .pipeline(let batch):
             switch reply {
             case .error(let message)?: batch.appendError(message)
@@ -767,6 +801,8 @@ enum HandshakeStep: Sendable { case auth, select, setName, role, ping }
 /// Who waits for the replies of one call.
 enum Waiter {
     case command(UnsafeContinuation<RedisReply, any Error>)
+    /// A caller that waited inline and may not have suspended (see `send`).
+    case box(ReplyBox<RedisReply>)
     case pipeline(PipelineBatch)
     case handshake(HandshakeStep, last: Bool)
     /// Timed out or cancelled: the reply is read and dropped.
@@ -775,12 +811,14 @@ enum Waiter {
     var isDiscarded: Bool {
         if case .discarded = self { return true }
         if case .pipeline(let batch) = self { return batch.isFinished }
+        if case .box(let box) = self { return box.isFinished }
         return false
     }
 
     func fail(_ error: any Error) {
         switch self {
         case .command(let continuation): continuation.resume(throwing: error)
+        case .box(let box): box.complete(.failure(error))
         case .pipeline(let batch): batch.fail(error)
         case .handshake, .discarded: break
         }
@@ -806,19 +844,17 @@ struct QueuedCommand {
 }
 
 /// Collects the replies of one `pipeline` call, which arrive in order; lives on the
-/// connection's queue.
+/// connection's queue, and hands the whole result to its box.
 final class PipelineBatch {
     /// The commands, to name the one a `-NOPERM` reply refused.
     private let commands: [RedisCommand]
-    private let count: Int
     private var results: [Result<RedisReply, RedisError>] = []
-    private var continuation: UnsafeContinuation<[Result<RedisReply, RedisError>], any Error>?
+    private let box: ReplyBox<[Result<RedisReply, RedisError>]>
 
-    init(commands: [RedisCommand], continuation: UnsafeContinuation<[Result<RedisReply, RedisError>], any Error>) {
+    init(commands: [RedisCommand], box: ReplyBox<[Result<RedisReply, RedisError>]>) {
         self.commands = commands
-        self.count = commands.count
-        results.reserveCapacity(count)
-        self.continuation = continuation
+        self.box = box
+        results.reserveCapacity(commands.count)
     }
 
     /// The next command's error reply.
@@ -827,22 +863,86 @@ final class PipelineBatch {
         append(.failure(results.count < commands.count ? error.naming(commands[results.count]) : error))
     }
 
-    var isFinished: Bool { continuation == nil }
+    /// Completed or failed (the box is completed through this batch only).
+    private(set) var isFinished = false
 
     func append(_ result: Result<RedisReply, RedisError>) {
-        guard let continuation else { return }
+        guard !isFinished else { return }
         results.append(result)
-        if results.count == count {
-            self.continuation = nil
-            continuation.resume(returning: results)
+        if results.count == commands.count {
+            isFinished = true
+            box.complete(.success(results))
             results = []
         }
     }
 
     func fail(_ error: any Error) {
-        guard let continuation else { return }
-        self.continuation = nil
-        continuation.resume(throwing: error)
+        guard !isFinished else { return }
+        isFinished = true
+        box.complete(.failure(error))
+    }
+}
+
+/// Where the result of one call goes: completed once on the connection's queue, taken by
+/// its caller either at once (the caller waited inline, and never suspended) or through
+/// the continuation it attaches when it has to suspend.
+final class ReplyBox<Value: Sendable>: Sendable {
+    private enum State {
+        case waiting
+        case done(Result<Value, any Error>)
+        case attached(UnsafeContinuation<Value, any Error>)
+        case delivered
+    }
+
+    private let state = Mutex(State.waiting)
+
+    /// Sets the result (the first one counts) and resumes an attached caller.
+    func complete(_ result: Result<Value, any Error>) {
+        let continuation: UnsafeContinuation<Value, any Error>? = state.withLock { state in
+            switch state {
+            case .waiting:
+                state = .done(result)
+                return nil
+            case .attached(let continuation):
+                state = .delivered
+                return continuation
+            case .done, .delivered:
+                return nil
+            }
+        }
+        continuation?.resume(with: result)
+    }
+
+    /// The result, once, if it has arrived.
+    func take() -> Result<Value, any Error>? {
+        state.withLock { state in
+            guard case .done(let result) = state else { return nil }
+            state = .delivered
+            return result
+        }
+    }
+
+    /// Resumes `continuation` with the result, now or when it arrives.
+    func attach(_ continuation: UnsafeContinuation<Value, any Error>) {
+        let result: Result<Value, any Error>? = state.withLock { state in
+            if case .done(let result) = state {
+                state = .delivered
+                return result
+            }
+            state = .attached(continuation)
+            return nil
+        }
+        if let result { continuation.resume(with: result) }
+    }
+
+    /// A result was set (whether or not its caller has it yet).
+    var isFinished: Bool {
+        state.withLock { state in
+            switch state {
+            case .done, .delivered: return true
+            case .waiting, .attached: return false
+            }
+        }
     }
 }
 
