@@ -607,8 +607,15 @@ public final actor RedisConnection {
             return
         }
         let first = pending.startIndex
-        pending[first].remaining -= 1
         metrics.inFlight.decrement()
+        if pending[first].remaining > 1, let batch = pending[first].batch, let reply, !reply.isError {
+            // The usual reply inside a pipeline: its batch is reached without a retain (the
+            // entry's waiter holds it), and the entry stays in place.
+            pending[first].remaining -= 1
+            batch._withUnsafeGuaranteedRef { $0.append(.success(reply)) }
+            return
+        }
+        pending[first].remaining -= 1
         let entry = pending[first].remaining == 0 ? pending.removeFirst() : pending[first]
         defer {
             // A demoted master answers writes with READONLY: find the new one.
@@ -679,6 +686,7 @@ public final actor RedisConnection {
         for i in pending.indices where pending[i].id == id {
             if !found { pending[i].waiter.fail(error) }
             pending[i].waiter = .discarded
+            pending[i].batch = nil
             found = true
         }
         if found { return true }
@@ -833,6 +841,17 @@ struct PendingReply {
     var waiter: Waiter
     /// Replies still to come: hiredis has one callback outstanding for each.
     var remaining: Int
+    /// The waiter's pipeline batch, unretained (`waiter` holds it) and `nil` once the
+    /// waiter was discarded: reached without retain and release for each reply.
+    var batch: Unmanaged<PipelineBatch>?
+
+    init(id: UInt64, deadline: UInt64, waiter: Waiter, remaining: Int) {
+        self.id = id
+        self.deadline = deadline
+        self.waiter = waiter
+        self.remaining = remaining
+        if case .pipeline(let batch) = waiter { self.batch = Unmanaged.passUnretained(batch) }
+    }
 }
 
 struct QueuedCommand {
@@ -958,5 +977,13 @@ extension Duration {
         let (seconds, attoseconds) = components
         let nanoseconds = seconds * 1_000_000_000 + attoseconds / 1_000_000_000
         return .nanoseconds(Int(clamping: max(nanoseconds, 0)))
+    }
+}
+
+extension RedisReply {
+    /// An error reply (`-ERR …`).
+    var isError: Bool {
+        if case .error = self { return true }
+        return false
     }
 }

@@ -94,9 +94,18 @@ final class HiredisContext: @unchecked Sendable {
     private var tlsAnswered = false
     private var endpointName = ""
 
+    /// Where the reader takes its reply objects from (see `shim.h`). Freed in `deinit`,
+    /// after hiredis freed the reader: hiredis calls into this object only while its
+    /// context lives (its hooks and callbacks find it unretained through `ac->data`).
+    private let replyCache = hiredis_kit_reply_cache_create()
+
     init(queue: DispatchQueue) {
         self.queue = queue
         _ = Self.sigpipeIgnored
+    }
+
+    deinit {
+        hiredis_kit_reply_cache_destroy(replyCache)
     }
 
     /// hiredis writes with `write(2)`, which raises SIGPIPE when the server has gone away
@@ -137,6 +146,9 @@ final class HiredisContext: @unchecked Sendable {
             redisAsyncFree(ac)  // not connected and no hooks attached: frees at once, calls nothing
             return RedisError(.connectionFailed, "\(endpoint): \(message)")
         }
+        // Replies are built from this context's cache of `redisReply` nodes (see shim.h):
+        // no malloc and free per reply.
+        if let replyCache { hiredis_kit_reader_use_cache(ac.pointee.c.reader, replyCache) }
         if let configuration, let error = startTLS(on: ac, configuration, endpoint: endpoint) {
             redisAsyncFree(ac)
             return error

@@ -7,13 +7,21 @@ import CHiredis
 /// Not `Sendable`: one reader is used by one thread.
 package final class ReplyReader {
     private let reader: UnsafeMutablePointer<redisReader>
+    private let cache: UnsafeMutablePointer<hiredis_kit_reply_cache>
 
     package init() {
-        guard let reader = redisReaderCreate() else { fatalError("redisReaderCreate: out of memory") }
+        guard let reader = redisReaderCreate(), let cache = hiredis_kit_reply_cache_create() else {
+            fatalError("ReplyReader: out of memory")
+        }
+        hiredis_kit_reader_use_cache(reader, cache)  // as a connection's reader does
         self.reader = reader
+        self.cache = cache
     }
 
-    deinit { redisReaderFree(reader) }
+    deinit {
+        redisReaderFree(reader)  // frees a reply it was still building, into the cache
+        hiredis_kit_reply_cache_destroy(cache)
+    }
 
     /// Appends `bytes` to the reader's buffer. Throws ``RedisError/Code/protocolError``
     /// when the reader has already failed (it stays failed).
@@ -29,7 +37,7 @@ package final class ReplyReader {
         var raw: UnsafeMutableRawPointer?
         guard redisReaderGetReply(reader, &raw) == REDIS_OK else { throw error }
         guard let raw else { return nil }
-        defer { freeReplyObject(raw) }
+        defer { hiredis_kit_free_reply(raw) }
         return RedisReply(copying: raw.assumingMemoryBound(to: redisReply.self))
     }
 
