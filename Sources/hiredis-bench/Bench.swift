@@ -10,7 +10,7 @@ struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "hiredis-bench",
         abstract: "HiredisKit against redis-benchmark, on the same throwaway redis-server, in the same run.",
-        subcommands: [Measure.self, FanoutChild.self],
+        subcommands: [Measure.self, FanoutChild.self, AllocationsChild.self],
         defaultSubcommand: Measure.self)
 }
 
@@ -85,6 +85,17 @@ struct Measure: AsyncParsableCommand {
             fflush(nil)
         }
         print("")
+        var allocations: [AllocationFigure]?
+        if only.map({ "allocations".contains($0) }) ?? true {
+            let measured = try measureAllocations(context)
+            allocations = measured.figures
+            for figure in measured.figures ?? [] {
+                guard let index = all.firstIndex(where: { $0.shape == figure.shape }) else { continue }
+                all[index].allocationsPerOperation = figure.perOperation
+            }
+            print(measured.text)
+            print("")
+        }
         var memoryRun = "memory check skipped (--only)"
         if only.map({ "memory".contains($0) }) ?? true {
             memoryRun = try await memoryCheck(context)
@@ -93,7 +104,8 @@ struct Measure: AsyncParsableCommand {
         print("")
         print(table(all))
         if let json {
-            let report = Report(machine: machineDescription(server: server, host: host, port: port), figures: all, memory: memoryRun)
+            let report = Report(machine: machineDescription(server: server, host: host, port: port), figures: all, memory: memoryRun,
+                                allocations: allocations)
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
             try encoder.encode(report).write(to: URL(fileURLWithPath: json))
@@ -107,6 +119,8 @@ struct Measure: AsyncParsableCommand {
         var machine: String
         var figures: [Figures]
         var memory: String
+        /// Heap allocations per operation; nil when not measured (--only, or no shim).
+        var allocations: [AllocationFigure]?
     }
 
     func summarize(_ shape: Shape, _ ours: [Run], _ references: [Run], _ baselines: [Run]) -> Figures {
@@ -216,8 +230,8 @@ func row(_ figures: Figures) -> String {
 }
 
 func table(_ all: [Figures]) -> String {
-    var lines = ["| shape | ours (median) | min–max | p50 ms | p99 ms | reference or single node (median) | ref p50/p99 ms | ratio | target | client CPU µs/op (ours / ref) |",
-                 "|---|---|---|---|---|---|---|---|---|---|"]
+    var lines = ["| shape | ours (median) | min–max | p50 ms | p99 ms | reference or single node (median) | ref p50/p99 ms | ratio | target | client CPU µs/op (ours / ref) | allocs/op |",
+                 "|---|---|---|---|---|---|---|---|---|---|---|"]
     for f in all {
         let reference = f.reference.map { "\($0): \(format(f.referenceMedian))" }
             ?? f.baseline.map { "\($0): \(format(f.baselineMedian))" } ?? "—"
@@ -231,7 +245,8 @@ func table(_ all: [Figures]) -> String {
         }
         let target = targets.isEmpty ? "report" : targets.joined(separator: "; ")
         let cpu = "\(format(f.cpuMicroseconds)) / \(format(f.referenceCPUMicroseconds ?? f.baselineCPUMicroseconds))"
-        lines.append("| \(f.shape) | \(format(f.median)) \(f.unit) | \(format(f.minimum))–\(format(f.maximum)) | \(format(f.p50Milliseconds)) | \(format(f.p99Milliseconds)) | \(reference) | \(referenceLatency) | \(ratio) | \(target) | \(cpu) |")
+        let allocations = f.allocationsPerOperation.map { String(format: "%.2f", $0) } ?? "—"
+        lines.append("| \(f.shape) | \(format(f.median)) \(f.unit) | \(format(f.minimum))–\(format(f.maximum)) | \(format(f.p50Milliseconds)) | \(format(f.p99Milliseconds)) | \(reference) | \(referenceLatency) | \(ratio) | \(target) | \(cpu) | \(allocations) |")
     }
     return lines.joined(separator: "\n")
 }

@@ -197,8 +197,12 @@ func shapes(_ context: Context) -> [Shape] {
 }
 
 func callbackQueue(_ context: Context, retries: Int = 0, delay: Duration = .milliseconds(100)) async throws -> CallbackQueue {
-    let client = try await RedisConnection.connect(context.configuration)
-    let pubsub = try await RedisSubscriber.connect(context.configuration)
+    try await callbackQueue(context.configuration, retries: retries, delay: delay)
+}
+
+func callbackQueue(_ configuration: RedisConfiguration, retries: Int = 0, delay: Duration = .milliseconds(100)) async throws -> CallbackQueue {
+    let client = try await RedisConnection.connect(configuration)
+    let pubsub = try await RedisSubscriber.connect(configuration)
     return try CallbackQueue(client: client, pubsub: pubsub, options: CallbackQueueOptions(
         channel: "bench:\(UUID().uuidString)", lock: LockOptions(timeout: .seconds(10), retries: retries, delay: delay, jitter: 0.5)))
 }
