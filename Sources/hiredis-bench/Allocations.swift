@@ -62,7 +62,7 @@ func measureAllocations(_ context: Context) throws -> (figures: [AllocationFigur
                  + "preloaded into a separate process of the bench; the timing runs are not interposed):"]
     for figure in figures {
         var line = "  \(figure.name): \(String(format: "%.2f", figure.perOperation))"
-        if let target = figure.target { line += " (target ≤ \(String(format: "%g", target))): \(figure.met == true ? "met" : "NOT met"))" }
+        if let target = figure.target { line += " (target ≤ \(String(format: "%g", target)): \(figure.met == true ? "met" : "NOT met"))" }
         lines.append(line)
     }
     return (figures, lines.joined(separator: "\n"))
