@@ -20,7 +20,7 @@ TEST_CHAOS_DURATION ?= 20
 FUZZ_SECONDS ?= 120
 TEST_FUZZ_SECONDS ?= 30
 
-.PHONY: all deps tls-deps browser-deps build test test-hiredis1 test-tls bench demo example chaos fuzz docs clean docker-test kill-strays
+.PHONY: all deps tls-deps browser-deps build test test-hiredis1 test-tls bench bench-compare demo example chaos fuzz docs clean docker-test kill-strays
 
 all: build
 
@@ -97,10 +97,23 @@ kill-strays:
 	  done; \
 	fi
 
-## bench: performance against redis-benchmark in the same run (BENCH_ARGS="--quick", "--json out.json")
-bench: deps
+# The allocation counter that hiredis-bench preloads into a child of its own (never into its timing runs).
+MALLOC_COUNT_SHIM := .build/libhiredis-malloc-count.so
+$(MALLOC_COUNT_SHIM): scripts/malloc-count.c
+	@mkdir -p .build
+	cc -shared -fPIC -O2 -Wall -Wextra -o $@ $< -ldl
+
+## bench: performance against redis-benchmark in the same run, and allocations per operation (BENCH_ARGS="--quick", "--json out.json")
+bench: deps $(MALLOC_COUNT_SHIM)
 	$(SWIFT) build -c release --product hiredis-bench
 	@status=0; .build/release/hiredis-bench $(BENCH_ARGS) || status=$$?; $(MAKE) --no-print-directory kill-strays; exit $$status
+
+## bench-compare: builds the bench of REF (a git revision, into .build-compare/) and runs it and this tree's alternately, RUNS times each; old/new per shape (REF=HEAD~1, RUNS=3, BENCH_ARGS="--quick --only sequential")
+REF ?= HEAD~1
+RUNS ?= 3
+bench-compare: deps $(MALLOC_COUNT_SHIM)
+	$(SWIFT) build -c release --product hiredis-bench
+	SWIFT=$(SWIFT) RUNS=$(RUNS) scripts/bench-compare.sh $(REF) $(BENCH_ARGS)
 
 ## demo: the library doing its job across processes on a throwaway Redis
 demo: deps

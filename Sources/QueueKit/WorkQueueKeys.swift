@@ -4,15 +4,15 @@ import Hiredis
 /// `name` is the queue name encoded by ``QueueName/encode(_:)`` (so any name is safe);
 /// every key of the worker registry shares `{prefix}`. Each script touches one slot, so
 /// the same code runs on Redis Cluster.
-struct QueueKeys: Sendable {
+package struct QueueKeys: Sendable {
     let queue: String
     /// The queue name as it appears in keys and channels.
-    let encoded: String
+    package let encoded: String
     let tag: String
     /// LIST of entry ids; the head is dequeued next, `stop` and recovery push to the head.
-    var pending: String { tag + ":queue" }
+    package var pending: String { tag + ":queue" }
     /// HASH entry id → task bytes.
-    var tasks: String { tag + ":tasks" }
+    package var tasks: String { tag + ":tasks" }
     /// HASH entry id → deliveries so far.
     var deliveries: String { tag + ":deliveries" }
     /// SET of entry ids that own a unique marker.
@@ -40,7 +40,7 @@ struct QueueKeys: Sendable {
     /// give-backs), `watched` (some task was awaited: finishes look for waiters).
     var meta: String { tag + ":meta" }
     /// LIST of `<finished ms>|<id>` of completed tasks, oldest first (retention trims the head).
-    var completed: String { tag + ":completed" }
+    package var completed: String { tag + ":completed" }
     /// LIST of `<finished ms>|<id>` of failed tasks, oldest first (retention trims the head).
     var failed: String { tag + ":failed" }
     /// HASH repeatable name → definition (``RepeatDefinition``).
@@ -54,14 +54,14 @@ struct QueueKeys: Sendable {
     /// `er` last error, `rs` result, `pg` progress, `w` watched.
     func job(_ id: String) -> String { tag + ":job:" + id }
     /// HASH process id → entry id: what `worker` holds in this queue.
-    func working(_ worker: String) -> String { tag + ":working:" + worker }
+    package func working(_ worker: String) -> String { tag + ":working:" + worker }
 
     /// Where `work`, `cancel` and `delete` are published.
-    let channel: String
+    package let channel: String
     /// Where a `done` message is published for every finished process (producers listen).
-    let doneChannel: String
+    package let doneChannel: String
 
-    init(prefix: String, queue: String) {
+    package init(prefix: String, queue: String) {
         self.queue = queue
         self.encoded = QueueName.encode(queue)
         self.tag = "{\(prefix):\(encoded)}"
@@ -70,7 +70,7 @@ struct QueueKeys: Sendable {
     }
 
     /// The fifteen keys every queue script receives first, plus `working:worker` when given.
-    func all(worker: String? = nil) -> [any RedisArgument] {
+    package func all(worker: String? = nil) -> [any RedisArgument] {
         var keys: [any RedisArgument] = [pending, tasks, deliveries, uniqueEntries, markers, dead, reasons, owners, sequence,
                                          prioritized, delayed, meta, completed, failed, starts]
         if let worker { keys.append(working(worker)) }

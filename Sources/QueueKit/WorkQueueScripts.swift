@@ -10,7 +10,7 @@ import Hiredis
 /// Sorted sets (priorities, delays, rate limits) are touched only when they exist or the
 /// feature is configured, so that plain queues run with the commands of the README's ACL
 /// rule; time comes from `TIME` (the server's clock).
-enum QueueScripts {
+package enum QueueScripts {
     // Helpers of the queue scripts, in pieces: a script includes those it uses (each Lua
     // function costs a closure per call).
 
@@ -120,7 +120,7 @@ enum QueueScripts {
     /// batch; a caller's id that has a record is skipped too; a strict one appends nothing
     /// then. Returns {1, waiting count, last sequence (-1: the caller's id exists), skipped
     /// index…} (indices 1-based), or, strict, {0, index of the first duplicate}.
-    static let enqueue = RedisScript(base + counting + placing + """
+    package static let enqueue = RedisScript(base + counting + placing + """
         local first = 9
         local now = nowms()
         local due
@@ -192,7 +192,7 @@ enum QueueScripts {
     /// worker's in-flight hash. {-1} when the worker was declared dead in this queue; else
     /// {count, waiting, wake ms (-1: none), (process, task, deliveries, id, attempts)…}
     /// where `wake` is when a delayed entry falls due or the rate window frees.
-    static let dequeue = RedisScript(base + counting + placing + """
+    package static let dequeue = RedisScript(base + counting + placing + """
         local owner = redis.call('HGET', KEYS[8], ARGV[1])
         if owner and owner ~= 'live' then return {-1} end
         local now = nowms()
@@ -297,7 +297,7 @@ enum QueueScripts {
     /// result) and joins the retention list (with a max count of 0 it is deleted at once,
     /// the cheapest path); publishes a `done` message for each
     /// (``DoneMessage``). One 1 (finished) or 0 (not held) per process.
-    static let finish = RedisScript(base + announcing + trimming + forgetting + """
+    package static let finish = RedisScript(base + announcing + trimming + forgetting + """
         local function field(s) return #s .. ':' .. s end
         local now = nowms()
         local finishedAt = fmt(now)

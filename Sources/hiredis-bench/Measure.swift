@@ -51,6 +51,8 @@ struct Figures: Codable, Sendable {
     var bestLabel: String?
     var bestMedian: Double?
     var ratioToBest: Double?
+    /// The least `ratioToBest` the shape should reach.
+    var targetToBest: Double?
     /// The same shape on a single node, measured beside ours (cluster shapes); `target`
     /// applies to `ratioToBaseline` when there is no reference.
     var baseline: String?
@@ -62,6 +64,13 @@ struct Figures: Codable, Sendable {
     var target: Double?
     var floor: Double?
     var note: String?
+    /// Heap allocations per operation (a separate, interposed run: see `allocations`).
+    var allocationsPerOperation: Double?
+
+    var bestMet: Bool? {
+        guard let ratioToBest, let targetToBest else { return nil }
+        return ratioToBest >= targetToBest
+    }
 
     var met: Bool? {
         if let floor { return median >= floor }

@@ -7,11 +7,45 @@ struct Reference: Sendable {
     let label: String
     let test: String?           // the CSV row to read: SET, GET; nil: the only one (a command given in full)
     let arguments: [String]     // beyond host, port, count
+    /// Operations one request does (a script taking a batch of tasks): `count` operations
+    /// are `count / operationsPerRequest` requests, but at least `minimumRequests`
+    /// (redis-benchmark's rate is coarse for a handful of requests).
+    var operationsPerRequest = 1
+    var minimumRequests = 1
+    /// Run before and after the measured run (outside its time), with the shape's count:
+    /// state the step needs, and what it found.
+    var before: (@Sendable (Context, Int) async throws -> Void)? = nil
+    var after: (@Sendable (Context, Int) async throws -> Void)? = nil
+
+    init(label: String, test: String?, arguments: [String], operationsPerRequest: Int = 1, minimumRequests: Int = 1,
+         before: (@Sendable (Context, Int) async throws -> Void)? = nil,
+         after: (@Sendable (Context, Int) async throws -> Void)? = nil) {
+        self.label = label
+        self.test = test
+        self.arguments = arguments
+        self.operationsPerRequest = operationsPerRequest
+        self.minimumRequests = minimumRequests
+        self.before = before
+        self.after = after
+    }
+
+    /// How many requests a run of `count` operations sends.
+    func requests(_ count: Int) -> Int { max(minimumRequests, count / operationsPerRequest, 1) }
+
+    /// The step with its hooks, timed by redis-benchmark alone.
+    func run(_ context: Context, count: Int) async throws -> Run {
+        try await before?(context, count)
+        let run = try run(host: context.host, port: context.port, count: count)
+        try await after?(context, count)
+        return run
+    }
 
     func run(host: String, port: Int, count: Int) throws -> Run {
+        let requests = requests(count)
+        let operations = requests * operationsPerRequest
         let process = ChildProcess()
         process.executableURL = URL(fileURLWithPath: try findTool("redis-benchmark"))
-        process.arguments = ["-h", host, "-p", "\(port)", "-n", "\(count)", "--csv"] + arguments
+        process.arguments = ["-h", host, "-p", "\(port)", "-n", "\(requests)", "--csv"] + arguments
         let output = Pipe()
         process.standardOutput = output
         process.standardError = FileHandle.nullDevice
@@ -26,7 +60,7 @@ struct Reference: Sendable {
             let fields = line.split(separator: ",").map { $0.trimmingCharacters(in: CharacterSet(charactersIn: "\"")) }
             guard fields.first != "test", test == nil || fields.first == test, fields.count >= 2,
                   let rps = Double(fields[1]) else { continue }
-            var run = Run(operations: count, seconds: Double(count) / rps, cpu: cpu)
+            var run = Run(operations: operations, seconds: Double(requests) / rps, cpu: cpu)
             if fields.count >= 7, let p50 = Double(fields[4]), let p99 = Double(fields[6]) {
                 run.latencies = [UInt64(p50 * 1_000_000), UInt64(p99 * 1_000_000)]
                 run.referencePercentiles = (p50, p99)
