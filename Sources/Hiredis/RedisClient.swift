@@ -4,22 +4,22 @@
 public protocol RedisClient: Sendable {
     /// Sends one command and returns its reply. A cluster routes it by its keys (commands
     /// without keys go to any primary).
-    func send(_ command: RedisCommand, timeout: Duration?) async throws -> RedisReply
+    nonisolated(nonsending) func send(_ command: RedisCommand, timeout: Duration?) async throws -> RedisReply
 
     /// Sends `command` to the server that holds `key` (a cluster routes by its slot; a
     /// single server ignores it): for commands whose keys the client cannot see, such as
     /// `WAIT` after a write to `key`, or `SCRIPT LOAD` before a script on `key`.
-    func send(_ command: RedisCommand, routedBy key: [UInt8], timeout: Duration?) async throws -> RedisReply
+    nonisolated(nonsending) func send(_ command: RedisCommand, routedBy key: [UInt8], timeout: Duration?) async throws -> RedisReply
 
     /// Sends several commands with one suspension; one result per command, in order (a
     /// cluster splits them per node and puts the results back in order).
-    func pipeline(_ commands: [RedisCommand], timeout: Duration?) async throws -> [Result<RedisReply, RedisError>]
+    nonisolated(nonsending) func pipeline(_ commands: [RedisCommand], timeout: Duration?) async throws -> [Result<RedisReply, RedisError>]
 
     /// Runs `script` (`EVALSHA`, loading it where it runs on `NOSCRIPT`). On a cluster the
     /// keys must share one slot (a hash tag), else ``RedisError/Code/crossSlot`` before
     /// anything is sent.
-    func run(_ script: RedisScript, keys: [any RedisArgument], arguments: [any RedisArgument],
-             timeout: Duration?) async throws -> RedisReply
+    nonisolated(nonsending) func run(_ script: RedisScript, keys: [any RedisArgument], arguments: [any RedisArgument],
+                                     timeout: Duration?) async throws -> RedisReply
 
     /// Every key matching the glob `pattern`, found with `SCAN` (on every primary of a
     /// cluster), never `KEYS`.
@@ -33,30 +33,30 @@ public protocol RedisClient: Sendable {
 extension RedisClient {
     /// Sends one command built from a name and arguments.
     @discardableResult
-    public func send<each Argument: RedisArgument>(_ name: String, _ arguments: repeat each Argument) async throws -> RedisReply {
+    public nonisolated(nonsending) func send<each Argument: RedisArgument>(_ name: String, _ arguments: repeat each Argument) async throws -> RedisReply {
         try await send(RedisCommand(name, repeat each arguments), timeout: nil)
     }
 
     /// ``send(_:timeout:)`` with the configured timeout.
     @discardableResult
-    public func send(_ command: RedisCommand) async throws -> RedisReply {
+    public nonisolated(nonsending) func send(_ command: RedisCommand) async throws -> RedisReply {
         try await send(command, timeout: nil)
     }
 
     /// ``run(_:keys:arguments:timeout:)`` with the configured timeout.
     @discardableResult
-    public func run(_ script: RedisScript, keys: [any RedisArgument] = [], arguments: [any RedisArgument] = []) async throws -> RedisReply {
+    public nonisolated(nonsending) func run(_ script: RedisScript, keys: [any RedisArgument] = [], arguments: [any RedisArgument] = []) async throws -> RedisReply {
         try await run(script, keys: keys, arguments: arguments, timeout: nil)
     }
 
     /// ``pipeline(_:timeout:)`` with the configured timeout.
-    public func pipeline(_ commands: [RedisCommand]) async throws -> [Result<RedisReply, RedisError>] {
+    public nonisolated(nonsending) func pipeline(_ commands: [RedisCommand]) async throws -> [Result<RedisReply, RedisError>] {
         try await pipeline(commands, timeout: nil)
     }
 }
 
 extension RedisConnection: RedisClient {
-    public nonisolated func send(_ command: RedisCommand, routedBy key: [UInt8], timeout: Duration?) async throws -> RedisReply {
+    public nonisolated(nonsending) func send(_ command: RedisCommand, routedBy key: [UInt8], timeout: Duration?) async throws -> RedisReply {
         try await send(command, timeout: timeout)
     }
 

@@ -38,7 +38,7 @@ extension RedisConnection {
     /// - Throws: ``RedisError`` (a Lua error is ``RedisError/Code/server``; a key or
     ///   command the ACL user may not touch, ``RedisError/Code/noPermission``).
     @discardableResult
-    public nonisolated func run(
+    public nonisolated(nonsending) func run(
         _ script: RedisScript,
         keys: [any RedisArgument] = [],
         arguments: [any RedisArgument] = [],

@@ -123,7 +123,7 @@ public final class RedisCluster: RedisClient {
 
     // MARK: Sending
 
-    public func send(_ command: RedisCommand, timeout: Duration? = nil) async throws -> RedisReply {
+    public nonisolated(nonsending) func send(_ command: RedisCommand, timeout: Duration? = nil) async throws -> RedisReply {
         try command.validate()
         let slot = try await slot(of: command)
         return try await send(command, slot: slot, timeout: timeout)
@@ -131,11 +131,11 @@ public final class RedisCluster: RedisClient {
 
     /// Sends a command and arguments, routed by its keys.
     @discardableResult
-    public func send<each Argument: RedisArgument>(_ name: String, _ arguments: repeat each Argument) async throws -> RedisReply {
+    public nonisolated(nonsending) func send<each Argument: RedisArgument>(_ name: String, _ arguments: repeat each Argument) async throws -> RedisReply {
         try await send(RedisCommand(name, repeat each arguments), timeout: nil)
     }
 
-    public func send(_ command: RedisCommand, routedBy key: [UInt8], timeout: Duration? = nil) async throws -> RedisReply {
+    public nonisolated(nonsending) func send(_ command: RedisCommand, routedBy key: [UInt8], timeout: Duration? = nil) async throws -> RedisReply {
         try command.validate()
         return try await send(command, slot: ClusterSlot.of(key), timeout: timeout)
     }
@@ -147,7 +147,7 @@ public final class RedisCluster: RedisClient {
         return try await connection(to: node).send(command, timeout: timeout)
     }
 
-    public func run(_ script: RedisScript, keys: [any RedisArgument] = [], arguments: [any RedisArgument] = [],
+    public nonisolated(nonsending) func run(_ script: RedisScript, keys: [any RedisArgument] = [], arguments: [any RedisArgument] = [],
                     timeout: Duration? = nil) async throws -> RedisReply {
         var slot: Int?
         var bytes: [UInt8] = []
@@ -172,7 +172,7 @@ public final class RedisCluster: RedisClient {
         }
     }
 
-    public func pipeline(_ commands: [RedisCommand], timeout: Duration? = nil) async throws -> [Result<RedisReply, RedisError>] {
+    public nonisolated(nonsending) func pipeline(_ commands: [RedisCommand], timeout: Duration? = nil) async throws -> [Result<RedisReply, RedisError>] {
         for command in commands { try command.validate() }
         var routes: [Int?] = []
         routes.reserveCapacity(commands.count)

@@ -152,7 +152,7 @@ public final actor RedisConnection {
     ///   ``RedisError/Code/invalidArgument`` (nothing sent); `CancellationError` when the
     ///   calling task is cancelled.
     @discardableResult
-    public nonisolated func send<each Argument: RedisArgument>(
+    public nonisolated(nonsending) func send<each Argument: RedisArgument>(
         _ name: String, _ arguments: repeat each Argument
     ) async throws -> RedisReply {
         try await send(RedisCommand(name, repeat each arguments))
@@ -160,7 +160,7 @@ public final actor RedisConnection {
 
     /// Sends one prepared command; `timeout` overrides ``RedisConfiguration/commandTimeout``.
     @discardableResult
-    public nonisolated func send(_ command: RedisCommand, timeout: Duration? = nil) async throws -> RedisReply {
+    public nonisolated(nonsending) func send(_ command: RedisCommand, timeout: Duration? = nil) async throws -> RedisReply {
         try command.validate()
         try Self.validate(timeout)
         let id = nextID.add(1, ordering: .relaxed).newValue
@@ -201,7 +201,7 @@ public final actor RedisConnection {
     /// order. A server error in one command is that command's `.failure` (a `-NOPERM` one
     /// ``RedisError/Code/noPermission``); the others still run. A timeout, cancellation or
     /// lost connection fails the whole call.
-    public nonisolated func pipeline(
+    public nonisolated(nonsending) func pipeline(
         _ commands: [RedisCommand], timeout: Duration? = nil
     ) async throws -> [Result<RedisReply, RedisError>] {
         for command in commands { try command.validate() }
@@ -234,7 +234,7 @@ public final actor RedisConnection {
 
     /// The result in `box`: at once when it is there, else after a suspension that a
     /// cancellation ends (the command `id` is then abandoned).
-    private nonisolated func awaitReply<Value: Sendable>(_ box: ReplyBox<Value>, id: UInt64) async throws -> Value {
+    private nonisolated(nonsending) func awaitReply<Value: Sendable>(_ box: ReplyBox<Value>, id: UInt64) async throws -> Value {
         if let result = box.take() { return try result.get() }
         return try await withTaskCancellationHandler {
             try await withUnsafeThrowingContinuation { box.attach($0) }
