@@ -192,6 +192,10 @@ func shapes(_ context: Context) -> [Shape] {
             let store = try FileJobStore<String>(directory: directory, respond: { _, _, _ in true })
             return try await jobStoreRun(store, count)
         },
+        Shape(name: "job store (file): 16 concurrent callers", unit: "jobs/s", count: context.count(2_000),
+              reference: nil, target: nil) { _, count in
+            try await fileJobStoreConcurrentRun(callers: 16, count)
+        },
     ]
     return standalone + clusterShapes(context)
 }
@@ -390,4 +394,37 @@ func fanout(_ context: Context) async throws -> (Run, String) {
     await admin.close()
     let latencies = receives.map { UInt64(max(0, $0 - completedAt) * 1e9) }
     return (Run(operations: 100, seconds: seconds, latencies: latencies), "job runs: \(runs), callers served: \(receives.count)")
+}
+
+/// `jobStoreRun`'s chain by `callers` concurrent tasks on one file store (its group commit
+/// shares their directory fsyncs); a caller fulfils whichever job it pulled.
+func fileJobStoreConcurrentRun(callers: Int, _ count: Int) async throws -> Run {
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("bench-jobs-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(at: directory) }
+    let store = try FileJobStore<String>(directory: directory, respond: { _, _, _ in true })
+    return try await timed(count) { tick in
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for caller in 0..<callers {
+                group.addTask {
+                    for index in stride(from: caller, to: count, by: callers) {
+                        let started = now()
+                        let id = try await store.create(request: "job-\(index)")
+                        try await store.queue(id, target: "target-\(index)")
+                        // Another caller may hold the lease on every pending job this moment.
+                        var pulled = try await store.pullWork()
+                        for _ in 0..<1_000 where pulled == nil {
+                            await Task.yield()
+                            pulled = try await store.pullWork()
+                        }
+                        guard let lease = pulled else { throw BenchError("nothing to pull") }
+                        try await store.fulfill(lease.id, value: "value-\(index)")
+                        try await lease.release()
+                        tick(now() - started)
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+    }
 }

@@ -4,8 +4,8 @@ import QueueKit
 import RedisTestSupport
 import Synchronization
 
-/// Job-store commands of the test helper: `jobs-pull`, `jobs-hold`, `jobs-create` and
-/// `jobs-remove`.
+/// Job-store commands of the test helper: `jobs-pull`, `jobs-hold`, `jobs-create`,
+/// `jobs-churn` and `jobs-remove`.
 enum JobCommands {
     /// `<backend file|redis> <directory or redis URL> <prefix> <leaseMs>`
     static func store(_ arguments: [String]) async throws -> any JobStore<String> {
@@ -68,6 +68,32 @@ enum JobCommands {
             let remover = try FileJobStore<String>(directory: URL(fileURLWithPath: arguments[1]),
                                                    retention: .milliseconds(Int64(arguments[4])!))
             say("removed \(try await remover.removeExpired())")
+        case "jobs-churn":
+            // arguments[4] callers create, queue a target to every other job and fulfil two
+            // jobs in three, for ever; each line is printed once its call returned
+            // (acknowledged): `created <id> <request>`, `queued <id> <target>`,
+            // `fulfilled <id> <value>`. The test kills the process mid-run.
+            let callers = Int(arguments[4])!
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for caller in 0..<callers {
+                    group.addTask {
+                        for round in 0... {
+                            let name = "\(caller)-\(round)"
+                            let id = try await store.create(request: "request-\(name)")
+                            say("created \(id) request-\(name)")
+                            if round % 2 == 0 {
+                                try await store.queue(id, target: "target-\(name)")
+                                say("queued \(id) target-\(name)")
+                            }
+                            if round % 3 != 2 {
+                                try await store.fulfill(id, value: "value-\(name)")
+                                say("fulfilled \(id) value-\(name)")
+                            }
+                        }
+                    }
+                }
+                try await group.waitForAll()
+            }
         case "jobs-create":
             // Creates one job (a failpoint may kill the process on the way).
             let id = try await store.create(request: "crash test")

@@ -11,9 +11,9 @@ import Darwin
 #endif
 
 /// The job store in a directory shared by many processes on one host. No daemon and no
-/// lock server: every write goes to a temporary file inside the store, is fsync'ed, then
-/// renamed or hard-linked into place, so a reader sees all of a file or none of it and a
-/// crash leaves nothing half-written.
+/// lock server: every write goes to a temporary file inside the store, then is renamed or
+/// hard-linked into place, so a reader sees all of a file or none of it and a crash leaves
+/// nothing half-written.
 ///
 /// Layout under `directory`:
 /// - `jobs/<id>/v<N>`: the request, version N (`v0` at creation; an update links `v<N+1>`:
@@ -35,6 +35,38 @@ import Darwin
 /// hold a shared one), rename `jobs/<id>` into `tmp/` (from then on the job is unknown),
 /// delete the rest of it, and drop its `done` marker last: a crash on the way leaves the
 /// marker, and the next removal finishes the work.
+///
+/// ## Durability
+///
+/// A call returns only once what it reports is durable: it survives the process being
+/// killed *and* the host losing power. A kill alone loses nothing that was written (the
+/// kernel keeps it); a power loss loses what was not fsync'ed, but it also restarts every
+/// process of the store, so each opens the store again, and opening re-derives the markers
+/// (`pending/`, `outbox/`, `done/`) from the durable files. Hence, per kind of file:
+/// - a request (`jobs/<id>/v<N>`), a value (`values/<id>`), a target (`waiting/<id>/…`):
+///   the content is `fdatasync`ed *before* it is linked or renamed into place (else a power
+///   loss could keep the name with a torn content), and the directory holding the new name
+///   is fsync'ed *before* the call returns (a new job's own directory before its rename; a
+///   new `waiting/<id>` in `waiting/` too);
+/// - the removal of targets by ``unqueue(_:target:)``, ``unqueueAll(_:targets:)`` and
+///   ``NotificationLease/done(removing:)``: `waiting/<id>` is fsync'ed before they return
+///   (the `respond` path does not wait: a target notified again after a power loss is what
+///   notification, at least once, allows anyway);
+/// - markers: not fsync'ed. A lost `pending/` marker is made again on open (a job with no
+///   value), a lost `outbox/` marker too (a value with targets), a lost `done/` marker too (a
+///   value with none), and a marker a power loss brings back is dropped by the next pull;
+/// - leases (`leases/…`): not fsync'ed. A power loss kills every holder, so a lost lease
+///   frees a job as its expiry would; an older generation or a released lease brought back
+///   expires within the lease timeout; a lease file left empty or torn reads as expired. A
+///   generation may be handed out again after a power loss, its earlier holder being dead;
+/// - a job's new directory becomes durable in `jobs/` before its `pending/` marker is
+///   made, and a value in `values/` before its job leaves `pending/`, enters `outbox/` or
+///   goes to `respond`, so no worker or notifier acts on what a power loss could take back.
+///   (A plain read, such as ``state(_:)``, may see a change the moment before it is durable.)
+///
+/// Directory fsyncs are shared between concurrent calls of one store (group commit: one
+/// fsync of `jobs/` serves every create that arrived while the previous one ran), so
+/// concurrent callers pay far fewer fsyncs than calls. Other processes' calls have their own.
 public struct FileJobStore<Target: Codable & Sendable>: JobStore {
     /// The store's directory.
     public let directory: URL
@@ -49,6 +81,9 @@ public struct FileJobStore<Target: Codable & Sendable>: JobStore {
     /// One removal step at a time in this process (another process's steps are told apart
     /// by the job directories' locks).
     private let removing = RemovalGate()
+    /// Shares directory fsyncs among the concurrent calls of this store (see the type's
+    /// documentation, "Durability").
+    let commits = GroupCommit()
 
     /// Opens the store in `directory`, which must exist and be writable; the store's
     /// subdirectories are created in it. Finishes creations that a crashed process had
@@ -125,21 +160,25 @@ public struct FileJobStore<Target: Codable & Sendable>: JobStore {
 
     public func create(request: [UInt8]) async throws -> JobID {
         try validateTask(request)
-        let id = try await blocking { try self.createNow(request) }
+        let id = try await blocking { try self.stageJob(request) }
+        // Durable before any other process can learn the id (from `pending/`).
+        try await commits.sync(paths.jobs)
+        Failpoint.hit("create-before-pending")
+        try await blocking { try self.mark(self.paths.pending(id.rawValue)) }
         metrics.created.increment()
         return id
     }
 
-    private func createNow(_ request: [UInt8]) throws -> JobID {
+    /// Writes the job's directory in `tmp/`, makes it durable (its `v0` and its entry),
+    /// then renames it into `jobs/`; the caller makes that rename durable.
+    private func stageJob(_ request: [UInt8]) throws -> JobID {
         let id = JobID()
         let staging = paths.tmp + "/" + UUID().uuidString + ".job"
         try Files.makeDirectory(staging)
-        try Files.writeNew(staging + "/v0", request)
+        try Files.writeNew(staging + "/v0", request, durable: true)
+        try Files.syncDirectoryOrThrow(staging)
         Failpoint.hit("create-before-rename")
         try Files.rename(staging, paths.job(id.rawValue))
-        Files.syncDirectory(paths.jobs)
-        Failpoint.hit("create-before-pending")
-        try mark(paths.pending(id.rawValue))
         return id
     }
 
@@ -176,31 +215,44 @@ public struct FileJobStore<Target: Codable & Sendable>: JobStore {
 
     public func fulfill(_ id: JobID, value: [UInt8]) async throws {
         try validateTask(value)
-        let waiting = try await blocking { try self.fulfillNow(id, value) }
+        let linked = try await blocking { try self.linkValue(id, value) }
+        // Durable before this returns, and before a notifier may read it from `outbox/`. A
+        // caller told "already fulfilled" is told so once the winner's value is durable.
+        try await commits.sync(paths.values)
+        guard linked else { throw JobStoreError(.alreadyFulfilled, "job \(id) was fulfilled already") }
+        let waiting = try await blocking { try self.listFulfilled(id) }
         metrics.fulfilled.increment()
         if waiting && responder != nil { try await notifyNow(id) }
     }
 
-    /// Fulfils; `true` when targets wait.
-    private func fulfillNow(_ id: JobID, _ value: [UInt8]) throws -> Bool {
+    /// Links the value (durable content); `false` when another fulfil won.
+    private func linkValue(_ id: JobID, _ value: [UInt8]) throws -> Bool {
         try requireJob(id)
-        let temp = try Files.writeTemp(in: paths.tmp, value)
+        let temp = try Files.writeTemp(in: paths.tmp, value, durable: true)
         defer { Files.remove(temp) }
-        let waiting = try withJob(id) {
+        return try withJob(id) {
             Failpoint.hit("fulfill-before-link")
-            guard try Files.link(temp, paths.value(id.rawValue)) else {
-                throw JobStoreError(.alreadyFulfilled, "job \(id) was fulfilled already")
-            }
-            Files.syncDirectory(paths.values)
-            Files.remove(paths.pending(id.rawValue))
-            if waitingFiles(id.rawValue).isEmpty {
-                markDone(id.rawValue)
-                return false
-            }
-            try mark(paths.outbox(id.rawValue))
-            return true
+            return try Files.link(temp, paths.value(id.rawValue))
         }
-        return waiting
+    }
+
+    /// Drops the pending marker of a job whose value is durable and marks it for
+    /// notification or removal (markers are not fsync'ed: opening a store re-derives them);
+    /// `true` when targets wait.
+    private func listFulfilled(_ id: JobID) throws -> Bool {
+        do {
+            return try withJob(id) {
+                Files.remove(paths.pending(id.rawValue))
+                if waitingFiles(id.rawValue).isEmpty {
+                    markDone(id.rawValue)
+                    return false
+                }
+                try mark(paths.outbox(id.rawValue))
+                return true
+            }
+        } catch let error as JobStoreError where error.code == .unknownJob {
+            return false   // removed after its retention meanwhile: nothing is left to mark
+        }
     }
 
     public func queue(_ id: JobID, target: Target) async throws {
@@ -210,6 +262,8 @@ public struct FileJobStore<Target: Codable & Sendable>: JobStore {
             return self.responder == nil ? nil : Files.read(self.paths.value(id.rawValue))
         }
         if let responder, let value {
+            // Another call's value whose fsync may not have run yet: durable before it is told.
+            try await commits.sync(paths.values)
             if await responder.notify(target, id, value) {
                 metrics.notified.increment()
                 return
@@ -221,21 +275,33 @@ public struct FileJobStore<Target: Codable & Sendable>: JobStore {
                     try self.mark(self.paths.outbox(id.rawValue))
                 }
             }
+            try await commits.sync(targetDirectories(id.rawValue))
             return
         }
         let fulfilled = try await blocking { try self.addTargetNow(id, encoded) }
-        if fulfilled && responder != nil { try await notifyNow(id) }
+        // Always both directories: a target found queued already, or a `waiting/<id>` found
+        // made already, may be another call's whose fsync has not run yet. The same for a
+        // value found: durable before the job enters `outbox/`.
+        try await commits.sync(targetDirectories(id.rawValue) + (fulfilled ? [paths.values] : []))
+        guard fulfilled else { return }
+        try await blocking {
+            try self.withJob(id) {
+                self.unmarkDone(id.rawValue)
+                try self.mark(self.paths.outbox(id.rawValue))
+            }
+        }
+        if responder != nil { try await notifyNow(id) }
     }
 
-    /// Adds a target; `true` when the job is fulfilled (it must be notified).
+    /// The directories whose entries hold a job's waiting targets.
+    private func targetDirectories(_ id: String) -> [String] { [paths.waiting(id), paths.waitingDirectory] }
+
+    /// Adds a target; `true` when the job is fulfilled (the fulfiller may not have seen the
+    /// target: the caller marks it for notification).
     private func addTargetNow(_ id: JobID, _ encoded: [UInt8]) throws -> Bool {
         try withJob(id) {
             try addTarget(id.rawValue, encoded)
-            // Fulfilled meanwhile? Then the fulfiller may not have seen this target.
-            guard Files.exists(paths.value(id.rawValue)) else { return false }
-            unmarkDone(id.rawValue)
-            try mark(paths.outbox(id.rawValue))
-            return true
+            return Files.exists(paths.value(id.rawValue))
         }
     }
 
@@ -249,6 +315,7 @@ public struct FileJobStore<Target: Codable & Sendable>: JobStore {
             try self.requireJob(id)
             try self.removeTargets(id.rawValue, encoded)
         }
+        try await commits.sync(paths.waiting(id.rawValue))
     }
 
     public func pullNotification() async throws -> NotificationLease<Target>? {
@@ -259,7 +326,7 @@ public struct FileJobStore<Target: Codable & Sendable>: JobStore {
         removeOnTheWay()
         for name in Files.list(paths.outboxDirectory).shuffled() {
             guard let id = try? JobID(name), let lease = try tryLease(paths.lease("notify", name)) else { continue }
-            if let notification = try notificationLease(id, lease) { return notification }
+            if let notification = try notificationLease(id, lease, durableRemoval: true) { return notification }
         }
         return nil
     }
@@ -267,24 +334,29 @@ public struct FileJobStore<Target: Codable & Sendable>: JobStore {
     @discardableResult
     public func update(_ id: JobID, expectedVersion: Int, request: [UInt8]) async throws -> Int {
         try validateTask(request)
-        return try await blocking { try self.updateNow(id, expectedVersion, request) }
+        let version = try await blocking { try self.linkVersion(id, expectedVersion, request) }
+        // The older versions go only once the new one is durable: never neither.
+        try await commits.sync(paths.job(id.rawValue))
+        try await blocking {
+            for old in self.versions(id.rawValue) where old < version { Files.remove(self.paths.job(id.rawValue) + "/v\(old)") }
+        }
+        return version
     }
 
-    private func updateNow(_ id: JobID, _ expectedVersion: Int, _ request: [UInt8]) throws -> Int {
+    /// Links the next version (durable content); returns it.
+    private func linkVersion(_ id: JobID, _ expectedVersion: Int, _ request: [UInt8]) throws -> Int {
         try requireJob(id)
         if Files.exists(paths.value(id.rawValue)) { throw JobStoreError(.alreadyFulfilled, "job \(id) was fulfilled already") }
         guard let (current, _) = currentVersion(id.rawValue), current == expectedVersion else {
             throw JobStoreError(.versionMismatch, "job \(id) is not at version \(expectedVersion)")
         }
-        let temp = try Files.writeTemp(in: paths.tmp, request)
+        let temp = try Files.writeTemp(in: paths.tmp, request, durable: true)
         defer { Files.remove(temp) }
         try withJob(id) {
             guard try Files.link(temp, paths.job(id.rawValue) + "/v\(expectedVersion + 1)") else {
                 throw JobStoreError(.versionMismatch, "job \(id) was updated concurrently")
             }
         }
-        Files.syncDirectory(paths.job(id.rawValue))
-        for old in versions(id.rawValue) where old <= expectedVersion { Files.remove(paths.job(id.rawValue) + "/v\(old)") }
         return expectedVersion + 1
     }
 
@@ -345,12 +417,16 @@ public struct FileJobStore<Target: Codable & Sendable>: JobStore {
         return nil
     }
 
-    /// Creates an empty marker file (idempotent), durably.
+    /// Creates an empty marker file (idempotent; `O_EXCL`, so of two creators one makes it
+    /// and an empty file is whole as soon as it exists). Not fsync'ed: `pending/` and
+    /// `outbox/` markers are re-derived from durable files when a store is opened, and a
+    /// power loss that could lose one restarts every process of the store.
     private func mark(_ path: String) throws {
-        let temp = try Files.writeTemp(in: paths.tmp, [])
-        defer { Files.remove(temp) }
-        if try Files.link(temp, path) {
-            Files.syncDirectory(String(path[..<(path.lastIndex(of: "/") ?? path.endIndex)]))
+        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        if fd >= 0 {
+            close(fd)
+        } else if errno != EEXIST {
+            throw Files.error("create", path)
         }
     }
 
@@ -517,9 +593,8 @@ public struct FileJobStore<Target: Codable & Sendable>: JobStore {
     private func addTarget(_ id: String, _ encoded: [UInt8]) throws {
         if waitingFiles(id).contains(where: { $0.target == encoded }) { return }
         try Files.makeDirectory(paths.waiting(id))
-        let temp = try Files.writeTemp(in: paths.tmp, encoded)
+        let temp = try Files.writeTemp(in: paths.tmp, encoded, durable: true)
         try Files.rename(temp, paths.waiting(id) + "/" + fnv1a(encoded) + "-" + UUID().uuidString.prefix(8))
-        Files.syncDirectory(paths.waiting(id))
     }
 
     private func removeTargets(_ id: String, _ encoded: Set<[UInt8]>) throws {
@@ -527,7 +602,11 @@ public struct FileJobStore<Target: Codable & Sendable>: JobStore {
         try refreshOutbox(id)
     }
 
-    private func notificationLease(_ id: JobID, _ lease: FileLease) throws -> NotificationLease<Target>? {
+    /// The lease's `done(removing:)` makes its removals durable before it returns when
+    /// `durableRemoval` (a caller of ``pullNotification()`` is told they are removed); the
+    /// `respond` path does not wait (nobody is told: a removal a power loss undoes means a
+    /// target notified again, which notification, at least once, allows anyway).
+    private func notificationLease(_ id: JobID, _ lease: FileLease, durableRemoval: Bool) throws -> NotificationLease<Target>? {
         let targets = waitingFiles(id.rawValue)
         guard !targets.isEmpty, let value = Files.read(paths.value(id.rawValue)) else {
             try refreshOutbox(id.rawValue)
@@ -538,6 +617,7 @@ public struct FileJobStore<Target: Codable & Sendable>: JobStore {
         return NotificationLease(id: id, value: value, waiting: waiting, keeper: keeper(lease)) { notified in
             let encoded = try Set(notified.map(encodeTarget))
             try await blocking { try self.removeTargets(id.rawValue, encoded) }
+            if durableRemoval { try await self.commits.sync(self.paths.waiting(id.rawValue)) }
         }
     }
 
@@ -550,7 +630,7 @@ public struct FileJobStore<Target: Codable & Sendable>: JobStore {
             let step = try await blocking { () -> NotifyStep<Target> in
                 if self.waitingFiles(id.rawValue).isEmpty { return .done }
                 guard let lease = try self.tryLease(self.paths.lease("notify", id.rawValue)) else { return .busy }
-                return try self.notificationLease(id, lease).map { .notify($0) } ?? .done
+                return try self.notificationLease(id, lease, durableRemoval: false).map { .notify($0) } ?? .done
             }
             switch step {
             case .done: return
@@ -594,10 +674,14 @@ public struct FileJobStore<Target: Codable & Sendable>: JobStore {
 
     private func generations(_ directory: String) -> [Int] { Files.list(directory).compactMap { Int($0) } }
 
+    /// A lease file's token and expiry; `nil` when it is gone. Lease files are not fsync'ed,
+    /// so after a power loss one may be empty or cut short: such a file is read as expired
+    /// (its holder died with the host). A file is never seen so otherwise: every lease file
+    /// is written whole in `tmp/` before it is linked or renamed into place.
     private func leaseContent(_ path: String) -> (token: String, expires: Int64)? {
         guard let bytes = Files.read(path) else { return nil }
         let parts = String(decoding: bytes, as: UTF8.self).split(separator: " ")
-        guard parts.count == 2, let expires = Int64(parts[1]) else { return nil }
+        guard parts.count == 2, let expires = Int64(parts[1]) else { return ("", 0) }
         return (String(parts[0]), expires)
     }
 
@@ -617,7 +701,7 @@ public struct FileJobStore<Target: Codable & Sendable>: JobStore {
                 next = top + 1
             }
             let token = UUID().uuidString
-            let temp = try Files.writeTemp(in: paths.tmp, Array("\(token) \(now + leaseTimeout.redisMilliseconds)".utf8))
+            let temp = try Files.writeTemp(in: paths.tmp, Array("\(token) \(now + leaseTimeout.redisMilliseconds)".utf8), durable: false)
             defer { Files.remove(temp) }
             guard try Files.link(temp, directory + "/\(next)") else { return nil }   // another process won
             // A process that listed an older state may have linked a lower generation: the
@@ -639,7 +723,7 @@ public struct FileJobStore<Target: Codable & Sendable>: JobStore {
 
     private func renew(_ lease: FileLease) throws -> Bool {
         guard holds(lease) else { return false }
-        let temp = try Files.writeTemp(in: paths.tmp, Array("\(lease.token) \(now + leaseTimeout.redisMilliseconds)".utf8))
+        let temp = try Files.writeTemp(in: paths.tmp, Array("\(lease.token) \(now + leaseTimeout.redisMilliseconds)".utf8), durable: false)
         try Files.rename(temp, lease.directory + "/\(lease.generation)")
         return holds(lease)
     }
@@ -647,7 +731,7 @@ public struct FileJobStore<Target: Codable & Sendable>: JobStore {
     /// Overwrites the holder's generation with a `released` marker (expired at once).
     private func release(_ lease: FileLease) -> Bool {
         guard holds(lease) else { return false }
-        guard let temp = try? Files.writeTemp(in: paths.tmp, Array("released 0".utf8)) else { return false }
+        guard let temp = try? Files.writeTemp(in: paths.tmp, Array("released 0".utf8), durable: false) else { return false }
         do {
             try Files.rename(temp, lease.directory + "/\(lease.generation)")
         } catch {
@@ -670,7 +754,7 @@ enum NotifyStep<Target: Codable & Sendable>: Sendable {
 
 /// File calls block (an fsync can take milliseconds), so they run on Dispatch threads, never
 /// on the cooperative pool, which has one thread per core and runs every task of the app.
-private let fileCalls = DispatchQueue(label: "queuekit.file-job-store", attributes: .concurrent)
+let fileCalls = DispatchQueue(label: "queuekit.file-job-store", attributes: .concurrent)
 
 /// Runs `body` on ``fileCalls`` and returns what it returned.
 func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
@@ -741,7 +825,8 @@ private func cRename(_ from: String, _ to: String) -> Int32 { rename(from, to) }
 private func cRead(_ fd: Int32, _ buffer: UnsafeMutableRawPointer, _ count: Int) -> Int { read(fd, buffer, count) }
 private func cFlock(_ fd: Int32, _ operation: Int32) -> Int32 { flock(fd, operation) }
 
-/// Thin POSIX helpers: every write is a new file, fsync'ed before it is linked or renamed.
+/// Thin POSIX helpers: every write is a new file, written whole before it is linked or
+/// renamed (and fdatasync'ed first where its content must survive a power loss).
 enum Files {
     static func error(_ what: String, _ path: String) -> JobStoreError {
         JobStoreError(.io, "\(what) \(path): \(String(cString: strerror(errno)))")
@@ -751,8 +836,9 @@ enum Files {
         if mkdir(path, 0o755) != 0 && errno != EEXIST { throw error("mkdir", path) }
     }
 
-    /// Creates `path` (which must not exist), writes `bytes`, fsyncs.
-    static func writeNew(_ path: String, _ bytes: [UInt8]) throws {
+    /// Creates `path` (which must not exist), writes `bytes`; when `durable`, `fdatasync`s
+    /// (the content and the size, not the times: all a reader needs after a power loss).
+    static func writeNew(_ path: String, _ bytes: [UInt8], durable: Bool) throws {
         let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw error("create", path) }
         defer { close(fd) }
@@ -765,12 +851,12 @@ enum Files {
             }
             offset += written
         }
-        guard fsync(fd) == 0 else { throw error("fsync", path) }
+        if durable && fdatasync(fd) != 0 { throw error("fdatasync", path) }
     }
 
-    static func writeTemp(in directory: String, _ bytes: [UInt8]) throws -> String {
+    static func writeTemp(in directory: String, _ bytes: [UInt8], durable: Bool) throws -> String {
         let path = directory + "/" + UUID().uuidString
-        try writeNew(path, bytes)
+        try writeNew(path, bytes, durable: durable)
         return path
     }
 
@@ -822,11 +908,19 @@ enum Files {
         return result
     }
 
-    /// Makes a rename or link in `directory` durable.
+    /// Makes the entries made or dropped in `directory` durable (errors ignored: the
+    /// removal's steps, which a later removal repeats).
     static func syncDirectory(_ directory: String) {
+        try? syncDirectoryOrThrow(directory)
+    }
+
+    /// Makes the entries made or dropped in `directory` durable.
+    static func syncDirectoryOrThrow(_ directory: String) throws {
         let fd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard fd >= 0 else { return }
-        _ = fsync(fd)
-        close(fd)
+        guard fd >= 0 else { throw error("open", directory) }
+        defer { close(fd) }
+        while fsync(fd) != 0 {
+            if errno != EINTR { throw error("fsync", directory) }
+        }
     }
 }
