@@ -318,7 +318,8 @@ struct JobFailed: Error, CustomStringConvertible {
     }
 
     @Test func countingSemaphoreNeverHasMoreHoldersThanPermits() async throws {
-        let fleet = try await Fleet.start(6)
+        // A roomy keep-alive lease: a permit must not lapse while the full suite stalls its holder.
+        let fleet = try await Fleet.start(6, lock: LockOptions(keepAliveLease: .seconds(10)))
         let holders = uniqueKey("holders")
         let peak = uniqueKey("peak")
         try await withThrowingTaskGroup(of: Void.self) { group in

@@ -22,15 +22,42 @@ final class GroupCommit: Sendable {
         /// Tickets handed out so far (the next waiter gets `requested + 1`).
         var requested: UInt64 = 0
         var waiters: [(ticket: UInt64, continuation: CheckedContinuation<Void, any Error>)] = []
+        /// A leader runs fsyncs for this directory.
+        var leading = false
     }
 
-    /// The directories with waiters or an fsync running (an entry exists exactly while a
-    /// leader runs for it).
-    private let directories = Mutex<[String: Directory]>([:])
+    private struct State {
+        /// The directories with waiters or a leader (an entry goes when both are gone).
+        var directories: [String: Directory] = [:]
+        /// No leader starts (tests: so that waiters gather deterministically).
+        var paused = false
+    }
+
+    private let state = Mutex(State())
     private let fsyncs = Atomic<Int>(0)
 
     /// How many directory fsyncs this committer ran (for tests and the bench).
     var fsyncCount: Int { fsyncs.load(ordering: .relaxed) }
+
+    /// Calls waiting for a sync, in every directory (for tests).
+    var waiterCount: Int { state.withLock { $0.directories.values.reduce(0) { $0 + $1.waiters.count } } }
+
+    /// Holds back new leaders until ``resume()`` (for tests: waiters then gather).
+    func pause() { state.withLock { $0.paused = true } }
+
+    /// Lets leaders start again, one per directory with waiters.
+    func resume() {
+        let directories = state.withLock { state -> [String] in
+            state.paused = false
+            var starting: [String] = []
+            for (directory, entry) in state.directories where !entry.leading && !entry.waiters.isEmpty {
+                state.directories[directory]?.leading = true
+                starting.append(directory)
+            }
+            return starting
+        }
+        for directory in directories { fileCalls.async { self.lead(directory) } }
+    }
 
     /// Returns once every change made in each of `directories` before this call is durable.
     func sync(_ directories: some Collection<String>) async throws {
@@ -48,12 +75,13 @@ final class GroupCommit: Sendable {
     /// Returns once every change made in `directory` before this call is durable.
     func sync(_ directory: String) async throws {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-            let lead = directories.withLock { directories -> Bool in
-                let lead = directories[directory] == nil
-                var entry = directories[directory] ?? Directory()
+            let lead = state.withLock { state -> Bool in
+                var entry = state.directories[directory] ?? Directory()
                 entry.requested += 1
                 entry.waiters.append((entry.requested, continuation))
-                directories[directory] = entry
+                let lead = !entry.leading && !state.paused
+                if lead { entry.leading = true }
+                state.directories[directory] = entry
                 return lead
             }
             if lead { fileCalls.async { self.lead(directory) } }
@@ -63,16 +91,19 @@ final class GroupCommit: Sendable {
     /// Runs fsyncs of `directory` until no waiter is left.
     private func lead(_ directory: String) {
         while true {
-            let covered = directories.withLock { $0[directory]?.requested ?? 0 }
+            let covered = state.withLock { $0.directories[directory]?.requested ?? 0 }
             let result = Result { try Files.syncDirectoryOrThrow(directory) }
             fsyncs.add(1, ordering: .relaxed)
-            let (done, more) = directories.withLock { directories -> ([CheckedContinuation<Void, any Error>], Bool) in
-                guard var entry = directories[directory] else { return ([], false) }
+            let (done, more) = state.withLock { state -> ([CheckedContinuation<Void, any Error>], Bool) in
+                guard var entry = state.directories[directory] else { return ([], false) }
                 let done = entry.waiters.filter { $0.ticket <= covered }.map(\.continuation)
                 entry.waiters.removeAll { $0.ticket <= covered }
-                // Waiters that came during the fsync keep the entry: this thread leads again.
-                directories[directory] = entry.waiters.isEmpty ? nil : entry
-                return (done, !entry.waiters.isEmpty)
+                // Waiters that came during the fsync keep the entry: this thread leads again
+                // (unless paused meanwhile: `resume()` starts a leader then).
+                let more = !entry.waiters.isEmpty && !state.paused
+                entry.leading = more
+                state.directories[directory] = entry.waiters.isEmpty ? nil : entry
+                return (done, more)
             }
             for continuation in done { continuation.resume(with: result) }
             if !more { return }
