@@ -259,23 +259,8 @@ func latenessRun(_ context: Context, tasks: Int, workers: Int) async throws -> (
     var options = WorkQueueOptions(prefix: "bench\(UInt32.random(in: 0...UInt32.max))")
     options.pollInterval = .seconds(1)
     options.completedRetention = TaskRetention(maxAge: .seconds(3600), maxCount: tasks)
-    let producer = try WorkQueue(client: try await RedisConnection.connect(context.configuration),
-                                 subscriber: try await RedisSubscriber.connect(context.configuration), options: options)
-    let done = Locked(0)
-    let (finished, signal) = AsyncStream<Void>.makeStream()
-    var running: [Task<Void, any Error>] = []
-    var fleet: [Worker] = []
-    for _ in 0..<workers {
-        let queue = try WorkQueue(client: try await RedisConnection.connect(context.configuration),
-                                  subscriber: try await RedisSubscriber.connect(context.configuration), options: options)
-        let worker = try await queue.startWorker()
-        fleet.append(worker)
-        running.append(Task {
-            try await worker.run("late", concurrency: 16) { _ in
-                if done.withLock({ $0 += 1; return $0 }) == tasks { signal.yield() }
-            }
-        })
-    }
+    let fleet = try await QueueFleet.start(context, options: options, queue: "late", workers: workers, tasks: tasks)
+    let producer = fleet.producer
     let batches = 200
     var ids: [String] = []
     let started = now()
@@ -286,11 +271,9 @@ func latenessRun(_ context: Context, tasks: Int, workers: Int) async throws -> (
                                                 options: TaskOptions(delay: .milliseconds(1 + batch * 5)))
         ids += result.ids
     }
-    for await _ in finished { break }
+    await fleet.allDone()
     let seconds = Double(now() - started) / 1e9
-    for task in running { task.cancel() }
-    for task in running { _ = await task.result }
-    for worker in fleet { try? await worker.failWorker() }
+    await fleet.stop()
     var latencies: [UInt64] = []
     var early = 0
     for id in ids {
@@ -308,24 +291,9 @@ func latenessRun(_ context: Context, tasks: Int, workers: Int) async throws -> (
 func queueRun(_ context: Context, tasks: Int, workers: Int, kind: QueueTaskKind = .plain) async throws -> Run {
     var options = WorkQueueOptions(prefix: "bench\(UInt32.random(in: 0...UInt32.max))")
     options.pollInterval = .seconds(1)
-    let producer = try WorkQueue(client: try await RedisConnection.connect(context.configuration),
-                                 subscriber: try await RedisSubscriber.connect(context.configuration), options: options)
-    let done = Locked(0)
-    let (finished, signal) = AsyncStream<Void>.makeStream()
-    var running: [Task<Void, any Error>] = []
-    var fleet: [Worker] = []
-    for _ in 0..<workers {
-        let queue = try WorkQueue(client: try await RedisConnection.connect(context.configuration),
-                                  subscriber: try await RedisSubscriber.connect(context.configuration), options: options)
-        let worker = try await queue.startWorker()
-        fleet.append(worker)
-        running.append(Task {
-            try await worker.run("tasks", concurrency: 16) { process in
-                if kind == .retried && process.attempt == 1 { throw BenchError("the first attempt fails") }
-                if done.withLock({ $0 += 1; return $0 }) == tasks { signal.yield() }
-            }
-        })
-    }
+    let fleet = try await QueueFleet.start(context, options: options, queue: "tasks", workers: workers, tasks: tasks,
+                                           failFirstAttempt: kind == .retried)
+    let producer = fleet.producer
     let run = try await timed(tasks) { _ in
         for (number, first) in stride(from: 0, to: tasks, by: 1000).enumerated() {
             let batch = (first..<min(first + 1000, tasks)).map { "task-\($0)" }
@@ -341,12 +309,56 @@ func queueRun(_ context: Context, tasks: Int, workers: Int, kind: QueueTaskKind 
                                            options: TaskOptions(retry: .fixed(attempts: 2, delay: .zero, jitter: 0)))
             }
         }
+        await fleet.allDone()
+    }
+    await fleet.stop()
+    return run
+}
+
+/// A producer and `workers` workers (concurrency 16 each) on `queue`, counting finished
+/// tasks until `tasks` have run (the queue runs and the lateness run share it).
+struct QueueFleet {
+    let producer: WorkQueue
+    private let finished: AsyncStream<Void>
+    private let running: [Task<Void, any Error>]
+    private let workers: [Worker]
+
+    /// `failFirstAttempt`: every task's first attempt throws (the retried shape).
+    static func start(_ context: Context, options: WorkQueueOptions, queue name: String, workers count: Int, tasks: Int,
+                      failFirstAttempt: Bool = false) async throws -> QueueFleet {
+        func queue() async throws -> WorkQueue {
+            try WorkQueue(client: try await RedisConnection.connect(context.configuration),
+                          subscriber: try await RedisSubscriber.connect(context.configuration), options: options)
+        }
+        let producer = try await queue()
+        let done = Locked(0)
+        let (finished, signal) = AsyncStream<Void>.makeStream()
+        var running: [Task<Void, any Error>] = []
+        var workers: [Worker] = []
+        for _ in 0..<count {
+            let worker = try await queue().startWorker()
+            workers.append(worker)
+            running.append(Task {
+                try await worker.run(name, concurrency: 16) { process in
+                    if failFirstAttempt && process.attempt == 1 { throw BenchError("the first attempt fails") }
+                    if done.withLock({ $0 += 1; return $0 }) == tasks { signal.yield() }
+                }
+            })
+        }
+        return QueueFleet(producer: producer, finished: finished, running: running, workers: workers)
+    }
+
+    /// Returns once `tasks` tasks have run.
+    func allDone() async {
         for await _ in finished { break }
     }
-    for task in running { task.cancel() }
-    for task in running { _ = await task.result }
-    for worker in fleet { try? await worker.failWorker() }
-    return run
+
+    /// Stops the workers and gives their tasks back.
+    func stop() async {
+        for task in running { task.cancel() }
+        for task in running { _ = await task.result }
+        for worker in workers { try? await worker.failWorker() }
+    }
 }
 
 func jobStoreRun(_ store: some JobStore<String>, _ count: Int) async throws -> Run {

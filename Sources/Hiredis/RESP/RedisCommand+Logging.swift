@@ -78,8 +78,6 @@ extension RedisCommand: CustomStringConvertible, CustomDebugStringConvertible, C
         var kind = Kind.plain
         /// Words still to redact after a keyword (`AUTH user pass`).
         var pending = 0
-        /// `MIGRATE … KEYS k1 k2`: no options after `KEYS`.
-        var done = false
         /// `CONFIG SET name value`: the previous word was a secret parameter's name.
         var secretValueNext = false
 
@@ -107,10 +105,11 @@ extension RedisCommand: CustomStringConvertible, CustomDebugStringConvertible, C
                 if Self.equals(word, "AUTH") { pending = 2 }
                 return nil
             case .migrate:
-                // MIGRATE host port key db timeout [COPY] [REPLACE] [AUTH pw | AUTH2 user pw] [KEYS …]
-                guard index >= 6, !done else { return nil }
+                // MIGRATE host port key db timeout [COPY] [REPLACE] [AUTH pw | AUTH2 user pw] [key list]
+                // Every option word counts, the key list's too: a key that reads AUTH hides
+                // the key after it, which errs on the side of secrecy.
+                guard index >= 6 else { return nil }
                 if Self.equals(word, "AUTH") { pending = 1 } else if Self.equals(word, "AUTH2") { pending = 2 }
-                if Self.equals(word, "KEYS") { done = true }
                 return nil
             case .configSet:
                 if index == 1 {
