@@ -145,7 +145,8 @@ let package = Package(
         .testTarget(
             name: "DocSamples",
             dependencies: [
-                "Hiredis", "LockKit", "QueueKit",
+                "Hiredis", "LockKit", "QueueKit", "HiredisOps", "HiredisDashboard",
+                .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],

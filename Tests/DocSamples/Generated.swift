@@ -2,13 +2,16 @@
 // Every function holds one code sample, so that the build checks it.
 import Foundation
 import Hiredis
+import HiredisDashboard
+import HiredisOps
+import Hummingbird
 import LockKit
 import Logging
 import QueueKit
 import ServiceLifecycle
 
 // README.md:65
-func sample_README_README_65(connection: RedisConnection, configuration: RedisConfiguration, subscriber: RedisSubscriber, cluster: RedisCluster, client: any RedisClient, logger: Logger, password: String, locks: CallbackQueue, workQueue: WorkQueue, worker: Worker, pubsub: RedisSubscriber) async throws {
+func sample_README_README_65(connection: RedisConnection, configuration: RedisConfiguration, subscriber: RedisSubscriber, cluster: RedisCluster, client: any RedisClient, logger: Logger, password: String, locks: CallbackQueue, workQueue: WorkQueue, worker: Worker, pubsub: RedisSubscriber, router: Router<BasicRequestContext>, token: String) async throws {
     let configuration = try RedisConfiguration(url: "redis://127.0.0.1:6379")
     let locks = try CallbackQueue(client: try await RedisConnection.connect(configuration),
                                   pubsub: try await RedisSubscriber.connect(configuration),
@@ -22,7 +25,7 @@ func sample_README_README_65(connection: RedisConnection, configuration: RedisCo
 }
 
 // README.md:80
-func sample_README_README_80(connection: RedisConnection, configuration: RedisConfiguration, subscriber: RedisSubscriber, cluster: RedisCluster, client: any RedisClient, logger: Logger, password: String, locks: CallbackQueue, workQueue: WorkQueue, worker: Worker, pubsub: RedisSubscriber) async throws {
+func sample_README_README_80(connection: RedisConnection, configuration: RedisConfiguration, subscriber: RedisSubscriber, cluster: RedisCluster, client: any RedisClient, logger: Logger, password: String, locks: CallbackQueue, workQueue: WorkQueue, worker: Worker, pubsub: RedisSubscriber, router: Router<BasicRequestContext>, token: String) async throws {
     // Ten instances ask at once: `buildReport` runs once, all ten get its value.
     let report = try await locks.fanout("report:2026-12", timeout: .seconds(30)) {
         try await buildReport(month: "2026-12")
@@ -30,7 +33,7 @@ func sample_README_README_80(connection: RedisConnection, configuration: RedisCo
 }
 
 // README.md:89
-func sample_README_README_89(connection: RedisConnection, configuration: RedisConfiguration, subscriber: RedisSubscriber, cluster: RedisCluster, client: any RedisClient, logger: Logger, password: String, locks: CallbackQueue, workQueue: WorkQueue, worker: Worker, pubsub: RedisSubscriber) async throws {
+func sample_README_README_89(connection: RedisConnection, configuration: RedisConfiguration, subscriber: RedisSubscriber, cluster: RedisCluster, client: any RedisClient, logger: Logger, password: String, locks: CallbackQueue, workQueue: WorkQueue, worker: Worker, pubsub: RedisSubscriber, router: Router<BasicRequestContext>, token: String) async throws {
     let workQueue = try WorkQueue(client: try await RedisConnection.connect(configuration),
                                   subscriber: try await RedisSubscriber.connect(configuration))
     try await workQueue.enqueue("emails", "to:ada@example.com",
@@ -43,8 +46,17 @@ func sample_README_README_89(connection: RedisConnection, configuration: RedisCo
     try await mailer.shutdown(gracePeriod: .seconds(10))
 }
 
+// README.md:177
+func sample_README_README_177(connection: RedisConnection, configuration: RedisConfiguration, subscriber: RedisSubscriber, cluster: RedisCluster, client: any RedisClient, logger: Logger, password: String, locks: CallbackQueue, workQueue: WorkQueue, worker: Worker, pubsub: RedisSubscriber, router: Router<BasicRequestContext>, token: String) async throws {
+    let source = try OpsSource(client: connection, subscriber: subscriber)
+    var options = HiredisDashboard.Configuration()
+    options.actions = .enabled(bearerToken: token)              // off by default
+    options.metricsRegistry = HiredisDashboard.bootstrapPrometheus()   // GET /ops/metrics
+    HiredisDashboard(source: source, configuration: options).addRoutes(to: router, atPath: "/ops")
+}
+
 // Sources/Hiredis/Documentation.docc/Cluster.md:9
-func sample_Hiredis_Cluster_9(connection: RedisConnection, configuration: RedisConfiguration, subscriber: RedisSubscriber, cluster: RedisCluster, client: any RedisClient, logger: Logger, password: String, locks: CallbackQueue, pubsub: RedisSubscriber) async throws {
+func sample_Hiredis_Cluster_9(connection: RedisConnection, configuration: RedisConfiguration, subscriber: RedisSubscriber, cluster: RedisCluster, client: any RedisClient, logger: Logger, password: String, locks: CallbackQueue, pubsub: RedisSubscriber, router: Router<BasicRequestContext>, token: String) async throws {
     var configuration = RedisClusterConfiguration(seeds: [
         .tcp(host: "10.0.0.1", port: 6379), .tcp(host: "10.0.0.2", port: 6379)])
     configuration.node.password = "s3cret"                  // every node connection's options
@@ -56,7 +68,7 @@ func sample_Hiredis_Cluster_9(connection: RedisConnection, configuration: RedisC
 }
 
 // Sources/Hiredis/Documentation.docc/ConnectionBehaviour.md:74
-func sample_Hiredis_ConnectionBehaviour_74(connection: RedisConnection, configuration: RedisConfiguration, subscriber: RedisSubscriber, cluster: RedisCluster, client: any RedisClient, logger: Logger, password: String, locks: CallbackQueue, pubsub: RedisSubscriber) async throws {
+func sample_Hiredis_ConnectionBehaviour_74(connection: RedisConnection, configuration: RedisConfiguration, subscriber: RedisSubscriber, cluster: RedisCluster, client: any RedisClient, logger: Logger, password: String, locks: CallbackQueue, pubsub: RedisSubscriber, router: Router<BasicRequestContext>, token: String) async throws {
     do {
         try await connection.send("LPUSH", "greeting", "x")
     } catch let error as RedisError where error.serverErrorPrefix == "WRONGTYPE" {
@@ -65,7 +77,7 @@ func sample_Hiredis_ConnectionBehaviour_74(connection: RedisConnection, configur
 }
 
 // Sources/Hiredis/Documentation.docc/GettingStarted.md:36
-func sample_Hiredis_GettingStarted_36(connection: RedisConnection, configuration: RedisConfiguration, subscriber: RedisSubscriber, cluster: RedisCluster, client: any RedisClient, logger: Logger, password: String, locks: CallbackQueue, pubsub: RedisSubscriber) async throws {
+func sample_Hiredis_GettingStarted_36(connection: RedisConnection, configuration: RedisConfiguration, subscriber: RedisSubscriber, cluster: RedisCluster, client: any RedisClient, logger: Logger, password: String, locks: CallbackQueue, pubsub: RedisSubscriber, router: Router<BasicRequestContext>, token: String) async throws {
 
     let configuration = try RedisConfiguration(url: "redis://127.0.0.1:6379/0")
     let connection = try await RedisConnection.connect(configuration)
@@ -118,7 +130,7 @@ func sample_Hiredis_GettingStarted_36(connection: RedisConnection, configuration
 }
 
 // Sources/Hiredis/Documentation.docc/Hiredis.md:14
-func sample_Hiredis_Hiredis_14(connection: RedisConnection, configuration: RedisConfiguration, subscriber: RedisSubscriber, cluster: RedisCluster, client: any RedisClient, logger: Logger, password: String, locks: CallbackQueue, pubsub: RedisSubscriber) async throws {
+func sample_Hiredis_Hiredis_14(connection: RedisConnection, configuration: RedisConfiguration, subscriber: RedisSubscriber, cluster: RedisCluster, client: any RedisClient, logger: Logger, password: String, locks: CallbackQueue, pubsub: RedisSubscriber, router: Router<BasicRequestContext>, token: String) async throws {
 
     let connection = try await RedisConnection.connect(try RedisConfiguration(url: "redis://127.0.0.1:6379"))
     try await connection.send("SET", "greeting", "hello")
@@ -126,8 +138,19 @@ func sample_Hiredis_Hiredis_14(connection: RedisConnection, configuration: Redis
     await connection.close()
 }
 
+// Sources/Hiredis/Documentation.docc/Operations.md:36
+func sample_Hiredis_Operations_36(connection: RedisConnection, configuration: RedisConfiguration, subscriber: RedisSubscriber, cluster: RedisCluster, client: any RedisClient, logger: Logger, password: String, locks: CallbackQueue, pubsub: RedisSubscriber, router: Router<BasicRequestContext>, token: String) async throws {
+
+    let source = try OpsSource(client: connection, subscriber: subscriber)   // default prefixes
+    var configuration = HiredisDashboard.Configuration()
+    configuration.actions = .enabled(bearerToken: token)                      // off by default
+    configuration.metricsRegistry = HiredisDashboard.bootstrapPrometheus()    // optional /metrics
+    let router = Router()
+    HiredisDashboard(source: source, configuration: configuration).addRoutes(to: router, atPath: "/ops")
+}
+
 // Sources/Hiredis/Documentation.docc/PubSub.md:11
-func sample_Hiredis_PubSub_11(connection: RedisConnection, configuration: RedisConfiguration, subscriber: RedisSubscriber, cluster: RedisCluster, client: any RedisClient, logger: Logger, password: String, locks: CallbackQueue, pubsub: RedisSubscriber) async throws {
+func sample_Hiredis_PubSub_11(connection: RedisConnection, configuration: RedisConfiguration, subscriber: RedisSubscriber, cluster: RedisCluster, client: any RedisClient, logger: Logger, password: String, locks: CallbackQueue, pubsub: RedisSubscriber, router: Router<BasicRequestContext>, token: String) async throws {
     let subscriber = try await RedisSubscriber.connect(configuration)
     let news = try await subscriber.subscribe(["news"])     // returns once the server confirmed
     for try await event in news {
@@ -142,7 +165,7 @@ func sample_Hiredis_PubSub_11(connection: RedisConnection, configuration: RedisC
 }
 
 // Sources/Hiredis/Documentation.docc/SecurityGuide.md:53
-func sample_Hiredis_SecurityGuide_53(connection: RedisConnection, configuration: RedisConfiguration, subscriber: RedisSubscriber, cluster: RedisCluster, client: any RedisClient, logger: Logger, password: String, locks: CallbackQueue, pubsub: RedisSubscriber) async throws {
+func sample_Hiredis_SecurityGuide_53(connection: RedisConnection, configuration: RedisConfiguration, subscriber: RedisSubscriber, cluster: RedisCluster, client: any RedisClient, logger: Logger, password: String, locks: CallbackQueue, pubsub: RedisSubscriber, router: Router<BasicRequestContext>, token: String) async throws {
     var configuration = try RedisConfiguration(url: "rediss://:\(password)@redis.internal:6380")
     configuration.tls?.caCertificateFile = "/etc/ssl/redis-ca.pem"     // else the system's trust store
     // Mutual TLS: configuration.tls?.certificateFile / privateKeyFile (/ privateKeyPassphrase)
@@ -150,7 +173,7 @@ func sample_Hiredis_SecurityGuide_53(connection: RedisConnection, configuration:
 }
 
 // Sources/Hiredis/Documentation.docc/Sentinel.md:5
-func sample_Hiredis_Sentinel_5(connection: RedisConnection, configuration: RedisConfiguration, subscriber: RedisSubscriber, cluster: RedisCluster, client: any RedisClient, logger: Logger, password: String, locks: CallbackQueue, pubsub: RedisSubscriber) async throws {
+func sample_Hiredis_Sentinel_5(connection: RedisConnection, configuration: RedisConfiguration, subscriber: RedisSubscriber, cluster: RedisCluster, client: any RedisClient, logger: Logger, password: String, locks: CallbackQueue, pubsub: RedisSubscriber, router: Router<BasicRequestContext>, token: String) async throws {
     var configuration = RedisConfiguration.sentinel(
         sentinels: [("10.0.0.1", 26379), ("10.0.0.2", 26379), ("10.0.0.3", 26379)],
         masterName: "mymaster",

@@ -13,10 +13,11 @@ import Glibc
 /// processes, and a user of another prefix and channel gets `NOPERM`.
 @Suite(.enabled(if: TestRedis.ownsServers, "creates ACL users: needs its own redis-server"), .timeLimit(.minutes(1)))
 struct LockKitACLTests {
-    @Test func readmeShowsTheRule() throws {
-        let readme = try packageReadme()
+    @Test func readmeAndSecurityArticleShowTheRule() throws {
         let line = ACLRules.setUserLine(ACLRules.lockKit(prefix: "dlock:", channel: "<channel>"))
-        #expect(readme.contains(line), "the security article should show: \(line)")
+        for document in try documentsShowingACLRules() {
+            #expect(document.text.contains(line), "\(document.name) should show: \(line)")
+        }
     }
 
     /// Locks, fencing, scoped locks, multi-locks (over two slots and one hash tag),

@@ -14,11 +14,13 @@ import Glibc
 /// `NOPERM`.
 @Suite(.enabled(if: TestRedis.ownsServers, "creates ACL users: needs its own redis-server"), .timeLimit(.minutes(1)))
 struct QueueKitACLTests {
-    @Test func readmeShowsTheRules() throws {
-        let readme = try packageReadme()
+    @Test func readmeAndSecurityArticleShowTheRules() throws {
+        let documents = try documentsShowingACLRules()
         for rule in [ACLRules.workQueue(prefix: "worqr"), ACLRules.jobStore(prefix: "jobstore")] {
             let line = ACLRules.setUserLine(rule)
-            #expect(readme.contains(line), "the security article should show: \(line)")
+            for document in documents {
+                #expect(document.text.contains(line), "\(document.name) should show: \(line)")
+            }
         }
     }
 

@@ -1,8 +1,8 @@
 import Foundation
 import Hiredis
 
-/// The least-privilege Redis 7 ACL rules of the modules, as the README documents them
-/// (`## Security`): one place for the text, so that the tests create users with exactly
+/// The least-privilege Redis 7 ACL rules of the modules, as the README (`## Security`) and
+/// the security article document them: one place for the text, so that the tests create users with exactly
 /// what the README tells operators to paste.
 ///
 /// Each rule resets channels, keys and commands first, then allows only the commands the
@@ -160,18 +160,23 @@ extension Error {
     public var isRefusedSubscription: Bool { (self as? RedisError)?.code == .timeout || isNOPERM }
 }
 
-/// The package's README and its security article (where the ACL rules are documented),
-/// for tests that check what they document.
-public func packageReadme(_ file: String = #filePath) throws -> String {
+/// A file of the package, by its path from the package root (`README.md`,
+/// `Sources/Hiredis/Documentation.docc/SecurityGuide.md`), for tests that check what the
+/// documentation says.
+public func packageDocument(_ relativePath: String, _ file: String = #filePath) throws -> String {
     var url = URL(fileURLWithPath: file)
     while url.pathComponents.count > 1 {
         url.deleteLastPathComponent()
-        let candidate = url.appendingPathComponent("README.md")
-        if FileManager.default.fileExists(atPath: candidate.path),
-           FileManager.default.fileExists(atPath: url.appendingPathComponent("Package.swift").path) {
-            let security = url.appendingPathComponent("Sources/Hiredis/Documentation.docc/SecurityGuide.md")
-            return try String(contentsOf: candidate, encoding: .utf8) + "\n" + String(contentsOf: security, encoding: .utf8)
+        if FileManager.default.fileExists(atPath: url.appendingPathComponent("Package.swift").path),
+           FileManager.default.fileExists(atPath: url.appendingPathComponent("README.md").path) {
+            return try String(contentsOf: url.appendingPathComponent(relativePath), encoding: .utf8)
         }
     }
-    throw TestSupportError("README.md not found above \(file)")
+    throw TestSupportError("the package root was not found above \(file)")
+}
+
+/// The documents that must show the ACL rules: the README (its `## Security` section)
+/// and the security article, by name.
+public func documentsShowingACLRules() throws -> [(name: String, text: String)] {
+    try ["README.md", "Sources/Hiredis/Documentation.docc/SecurityGuide.md"].map { ($0, try packageDocument($0)) }
 }
