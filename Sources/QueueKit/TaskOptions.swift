@@ -290,6 +290,9 @@ public struct TaskInfo: Sendable, Hashable {
     public let result: [UInt8]?
     /// What its handler last reported (``WorkQueue/reportProgress(_:_:)``).
     public let progress: TaskProgress?
+    /// How many progress reports the task has had: a later report has a higher number
+    /// (``WorkQueue/progressUpdates(_:_:)`` uses it to yield reports in order).
+    public let progressReports: Int
     /// Whether it has a retry policy (stored at enqueue, from ``TaskOptions/retry`` or the
     /// enqueuing instance's ``WorkQueueOptions/retry``).
     public let hasRetryPolicy: Bool

@@ -637,11 +637,13 @@ package enum QueueScripts {
         """)
 
     /// ARGV: process number, progress, done channel. Stores the progress of a process the
-    /// worker holds (and announces it when watched); 1, or 0 when not held.
+    /// worker holds and counts the report (`pn`, which orders reports for observers), and
+    /// announces it when watched; 1, or 0 when not held.
     static let progress = RedisScript(base + announcing + """
         local id = redis.call('HGET', KEYS[16], ARGV[1])
         if not id or redis.call('HEXISTS', KEYS[2], id) == 0 then return 0 end
         redis.call('HSET', jobkey(id), 'pg', ARGV[2])
+        redis.call('HINCRBY', jobkey(id), 'pn', 1)
         announce(id, 'progress', ARGV[3])
         return 1
         """)

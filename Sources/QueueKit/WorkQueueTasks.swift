@@ -36,6 +36,7 @@ extension WorkQueue {
             task: parts[1].isNull ? nil : try parts[1].bytes(),
             createdAt: time("ca"), startedAt: time("sa"), finishedAt: time("fa"), dueAt: time("du"),
             lastError: text("er"), result: fields["rs"], progress: fields["pg"].flatMap(TaskProgress.init(encoded:)),
+            progressReports: text("pn").flatMap { Int($0) } ?? 0,
             hasRetryPolicy: fields["ra"] != nil)
     }
 
@@ -49,51 +50,15 @@ extension WorkQueue {
     ///   was cancelled or its queue deleted); `CancellationError` when the calling task is
     ///   cancelled; `invalidArgument` for an empty id or a timeout that is not positive.
     public func waitUntilFinished(_ queue: String, _ id: String, timeout: Duration) async throws -> TaskInfo {
-        let keys = try keys(queue)
-        guard !id.isEmpty else { throw RedisError.invalidArgument("the task id must not be empty") }
         guard timeout > .zero else { throw RedisError.invalidArgument("the timeout must be positive") }
-        // Subscribed (and confirmed) before the first read: no announcement falls between.
-        let subscription = try await subscriber.subscribe([keys.doneChannel])
-        let watched = try await client.run(QueueScripts.watch, keys: keys.all(), arguments: [id]).decode(Int.self)
-        guard watched == 1 else { throw WorkQueueError(.taskNotFound, "no task \(id) in \(queue)") }
-        let suffix = Array((":" + id).utf8)
-        let recheck = options.pollInterval
-        let (nudges, nudge) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        let changes = try await recordChanges(queue, id)
         return try await withThrowingTaskGroup(of: TaskInfo?.self) { group in
             group.addTask {
                 try await Task.sleep(for: timeout)   // the deadline
                 return nil
             }
             group.addTask {
-                for try await event in subscription {
-                    switch event {
-                    case .gap: nudge.yield()
-                    case .message(let message):
-                        let payload = message.payload
-                        if payload.first == UInt8(ascii: "!"), payload.count > suffix.count,
-                           payload.suffix(suffix.count).elementsEqual(suffix) {
-                            nudge.yield()
-                        }
-                    }
-                }
-                try await Task.sleep(for: timeout)   // subscription over: the timer re-checks
-                return nil
-            }
-            group.addTask {
-                while true {
-                    try await Task.sleep(for: recheck)   // pub/sub is a wake-up, not the truth
-                    nudge.yield()
-                }
-            }
-            group.addTask {
-                nudge.yield()
-                for await _ in nudges {
-                    try Task.checkCancellation()
-                    guard let info = try await self.task(queue, id) else {
-                        throw WorkQueueError(.taskNotFound, "task \(id) of \(queue) is gone (cancelled, or its queue deleted)")
-                    }
-                    if info.state.isFinal { return info }
-                }
+                for try await info in changes where info.state.isFinal { return info }
                 return nil
             }
             defer { group.cancelAll() }
@@ -102,6 +67,107 @@ extension WorkQueue {
                 throw WorkQueueError(.timedOut, "task \(id) of \(queue) did not finish within \(timeout)")
             }
             return info
+        }
+    }
+
+    /// The progress of task `id` of `queue` as its handler reports it
+    /// (``reportProgress(_:_:)``), observed from any process: the progress it has now (if
+    /// any), then each later report, oldest first. Reports that come faster than this
+    /// observer reads them are merged into the newest (never an older one after a newer).
+    /// The sequence ends when the task completes, fails or is dead-lettered, after the last
+    /// report made before that; it throws ``WorkQueueError/Code/taskNotFound`` when the task
+    /// has no record or loses it. It is subscribed before this returns: no report made
+    /// after the call is missed. Stop iterating (or cancel the iterating task) to stop
+    /// observing.
+    ///
+    /// - Throws: ``WorkQueueError/Code/taskNotFound`` when the task has no record;
+    ///   `invalidArgument` for an empty queue name or id.
+    public func progressUpdates(_ queue: String, _ id: String) async throws -> AsyncThrowingStream<TaskProgress, any Error> {
+        let changes = try await recordChanges(queue, id)
+        return AsyncThrowingStream { continuation in
+            let observer = Task {
+                var seen = 0
+                do {
+                    for try await info in changes {
+                        if info.progressReports > seen, let progress = info.progress {
+                            seen = info.progressReports
+                            continuation.yield(progress)
+                        }
+                        if info.state.isFinal { break }
+                    }
+                    continuation.finish()
+                } catch {
+                    continuation.finish(throwing: error)
+                }
+            }
+            continuation.onTermination = { _ in observer.cancel() }
+        }
+    }
+
+    /// Task `id`'s record now, then again after each announced change of it, after a
+    /// subscriber gap and every ``WorkQueueOptions/pollInterval`` (pub/sub is a wake-up; the
+    /// record in Redis is the truth). Subscribed (and confirmed) and the task marked as
+    /// watched before this returns, so no change made after the call is missed; the sequence
+    /// throws ``WorkQueueError/Code/taskNotFound`` when the record goes away, and runs until
+    /// its iterator is dropped or its task cancelled.
+    private func recordChanges(_ queue: String, _ id: String) async throws -> AsyncThrowingStream<TaskInfo, any Error> {
+        let keys = try keys(queue)
+        guard !id.isEmpty else { throw RedisError.invalidArgument("the task id must not be empty") }
+        let subscription = try await subscriber.subscribe([keys.doneChannel])
+        let watched = try await client.run(QueueScripts.watch, keys: keys.all(), arguments: [id]).decode(Int.self)
+        guard watched == 1 else { throw WorkQueueError(.taskNotFound, "no task \(id) in \(queue)") }
+        let suffix = Array((":" + id).utf8)
+        let recheck = options.pollInterval
+        let (nudges, nudge) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        nudge.yield()
+        return AsyncThrowingStream { continuation in
+            let reader = Task {
+                // Three children: the subscription's wake-ups, the timer's, and the reader of
+                // the record, which alone ends the sequence (it returns `true`).
+                await withTaskGroup(of: Bool.self) { group in
+                    group.addTask {
+                        do {
+                            for try await event in subscription {
+                                switch event {
+                                case .gap: nudge.yield()
+                                case .message(let message):
+                                    let payload = message.payload
+                                    if payload.first == UInt8(ascii: "!"), payload.count > suffix.count,
+                                       payload.suffix(suffix.count).elementsEqual(suffix) {
+                                        nudge.yield()
+                                    }
+                                }
+                            }
+                        } catch {}
+                        return false   // the subscription ended: the timer still re-reads the record
+                    }
+                    group.addTask {
+                        while (try? await Task.sleep(for: recheck)) != nil { nudge.yield() }
+                        return false
+                    }
+                    group.addTask {
+                        do {
+                            for await _ in nudges {
+                                try Task.checkCancellation()
+                                guard let info = try await self.task(queue, id) else {
+                                    throw WorkQueueError(.taskNotFound, "task \(id) of \(queue) is gone (cancelled, or its queue deleted)")
+                                }
+                                continuation.yield(info)
+                            }
+                        } catch {
+                            continuation.finish(throwing: error)
+                        }
+                        return true
+                    }
+                    while let readerEnded = await group.next(), !readerEnded {}
+                    group.cancelAll()
+                }
+                continuation.finish()
+            }
+            continuation.onTermination = { _ in
+                reader.cancel()
+                nudge.finish()
+            }
         }
     }
 

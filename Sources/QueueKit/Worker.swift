@@ -622,7 +622,9 @@ public final actor Worker: Service {
 
     /// Gives a process back: its task returns to the FRONT of its queue and `work` is
     /// published, unless this was its ``WorkQueueOptions/maxDeliveries``-th delivery: then it
-    /// goes to the queue's dead letters with `reason`.
+    /// goes to the queue's dead letters with `reason`. The attempt is not counted and no
+    /// backoff applies; to count it (a retry after the task's backoff), call
+    /// ``fail(_:error:permanently:)`` instead.
     ///
     /// - Throws: ``WorkQueueError/Code/processNotOwned`` as ``finish(_:result:)-(_,[UInt8]?)`` does.
     @discardableResult

@@ -185,7 +185,7 @@ func spawnRunner(_ fixture: QueueFixture, queue: String, concurrency: Int, done:
     }
 
     /// A handler reports progress step by step; the producer sees each step, in order.
-    @Test func producersObserveProgressInOrder() async throws {
+    @Test func taskShowsTheLatestProgressAndRefusesReportsAfterTheFinish() async throws {
         let fixture = try await QueueFixture.start()
         let name = uniqueName()
         let id = try await fixture.queue.enqueue(name, "upload").id
@@ -205,6 +205,44 @@ func spawnRunner(_ fixture: QueueFixture, queue: String, concurrency: Int, done:
             ($0 as? WorkQueueError)?.code == .processNotOwned
         }
         #expect(try await producer.task(name, id)?.progress == .bytes(Array("3/3 parts".utf8)))
+    }
+
+    /// A producer in another process observes the handler's reports, never an older one
+    /// after a newer, the last one always, and its sequence ends when the task completes.
+    @Test func aProducerInAnotherProcessObservesProgressInOrder() async throws {
+        let fixture = try await QueueFixture.start()
+        let name = uniqueName()
+        let id = try await fixture.queue.enqueue(name, "upload").id
+        let producer = try queueHelper("progress", fixture.redis, [fixture.prefix, name, id])
+        var lines = producer.lines.makeAsyncIterator()
+        #expect(await lines.next() == "watching")
+        let worker = try await fixture.queue.startWorker()
+        _ = try await worker.startWork(name)
+        let process = try #require(try await worker.dequeue(name))
+        for step in 1...20 { try await fixture.queue.reportProgress(process, .number(Double(step))) }
+        try await fixture.queue.reportProgress(process, .bytes(Array("uploaded".utf8)))
+        try await worker.finish(process)
+        var numbers: [Double] = []
+        var rest: [String] = []
+        while let line = await lines.next() {
+            if line.hasPrefix("progress "), let number = Double(line.dropFirst("progress ".count)) {
+                #expect(rest.isEmpty, "a number after \(rest)")
+                numbers.append(number)
+            } else {
+                rest.append(line)
+            }
+        }
+        #expect(numbers == numbers.sorted() && Set(numbers).count == numbers.count, "out of order: \(numbers)")
+        #expect(numbers.allSatisfy { (1...20).contains($0) })
+        #expect(rest == ["progress bytes uploaded", "end completed"])
+        #expect(await producer.exitStatus() == 0)
+    }
+
+    @Test func observingTheProgressOfAnUnknownTaskIsTaskNotFound() async throws {
+        let fixture = try await QueueFixture.start()
+        await #expect { _ = try await fixture.queue.progressUpdates(uniqueName(), "no-such-task") } throws: {
+            ($0 as? WorkQueueError)?.code == .taskNotFound
+        }
     }
 
     @Test func retentionKeepsTheNewestCompletedRecords() async throws {

@@ -144,6 +144,20 @@ enum QueueCommands {
             } catch let error as WorkQueueError where error.code == .timedOut {
                 say("timed out")
             }
+        case "queue-progress":
+            // queue-progress <redis> <prefix> <queue> <taskID>: says "watching" once it observes
+            // the task, then each progress report as it arrives ("progress <number>" or
+            // "progress bytes <text>"), then "end <state>" when the sequence ends.
+            let queue = try WorkQueue(client: client, subscriber: subscriber, options: WorkQueueOptions(prefix: arguments[0]))
+            let updates = try await queue.progressUpdates(arguments[1], arguments[2])
+            say("watching")
+            for try await progress in updates {
+                switch progress {
+                case .number(let value): say("progress \(value)")
+                case .bytes(let bytes): say("progress bytes \(String(decoding: bytes, as: UTF8.self))")
+                }
+            }
+            say("end \(try await queue.task(arguments[1], arguments[2])?.state.rawValue ?? "gone")")
         case "queue-schedule":
             // queue-schedule <redis> <prefix> <queue> <stopKey>: says "scheduling", runs a
             // scheduler of the queue's repeatable tasks until <stopKey> exists (or it is

@@ -19,7 +19,7 @@ struct TestHelper {
         }
         let configuration = try RedisTarget(arguments[2])
         switch arguments[1] {
-        case "queue-worker", "queue-hold", "queue-take", "queue-run", "queue-await", "queue-schedule":
+        case "queue-worker", "queue-hold", "queue-take", "queue-run", "queue-await", "queue-progress", "queue-schedule":
             try await QueueCommands.run(arguments[1], configuration, Array(arguments.dropFirst(3)))
         case "lock-cycles":
             // lock-cycles <port> <counterKey> <cycles> <channel>: read-modify-write under a lock.
