@@ -117,6 +117,15 @@ func sample_Hiredis_GettingStarted_36(connection: RedisConnection, configuration
     await connection.close()
 }
 
+// Sources/Hiredis/Documentation.docc/GuaranteesAndLimits.md:25
+func sample_Hiredis_GuaranteesAndLimits_25(connection: RedisConnection, configuration: RedisConfiguration, subscriber: RedisSubscriber, cluster: RedisCluster, client: any RedisClient, logger: Logger, password: String, locks: CallbackQueue, pubsub: RedisSubscriber) async throws {
+    do {
+        try await connection.send("INCR", "visits")
+    } catch let error as RedisError where error.wasNeverSent {
+        try await connection.send("INCR", "visits")   // it never reached the server: safe to send again
+    }
+}
+
 // Sources/Hiredis/Documentation.docc/Hiredis.md:14
 func sample_Hiredis_Hiredis_14(connection: RedisConnection, configuration: RedisConfiguration, subscriber: RedisSubscriber, cluster: RedisCluster, client: any RedisClient, logger: Logger, password: String, locks: CallbackQueue, pubsub: RedisSubscriber) async throws {
 
