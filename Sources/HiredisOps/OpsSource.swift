@@ -19,6 +19,9 @@ public struct OpsSource: Sendable {
     /// The file job store (`--dir`), if any.
     public let fileJobs: FileJobStore<String>?
 
+    /// A source that reads the modules under `prefixes` through `client` (and the file job
+    /// store in `jobsDirectory`, when given, instead of the Redis one).
+    ///
     /// - Throws: `RedisError` `invalidArgument` for a bad prefix, before anything is sent.
     public init(client: any RedisClient, subscriber: RedisSubscriber, prefixes: OpsPrefixes = OpsPrefixes(),
                 workerTimeout: Duration? = .seconds(3), jobsDirectory: URL? = nil) throws {

@@ -356,6 +356,8 @@ extension CallbackQueue {
 /// Its lock is extended in the background until `complete` is called (or the completion
 /// is dropped).
 public final class Completion<Payload: Codable & Sendable>: Sendable {
+    /// The job's id, as given to ``CallbackQueue/push(_:as:timeout:options:onComplete:)``:
+    /// callers of the same id share one run.
     public let id: String
     let queue: CallbackQueue
     let lock: Lock

@@ -16,6 +16,8 @@ public struct LockInspector: Sendable {
     /// The ``CallbackQueueOptions/lockPrefix`` of the queues to look at.
     public let lockPrefix: String
 
+    /// An inspector of the locks and semaphores under `lockPrefix`, read through `client`.
+    ///
     /// - Throws: `RedisError` `invalidArgument` for an empty prefix (it would list every key
     ///   of the database), before anything is sent.
     public init(client: any RedisClient, lockPrefix: String = "dlock:") throws {

@@ -24,6 +24,8 @@ public struct CronExpression: Sendable, Hashable, CustomStringConvertible {
     private let daysRestricted: Bool
     private let weekdaysRestricted: Bool
 
+    /// Parses a 5-field expression (`minute hour day-of-month month day-of-week`).
+    ///
     /// - Throws: `RedisError` `invalidArgument` naming the field that is wrong.
     public init(_ source: String) throws {
         let fields = source.split(whereSeparator: { $0 == " " || $0 == "\t" }).map(String.init)

@@ -304,6 +304,8 @@ public struct RepeatableScheduler: Service {
     /// The queues whose repeatable tasks are kept scheduled.
     public let queues: [String]
 
+    /// A scheduler for the repeatable tasks of `queues`, run through `workQueue`.
+    ///
     /// - Throws: `invalidArgument` for no queue or an empty queue name.
     public init(workQueue: WorkQueue, queues: [String]) throws {
         guard !queues.isEmpty else { throw RedisError.invalidArgument("a scheduler needs at least one queue") }

@@ -32,6 +32,8 @@ public struct WorkQueue: Sendable {
     let metrics: QueueMetrics
     var logger: Logger { options.logger }
 
+    /// A queue client that runs its scripts on `client` and hears events on `subscriber`.
+    ///
     /// - Throws: `RedisError` `invalidArgument` for invalid options.
     public init(client: any RedisClient, subscriber: RedisSubscriber, options: WorkQueueOptions = WorkQueueOptions()) throws {
         try options.validate()

@@ -129,6 +129,15 @@ func sample_Hiredis_GettingStarted_36(connection: RedisConnection, configuration
     await connection.close()
 }
 
+// Sources/Hiredis/Documentation.docc/GuaranteesAndLimits.md:25
+func sample_Hiredis_GuaranteesAndLimits_25(connection: RedisConnection, configuration: RedisConfiguration, subscriber: RedisSubscriber, cluster: RedisCluster, client: any RedisClient, logger: Logger, password: String, locks: CallbackQueue, pubsub: RedisSubscriber) async throws {
+    do {
+        try await connection.send("INCR", "visits")
+    } catch let error as RedisError where error.wasNeverSent {
+        try await connection.send("INCR", "visits")   // it never reached the server: safe to send again
+    }
+}
+
 // Sources/Hiredis/Documentation.docc/Hiredis.md:14
 func sample_Hiredis_Hiredis_14(connection: RedisConnection, configuration: RedisConfiguration, subscriber: RedisSubscriber, cluster: RedisCluster, client: any RedisClient, logger: Logger, password: String, locks: CallbackQueue, pubsub: RedisSubscriber, router: Router<BasicRequestContext>, token: String) async throws {
 
@@ -336,8 +345,8 @@ func sample_QueueKit_QueueKit_20(connection: RedisConnection, configuration: Red
     try await mailer.shutdown(gracePeriod: .seconds(10))
 }
 
-// Sources/QueueKit/Documentation.docc/TaskFeatures.md:9
-func sample_QueueKit_TaskFeatures_9(connection: RedisConnection, configuration: RedisConfiguration, subscriber: RedisSubscriber, cluster: RedisCluster, client: any RedisClient, logger: Logger, password: String, queue: WorkQueue, worker: Worker, store: FileJobStore<String>, pubsub: RedisSubscriber) async throws {
+// Sources/QueueKit/Documentation.docc/TaskFeatures.md:14
+func sample_QueueKit_TaskFeatures_14(connection: RedisConnection, configuration: RedisConfiguration, subscriber: RedisSubscriber, cluster: RedisCluster, client: any RedisClient, logger: Logger, password: String, queue: WorkQueue, worker: Worker, store: FileJobStore<String>, pubsub: RedisSubscriber) async throws {
     let id = try await queue.enqueue("mail", "to:ada", options: TaskOptions(
         id: "welcome-ada", delay: .seconds(30), priority: 5, retry: .exponential(attempts: 5))).id
     let info = try await queue.waitUntilFinished("mail", id, timeout: .seconds(60))   // any process
@@ -384,16 +393,16 @@ func sample_QueueKit_WorkQueueGuide_57(connection: RedisConnection, configuratio
     }
 }
 
-// Sources/QueueKit/Documentation.docc/WorkQueueGuide.md:77
-func sample_QueueKit_WorkQueueGuide_77(connection: RedisConnection, configuration: RedisConfiguration, subscriber: RedisSubscriber, cluster: RedisCluster, client: any RedisClient, logger: Logger, password: String, queue: WorkQueue, worker: Worker, store: FileJobStore<String>, pubsub: RedisSubscriber) async throws {
+// Sources/QueueKit/Documentation.docc/WorkQueueGuide.md:79
+func sample_QueueKit_WorkQueueGuide_79(connection: RedisConnection, configuration: RedisConfiguration, subscriber: RedisSubscriber, cluster: RedisCluster, client: any RedisClient, logger: Logger, password: String, queue: WorkQueue, worker: Worker, store: FileJobStore<String>, pubsub: RedisSubscriber) async throws {
     let worker = queue.makeWorker()
     try await worker.handle("emails", concurrency: 4) { process in try await send(process.string) }
     let group = ServiceGroup(services: [worker], gracefulShutdownSignals: [.sigterm], logger: logger)
     try await group.run()
 }
 
-// Sources/QueueKit/Documentation.docc/WorkQueueGuide.md:99
-func sample_QueueKit_WorkQueueGuide_99(connection: RedisConnection, configuration: RedisConfiguration, subscriber: RedisSubscriber, cluster: RedisCluster, client: any RedisClient, logger: Logger, password: String, queue: WorkQueue, worker: Worker, store: FileJobStore<String>, pubsub: RedisSubscriber) async throws {
+// Sources/QueueKit/Documentation.docc/WorkQueueGuide.md:101
+func sample_QueueKit_WorkQueueGuide_101(connection: RedisConnection, configuration: RedisConfiguration, subscriber: RedisSubscriber, cluster: RedisCluster, client: any RedisClient, logger: Logger, password: String, queue: WorkQueue, worker: Worker, store: FileJobStore<String>, pubsub: RedisSubscriber) async throws {
     let mailer = try await queue.startWorker(on: "emails", concurrency: 4) { process in
         try await send(process.string)
     }
@@ -401,8 +410,8 @@ func sample_QueueKit_WorkQueueGuide_99(connection: RedisConnection, configuratio
     try await mailer.shutdown(gracePeriod: .seconds(10))   // drain, give back the rest, deregister
 }
 
-// Sources/QueueKit/Documentation.docc/WorkQueueGuide.md:115
-func sample_QueueKit_WorkQueueGuide_115(connection: RedisConnection, configuration: RedisConfiguration, subscriber: RedisSubscriber, cluster: RedisCluster, client: any RedisClient, logger: Logger, password: String, queue: WorkQueue, worker: Worker, store: FileJobStore<String>, pubsub: RedisSubscriber) async throws {
+// Sources/QueueKit/Documentation.docc/WorkQueueGuide.md:117
+func sample_QueueKit_WorkQueueGuide_117(connection: RedisConnection, configuration: RedisConfiguration, subscriber: RedisSubscriber, cluster: RedisCluster, client: any RedisClient, logger: Logger, password: String, queue: WorkQueue, worker: Worker, store: FileJobStore<String>, pubsub: RedisSubscriber) async throws {
     let completions = try await queue.completions("thumbnails")   // subscribed before it returns
     try await queue.enqueue("thumbnails", "img-42")               // so nothing can be missed
     for try await case .completed(let done) in completions where done.string == "img-42" {
@@ -411,8 +420,8 @@ func sample_QueueKit_WorkQueueGuide_115(connection: RedisConnection, configurati
     }
 }
 
-// Sources/QueueKit/Documentation.docc/WorkQueueGuide.md:136
-func sample_QueueKit_WorkQueueGuide_136(connection: RedisConnection, configuration: RedisConfiguration, subscriber: RedisSubscriber, cluster: RedisCluster, client: any RedisClient, logger: Logger, password: String, queue: WorkQueue, worker: Worker, store: FileJobStore<String>, pubsub: RedisSubscriber) async throws {
+// Sources/QueueKit/Documentation.docc/WorkQueueGuide.md:138
+func sample_QueueKit_WorkQueueGuide_138(connection: RedisConnection, configuration: RedisConfiguration, subscriber: RedisSubscriber, cluster: RedisCluster, client: any RedisClient, logger: Logger, password: String, queue: WorkQueue, worker: Worker, store: FileJobStore<String>, pubsub: RedisSubscriber) async throws {
     let worker = try await queue.startWorker()
     let events = try await worker.startWork("emails")   // subscribed (confirmed) before it returns
     for await event in events {

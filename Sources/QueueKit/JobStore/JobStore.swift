@@ -96,8 +96,11 @@ extension JobStore {
 
 /// A job's id: a lowercase UUID.
 public struct JobID: Hashable, Sendable, Codable, CustomStringConvertible {
+    /// The id as text: a lowercase UUID.
     public let rawValue: String
 
+    /// The job id `rawValue`, a UUID in any case (kept in lowercase).
+    ///
     /// - Throws: `JobStoreError` `.unknownJob` when `rawValue` is not a job id.
     public init(_ rawValue: String) throws {
         guard let uuid = UUID(uuidString: rawValue), uuid.uuidString.lowercased() == rawValue.lowercased() else {
