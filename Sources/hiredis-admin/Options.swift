@@ -4,8 +4,15 @@ import Hiredis
 import HiredisOps
 
 /// How to reach Redis: a URL, sentinels, or cluster seeds.
+///
+/// The URL gives the credentials, the database and (`rediss://`) TLS of the server that
+/// holds the data: the URL's own server, the master the sentinels name, or every cluster
+/// node. With `--sentinel` or `--cluster` its host and port are not used.
 struct ConnectionOptions: ParsableArguments {
-    @Option(help: "The server's URL (redis://[user:password@]host:port[/db], rediss:// for TLS).")
+    @Option(help: """
+        The server's URL (redis://[user:password@]host:port[/db], rediss:// for TLS); with --sentinel or --cluster, \
+        its credentials, database and scheme count, its host and port do not.
+        """)
     var url = "redis://127.0.0.1:6379"
 
     @Option(name: .customLong("sentinel"), help: "A sentinel, host:port (repeat for several); needs --master-name.")
@@ -48,27 +55,48 @@ struct ConnectionOptions: ParsableArguments {
         return (String(text[..<colon]), port)
     }
 
-    /// Connects (a client and a subscriber) and builds the source.
-    func open() async throws -> OpsSource {
+    /// Where ``open()`` connects.
+    enum Target {
+        /// One server: the URL's, or the master found through sentinels.
+        case server(RedisConfiguration)
+        /// A Redis Cluster.
+        case cluster(RedisClusterConfiguration)
+    }
+
+    /// The configuration the options describe, without connecting.
+    ///
+    /// Everything the URL gives (credentials, database, `rediss://`) is kept for the server
+    /// that holds the data, whichever way it is found.
+    /// - Throws: ``RedisError/Code/invalidArgument`` for a malformed URL.
+    func target() throws -> Target {
         var base = try RedisConfiguration(url: url)
         base.connectTimeout = .seconds(3)
         base.reconnect = .never
-        let client: any RedisClient
-        let subscriber: RedisSubscriber
         if !clusterSeeds.isEmpty {
             let seeds = try clusterSeeds.map { try Self.hostPort($0) }.map { RedisConfiguration.Endpoint.tcp(host: $0.host, port: $0.port) }
-            let cluster = try await RedisCluster.connect(RedisClusterConfiguration(seeds: seeds, node: base))
+            return .cluster(RedisClusterConfiguration(seeds: seeds, node: base))
+        }
+        guard let masterName else { return .server(base) }
+        // The URL's configuration with sentinels added (not `RedisConfiguration.sentinel`,
+        // which would start afresh without its TLS and database).
+        let addresses = try sentinels.map { try Self.hostPort($0) }
+        var configuration = base
+        configuration.endpoint = .tcp(host: addresses[0].host, port: addresses[0].port)
+        configuration.sentinel = SentinelConfiguration(
+            sentinels: addresses.map { .tcp(host: $0.host, port: $0.port) }, masterName: masterName)
+        return .server(configuration)
+    }
+
+    /// Connects (a client and a subscriber) and builds the source.
+    func open() async throws -> OpsSource {
+        let client: any RedisClient
+        let subscriber: RedisSubscriber
+        switch try target() {
+        case .cluster(let configuration):
+            let cluster = try await RedisCluster.connect(configuration)
             client = cluster
             subscriber = try await cluster.subscriber()
-        } else {
-            var configuration = base
-            if let masterName {
-                configuration = RedisConfiguration.sentinel(
-                    sentinels: try sentinels.map { try Self.hostPort($0) }, masterName: masterName,
-                    username: base.username, password: base.password)
-                configuration.connectTimeout = base.connectTimeout
-                configuration.reconnect = .never
-            }
+        case .server(let configuration):
             client = try await RedisConnection.connect(configuration)
             subscriber = try await RedisSubscriber.connect(configuration)
         }
