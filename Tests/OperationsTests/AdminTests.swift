@@ -170,6 +170,21 @@ import Testing
         #expect(!run.stderr.contains("wrong-one"))
     }
 
+    @Test func aTLSFailureIsOneErrorLineWithoutTheKeyPassphrase() async throws {
+        let passphrase = "passphrase-" + UUID().uuidString
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("passphrase-" + UUID().uuidString)
+        try Data((passphrase + "\n").utf8).write(to: file)
+        defer { try? FileManager.default.removeItem(at: file) }
+        // Nothing listens there, and the certificate files do not exist: connecting fails
+        // whatever this build can do (no TLS at all, or TLS that cannot load the files).
+        let port = try freeLoopbackPort()
+        let run = try await AdminRun.run(["queues", "--url", "rediss://127.0.0.1:\(port)", "--tls-cert", "/nonexistent/client.pem",
+                                          "--tls-key", "/nonexistent/client.key", "--tls-key-passphrase-file", file.path])
+        #expect(run.status != 0)
+        #expect(run.stderr.split(separator: "\n").count == 1 && run.stderr.hasPrefix("hiredis-admin: error:"), "\(run.stderr)")
+        #expect(!run.stderr.contains(passphrase) && !run.stdout.contains(passphrase))
+    }
+
     @Test func badInputIsRefusedBeforeConnecting() async throws {
         let run = try await AdminRun.run(["tasks", "q", "--limit", "0", "--url", "redis://127.0.0.1:1"])
         #expect(run.status != 0)
