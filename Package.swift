@@ -157,6 +157,7 @@ let package = Package(
             name: "OperationsTests",
             dependencies: [
                 "LockKit", "QueueKit", "Hiredis", "RedisTestSupport", "HiredisOps", "HiredisDashboard", "hiredis-admin",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "Prometheus", package: "swift-prometheus"),

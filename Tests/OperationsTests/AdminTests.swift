@@ -110,6 +110,19 @@ import Testing
         #expect(try await deployment.workQueue.countQueue("emails") == 3)
     }
 
+    @Test func retryWithJSONReportsTheDeadLettersItPutBack() async throws {
+        let deployment = try await Deployment.start()
+        let dead = try await deployment.workQueue.deadLetters("emails").count
+        try #require(dead > 0, "the deployment has a dead letter to retry")
+        let waiting = try await deployment.workQueue.countQueue("emails")
+        let run = try await AdminRun.run(["retry", "emails", "--yes", "--json"] + deployment.adminOptions)
+        struct Retried: Decodable, Equatable { var queue: String; var retried: Int }
+        let report = try run.json(Retried.self)
+        #expect(report == Retried(queue: "emails", retried: dead))
+        #expect(try await deployment.workQueue.deadLetters("emails").isEmpty)
+        #expect(try await deployment.workQueue.countQueue("emails") == waiting + report.retried)
+    }
+
     @Test func purgeOfOneIdForgetsThatDeadLetter() async throws {
         let deployment = try await Deployment.start()
         let id = try #require(try await deployment.workQueue.deadLetters("emails").first?.id)
@@ -143,6 +156,18 @@ import Testing
         #expect(try await deployment.workQueue.getTasks("emails").first.map { String(decoding: $0, as: UTF8.self) } == "to:ada")
     }
 
+    @Test func failWorkerWithJSONReportsTheTasksItRequeued() async throws {
+        let deployment = try await Deployment.start()
+        let before = try await deployment.workQueue.queueSummary("emails")
+        try #require(before.inFlight > 0, "the deployment's worker holds a task")
+        let run = try await AdminRun.run(["fail-worker", "worker-1", "--yes", "--json"] + deployment.adminOptions)
+        struct Failed: Decodable, Equatable { var worker: String; var requeued: Int; var deadLettered: Int }
+        let report = try run.json(Failed.self)
+        #expect(report == Failed(worker: "worker-1", requeued: before.inFlight, deadLettered: 0))
+        #expect(try await deployment.workQueue.queueSummary("emails") == QueueSummary(
+            name: "emails", waiting: before.waiting + report.requeued, inFlight: 0, deadLetters: before.deadLetters + report.deadLettered))
+    }
+
     @Test func failingAnUnknownWorkerIsAnErrorLine() async throws {
         let deployment = try await Deployment.start()
         let run = try await AdminRun.run(["fail-worker", "nobody", "--yes"] + deployment.adminOptions)
@@ -168,6 +193,21 @@ import Testing
         #expect(run.status != 0)
         #expect(run.stderr.split(separator: "\n").count == 1 && run.stderr.hasPrefix("hiredis-admin: error:"))
         #expect(!run.stderr.contains("wrong-one"))
+    }
+
+    @Test func aTLSFailureIsOneErrorLineWithoutTheKeyPassphrase() async throws {
+        let passphrase = "passphrase-" + UUID().uuidString
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("passphrase-" + UUID().uuidString)
+        try Data((passphrase + "\n").utf8).write(to: file)
+        defer { try? FileManager.default.removeItem(at: file) }
+        // Nothing listens there, and the certificate files do not exist: connecting fails
+        // whatever this build can do (no TLS at all, or TLS that cannot load the files).
+        let port = try freeLoopbackPort()
+        let run = try await AdminRun.run(["queues", "--url", "rediss://127.0.0.1:\(port)", "--tls-cert", "/nonexistent/client.pem",
+                                          "--tls-key", "/nonexistent/client.key", "--tls-key-passphrase-file", file.path])
+        #expect(run.status != 0)
+        #expect(run.stderr.split(separator: "\n").count == 1 && run.stderr.hasPrefix("hiredis-admin: error:"), "\(run.stderr)")
+        #expect(!run.stderr.contains(passphrase) && !run.stdout.contains(passphrase))
     }
 
     @Test func badInputIsRefusedBeforeConnecting() async throws {

@@ -81,8 +81,12 @@ struct Deployment {
     }
 
     /// The command-line options that point `hiredis-admin` at this deployment.
-    var adminOptions: [String] {
-        ["--url", redis.url, "--lock-prefix", prefixes.lock, "--queue-prefix", prefixes.queue, "--jobs-prefix", prefixes.jobs,
+    var adminOptions: [String] { adminOptions(url: redis.url) }
+
+    /// The command-line options that point `hiredis-admin` at this deployment through
+    /// `url` (e.g. as another ACL user).
+    func adminOptions(url: String) -> [String] {
+        ["--url", url, "--lock-prefix", prefixes.lock, "--queue-prefix", prefixes.queue, "--jobs-prefix", prefixes.jobs,
          "--worker-timeout-ms", "\(Self.workerTimeout.components.seconds * 1000)"]
     }
 

@@ -194,4 +194,17 @@ private func count(_ metrics: TestMetrics, _ label: String, _ dimensions: [(Stri
         #expect(inFlight.values.max() == 1)
         try await eventually("the late reply") { inFlight.lastValue == 0 }
     }
+
+    /// A loopback listener whose accept queue is full: the TCP handshake never completes.
+    @Test func aConnectAttemptWithoutAnswerInTimeCountsAConnectTimeout() async throws {
+        let metrics = TestMetrics()
+        let listener = try FullBacklogListener()
+        defer { withExtendedLifetime(listener) {} }
+        var configuration = RedisConfiguration(host: "127.0.0.1", port: listener.port)
+        configuration.connectTimeout = .milliseconds(300)
+        configuration.metricsFactory = metrics
+        let error = await #expect(throws: RedisError.self) { try await RedisConnection.connect(configuration) }
+        #expect(error?.code == .timeout)
+        #expect(count(metrics, "hiredis_timeouts_total", [("kind", "connect")]) == 1)
+    }
 }
