@@ -46,8 +46,8 @@ func sample_README_README_89(connection: RedisConnection, configuration: RedisCo
     try await mailer.shutdown(gracePeriod: .seconds(10))
 }
 
-// README.md:177
-func sample_README_README_177(connection: RedisConnection, configuration: RedisConfiguration, subscriber: RedisSubscriber, cluster: RedisCluster, client: any RedisClient, logger: Logger, password: String, locks: CallbackQueue, workQueue: WorkQueue, worker: Worker, pubsub: RedisSubscriber, router: Router<BasicRequestContext>, token: String) async throws {
+// README.md:191
+func sample_README_README_191(connection: RedisConnection, configuration: RedisConfiguration, subscriber: RedisSubscriber, cluster: RedisCluster, client: any RedisClient, logger: Logger, password: String, locks: CallbackQueue, workQueue: WorkQueue, worker: Worker, pubsub: RedisSubscriber, router: Router<BasicRequestContext>, token: String) async throws {
     let source = try OpsSource(client: connection, subscriber: subscriber)
     var options = HiredisDashboard.Configuration()
     options.actions = .enabled(bearerToken: token)              // off by default
@@ -67,8 +67,8 @@ func sample_Hiredis_Cluster_9(connection: RedisConnection, configuration: RedisC
                                   options: CallbackQueueOptions(channel: "locks"))
 }
 
-// Sources/Hiredis/Documentation.docc/ConnectionBehaviour.md:74
-func sample_Hiredis_ConnectionBehaviour_74(connection: RedisConnection, configuration: RedisConfiguration, subscriber: RedisSubscriber, cluster: RedisCluster, client: any RedisClient, logger: Logger, password: String, locks: CallbackQueue, pubsub: RedisSubscriber, router: Router<BasicRequestContext>, token: String) async throws {
+// Sources/Hiredis/Documentation.docc/ConnectionBehaviour.md:80
+func sample_Hiredis_ConnectionBehaviour_80(connection: RedisConnection, configuration: RedisConfiguration, subscriber: RedisSubscriber, cluster: RedisCluster, client: any RedisClient, logger: Logger, password: String, locks: CallbackQueue, pubsub: RedisSubscriber, router: Router<BasicRequestContext>, token: String) async throws {
     do {
         try await connection.send("LPUSH", "greeting", "x")
     } catch let error as RedisError where error.serverErrorPrefix == "WRONGTYPE" {
@@ -130,7 +130,7 @@ func sample_Hiredis_GettingStarted_36(connection: RedisConnection, configuration
 }
 
 // Sources/Hiredis/Documentation.docc/GuaranteesAndLimits.md:25
-func sample_Hiredis_GuaranteesAndLimits_25(connection: RedisConnection, configuration: RedisConfiguration, subscriber: RedisSubscriber, cluster: RedisCluster, client: any RedisClient, logger: Logger, password: String, locks: CallbackQueue, pubsub: RedisSubscriber) async throws {
+func sample_Hiredis_GuaranteesAndLimits_25(connection: RedisConnection, configuration: RedisConfiguration, subscriber: RedisSubscriber, cluster: RedisCluster, client: any RedisClient, logger: Logger, password: String, locks: CallbackQueue, pubsub: RedisSubscriber, router: Router<BasicRequestContext>, token: String) async throws {
     do {
         try await connection.send("INCR", "visits")
     } catch let error as RedisError where error.wasNeverSent {
@@ -147,8 +147,8 @@ func sample_Hiredis_Hiredis_14(connection: RedisConnection, configuration: Redis
     await connection.close()
 }
 
-// Sources/Hiredis/Documentation.docc/Operations.md:36
-func sample_Hiredis_Operations_36(connection: RedisConnection, configuration: RedisConfiguration, subscriber: RedisSubscriber, cluster: RedisCluster, client: any RedisClient, logger: Logger, password: String, locks: CallbackQueue, pubsub: RedisSubscriber, router: Router<BasicRequestContext>, token: String) async throws {
+// Sources/Hiredis/Documentation.docc/Operations.md:53
+func sample_Hiredis_Operations_53(connection: RedisConnection, configuration: RedisConfiguration, subscriber: RedisSubscriber, cluster: RedisCluster, client: any RedisClient, logger: Logger, password: String, locks: CallbackQueue, pubsub: RedisSubscriber, router: Router<BasicRequestContext>, token: String) async throws {
 
     let source = try OpsSource(client: connection, subscriber: subscriber)   // default prefixes
     var configuration = HiredisDashboard.Configuration()
@@ -354,6 +354,13 @@ func sample_QueueKit_TaskFeatures_14(connection: RedisConnection, configuration:
     try await queue.setLimits("mail", QueueLimits(rate: RateLimit(50, per: .seconds(1)), concurrency: 20))
     try await queue.addRepeatable("mail", name: "digest", "send digest", schedule: .cron(try CronExpression("0 8 * * 1-5")))
     Task { try await queue.runRepeatables("mail") }   // in every process, no leader (or RepeatableScheduler, a Service)
+}
+
+// Sources/QueueKit/Documentation.docc/TaskFeatures.md:145
+func sample_QueueKit_TaskFeatures_145(connection: RedisConnection, configuration: RedisConfiguration, subscriber: RedisSubscriber, cluster: RedisCluster, client: any RedisClient, logger: Logger, password: String, queue: WorkQueue, worker: Worker, store: FileJobStore<String>, pubsub: RedisSubscriber) async throws {
+    for try await progress in try await queue.progressUpdates("uploads", id) {
+        print("upload \(id): \(progress)")   // each report in order; ends when the task finishes
+    }
 }
 
 // Sources/QueueKit/Documentation.docc/WorkQueueGuide.md:10
