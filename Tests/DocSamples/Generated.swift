@@ -10,8 +10,8 @@ import Logging
 import QueueKit
 import ServiceLifecycle
 
-// README.md:65
-func sample_README_README_65(connection: RedisConnection, configuration: RedisConfiguration, subscriber: RedisSubscriber, cluster: RedisCluster, client: any RedisClient, logger: Logger, password: String, locks: CallbackQueue, workQueue: WorkQueue, worker: Worker, pubsub: RedisSubscriber, router: Router<BasicRequestContext>, token: String) async throws {
+// README.md:66
+func sample_README_README_66(connection: RedisConnection, configuration: RedisConfiguration, subscriber: RedisSubscriber, cluster: RedisCluster, client: any RedisClient, logger: Logger, password: String, locks: CallbackQueue, workQueue: WorkQueue, worker: Worker, pubsub: RedisSubscriber, router: Router<BasicRequestContext>, token: String) async throws {
     let configuration = try RedisConfiguration(url: "redis://127.0.0.1:6379")
     let locks = try CallbackQueue(client: try await RedisConnection.connect(configuration),
                                   pubsub: try await RedisSubscriber.connect(configuration),
@@ -24,16 +24,16 @@ func sample_README_README_65(connection: RedisConnection, configuration: RedisCo
     }
 }
 
-// README.md:80
-func sample_README_README_80(connection: RedisConnection, configuration: RedisConfiguration, subscriber: RedisSubscriber, cluster: RedisCluster, client: any RedisClient, logger: Logger, password: String, locks: CallbackQueue, workQueue: WorkQueue, worker: Worker, pubsub: RedisSubscriber, router: Router<BasicRequestContext>, token: String) async throws {
+// README.md:81
+func sample_README_README_81(connection: RedisConnection, configuration: RedisConfiguration, subscriber: RedisSubscriber, cluster: RedisCluster, client: any RedisClient, logger: Logger, password: String, locks: CallbackQueue, workQueue: WorkQueue, worker: Worker, pubsub: RedisSubscriber, router: Router<BasicRequestContext>, token: String) async throws {
     // Ten instances ask at once: `buildReport` runs once, all ten get its value.
     let report = try await locks.fanout("report:2026-12", timeout: .seconds(30)) {
         try await buildReport(month: "2026-12")
     }
 }
 
-// README.md:89
-func sample_README_README_89(connection: RedisConnection, configuration: RedisConfiguration, subscriber: RedisSubscriber, cluster: RedisCluster, client: any RedisClient, logger: Logger, password: String, locks: CallbackQueue, workQueue: WorkQueue, worker: Worker, pubsub: RedisSubscriber, router: Router<BasicRequestContext>, token: String) async throws {
+// README.md:90
+func sample_README_README_90(connection: RedisConnection, configuration: RedisConfiguration, subscriber: RedisSubscriber, cluster: RedisCluster, client: any RedisClient, logger: Logger, password: String, locks: CallbackQueue, workQueue: WorkQueue, worker: Worker, pubsub: RedisSubscriber, router: Router<BasicRequestContext>, token: String) async throws {
     let workQueue = try WorkQueue(client: try await RedisConnection.connect(configuration),
                                   subscriber: try await RedisSubscriber.connect(configuration))
     try await workQueue.enqueue("emails", "to:ada@example.com",
@@ -46,8 +46,8 @@ func sample_README_README_89(connection: RedisConnection, configuration: RedisCo
     try await mailer.shutdown(gracePeriod: .seconds(10))
 }
 
-// README.md:191
-func sample_README_README_191(connection: RedisConnection, configuration: RedisConfiguration, subscriber: RedisSubscriber, cluster: RedisCluster, client: any RedisClient, logger: Logger, password: String, locks: CallbackQueue, workQueue: WorkQueue, worker: Worker, pubsub: RedisSubscriber, router: Router<BasicRequestContext>, token: String) async throws {
+// README.md:192
+func sample_README_README_192(connection: RedisConnection, configuration: RedisConfiguration, subscriber: RedisSubscriber, cluster: RedisCluster, client: any RedisClient, logger: Logger, password: String, locks: CallbackQueue, workQueue: WorkQueue, worker: Worker, pubsub: RedisSubscriber, router: Router<BasicRequestContext>, token: String) async throws {
     let source = try OpsSource(client: connection, subscriber: subscriber)
     var options = HiredisDashboard.Configuration()
     options.actions = .enabled(bearerToken: token)              // off by default
@@ -358,6 +358,7 @@ func sample_QueueKit_TaskFeatures_14(connection: RedisConnection, configuration:
 
 // Sources/QueueKit/Documentation.docc/TaskFeatures.md:145
 func sample_QueueKit_TaskFeatures_145(connection: RedisConnection, configuration: RedisConfiguration, subscriber: RedisSubscriber, cluster: RedisCluster, client: any RedisClient, logger: Logger, password: String, queue: WorkQueue, worker: Worker, store: FileJobStore<String>, pubsub: RedisSubscriber) async throws {
+    let id = try await queue.enqueue("uploads", "video-42.mp4").id
     for try await progress in try await queue.progressUpdates("uploads", id) {
         print("upload \(id): \(progress)")   // each report in order; ends when the task finishes
     }

@@ -173,7 +173,16 @@ final class Notifications: Sendable {
                     let id = try await store.create(request: "request-\(chain)")
                     ids.withLock { $0[chain] = id }
                     try await store.queue(id, target: "t\(chain)")
-                    let lease = try #require(try await store.pullWork())
+                    // Any chain may pull any job: another chain can have leased this one
+                    // before the job it will lease exists, so a pull may find nothing yet.
+                    // There are as many jobs as pulls, and a job is pulled once (fulfilled
+                    // before it is released), so one is always coming.
+                    var pulled = try await store.pullWork()
+                    for _ in 0..<2_000 where pulled == nil {
+                        try await Task.sleep(for: .milliseconds(5))
+                        pulled = try await store.pullWork()
+                    }
+                    let lease = try #require(pulled)
                     do {
                         try await store.fulfill(lease.id, value: "value-\(lease.id)")
                     } catch let error as JobStoreError where error.code == .alreadyFulfilled {
