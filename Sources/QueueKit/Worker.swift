@@ -95,7 +95,7 @@ public final actor Worker: Service {
     private struct Registration {
         let queue: String
         let concurrency: Int
-        let handler: @Sendable (WorkProcess) async throws -> Void
+        let handler: @Sendable (WorkProcess) async throws -> [UInt8]?
     }
 
     nonisolated var client: any RedisClient { workQueue.client }
@@ -702,6 +702,18 @@ public final actor Worker: Service {
     public func handle(
         _ queue: String, concurrency: Int = 1, _ handler: @escaping @Sendable (WorkProcess) async throws -> Void
     ) throws {
+        try handleWithResults(queue, concurrency: concurrency) { process in
+            try await handler(process)
+            return nil
+        }
+    }
+
+    /// Registers a handler that ``run()`` runs on `queue`, `concurrency` tasks at a time, and
+    /// whose return value is stored as each task's result (see
+    /// ``runWithResults(_:concurrency:handler:)``).
+    public func handleWithResults(
+        _ queue: String, concurrency: Int = 1, _ handler: @escaping @Sendable (WorkProcess) async throws -> [UInt8]?
+    ) throws {
         _ = try workQueue.keys(queue)
         guard concurrency >= 1 else { throw RedisError.invalidArgument("concurrency must be at least 1") }
         handlers.append(Registration(queue: queue, concurrency: concurrency, handler: handler))
@@ -717,7 +729,8 @@ public final actor Worker: Service {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for registration in registered {
                     group.addTask {
-                        try await self.run(registration.queue, concurrency: registration.concurrency, handler: registration.handler)
+                        try await self.runWithResults(registration.queue, concurrency: registration.concurrency,
+                                                      handler: registration.handler)
                     }
                 }
                 if registered.isEmpty {

@@ -31,6 +31,22 @@ extension Worker {
     public nonisolated func run(
         _ queue: String, concurrency: Int = 1, handler: @escaping @Sendable (WorkProcess) async throws -> Void
     ) async throws {
+        try await runWithResults(queue, concurrency: concurrency) { process in
+            try await handler(process)
+            return nil
+        }
+    }
+
+    /// Works on `queue` as ``run(_:concurrency:handler:)`` does, with a handler that returns
+    /// each task's result: it is stored with the finish, so that ``WorkQueue/task(_:_:)``,
+    /// ``WorkQueue/waitUntilFinished(_:_:timeout:)`` and ``WorkQueue/completions(_:)`` carry
+    /// it (`nil`: no result). Results are bytes (JSON, text, …: the handler's choice). (A
+    /// name of its own: an overload of `run` would make trailing closures ambiguous.)
+    ///
+    /// - Throws: what ``run(_:concurrency:handler:)`` throws.
+    public nonisolated func runWithResults(
+        _ queue: String, concurrency: Int = 1, handler: @escaping @Sendable (WorkProcess) async throws -> [UInt8]?
+    ) async throws {
         guard concurrency >= 1 else { throw RedisError.invalidArgument("concurrency must be at least 1") }
         _ = try workQueue.keys(queue)
         let (wakeups, wake) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
@@ -140,12 +156,14 @@ extension Worker {
     /// What happens to a process once its handler ended. A Redis outage (a failover, a
     /// restart) is waited out: the finish or stop is retried for a while, so a finished
     /// task is not left in flight.
-    nonisolated func settle(_ process: WorkProcess, _ result: Result<Void, any Error>, _ reason: RunControl.Stop?) async {
+    nonisolated func settle(_ process: WorkProcess, _ result: Result<[UInt8]?, any Error>, _ reason: RunControl.Stop?) async {
         var delay = Duration.milliseconds(100)
         for attempt in 1...12 {
             do {
                 switch (result, reason) {
-                case (.success, _), (.failure, .cancelledTask?):
+                case (.success(let value), _):
+                    try await finish(process, result: value)
+                case (.failure, .cancelledTask?):
                     try await finish(process)
                 case (.failure, .queueDeleted?), (.failure, .workerGone?), (.failure, .shutdown?):
                     break   // nothing to settle, or given back together when the loop ends
@@ -190,10 +208,30 @@ extension WorkQueue {
     public func startWorker(
         on queue: String, concurrency: Int = 1, handler: @escaping @Sendable (WorkProcess) async throws -> Void
     ) async throws -> RunningWorker {
+        try await startWorkerWithResults(on: queue, concurrency: concurrency) { process in
+            try await handler(process)
+            return nil
+        }
+    }
+
+    /// Registers a worker and runs `handler` on `queue` in the background, storing what it
+    /// returns as each task's result (see ``Worker/runWithResults(_:concurrency:handler:)``);
+    /// returns a handle to stop it.
+    ///
+    /// ```swift
+    /// let thumbnails = try await queue.startWorkerWithResults(on: "thumbnails") { process in
+    ///     Array(try await makeThumbnail(of: process.string).utf8)   // the task's result
+    /// }
+    /// ```
+    ///
+    /// - Throws: what ``startWorker(on:concurrency:handler:)`` throws.
+    public func startWorkerWithResults(
+        on queue: String, concurrency: Int = 1, handler: @escaping @Sendable (WorkProcess) async throws -> [UInt8]?
+    ) async throws -> RunningWorker {
         _ = try keys(queue)
         guard concurrency >= 1 else { throw RedisError.invalidArgument("concurrency must be at least 1") }
         let worker = try await startWorker()
-        let task = Task { try await worker.run(queue, concurrency: concurrency, handler: handler) }
+        let task = Task { try await worker.runWithResults(queue, concurrency: concurrency, handler: handler) }
         return RunningWorker(worker: worker, task: task)
     }
 }
@@ -264,7 +302,7 @@ final class RunControl: Sendable {
 
     private struct Running {
         let process: WorkProcess
-        let task: Task<Void, any Error>
+        let task: Task<[UInt8]?, any Error>
         var reason: Stop?
     }
 
@@ -306,14 +344,14 @@ final class RunControl: Sendable {
         wake()
     }
 
-    func add(_ process: WorkProcess, _ task: Task<Void, any Error>) {
+    func add(_ process: WorkProcess, _ task: Task<[UInt8]?, any Error>) {
         state.withLock { $0.running[process.number] = Running(process: process, task: task) }
     }
 
     /// Cancels the running handlers whose process matches (the first reason given wins).
     func cancel(_ reason: Stop, where matches: (WorkProcess) -> Bool) {
-        let tasks = state.withLock { state -> [Task<Void, any Error>] in
-            var tasks: [Task<Void, any Error>] = []
+        let tasks = state.withLock { state -> [Task<[UInt8]?, any Error>] in
+            var tasks: [Task<[UInt8]?, any Error>] = []
             for (number, running) in state.running where running.reason == nil && matches(running.process) {
                 state.running[number]?.reason = reason
                 tasks.append(running.task)
@@ -327,7 +365,7 @@ final class RunControl: Sendable {
     var interrupted: [WorkProcess] { state.withLock { $0.interrupted } }
 
     /// Forgets a handler that ended; returns why it was cancelled, if it was.
-    func remove(_ number: Int64, result: Result<Void, any Error>) -> Stop? {
+    func remove(_ number: Int64, result: Result<[UInt8]?, any Error>) -> Stop? {
         let (reason, idle) = state.withLock { state -> (Stop?, Bool) in
             let running = state.running.removeValue(forKey: number)
             let reason = running?.reason

@@ -364,6 +364,17 @@ func sample_QueueKit_TaskFeatures_145(connection: RedisConnection, configuration
     }
 }
 
+// Sources/QueueKit/Documentation.docc/TaskFeatures.md:159
+func sample_QueueKit_TaskFeatures_159(connection: RedisConnection, configuration: RedisConfiguration, subscriber: RedisSubscriber, cluster: RedisCluster, client: any RedisClient, logger: Logger, password: String, queue: WorkQueue, worker: Worker, store: FileJobStore<String>, pubsub: RedisSubscriber) async throws {
+    let thumbnails = try await queue.startWorkerWithResults(on: "thumbnails", concurrency: 4) { process in
+        Array("thumbnail of \(process.string)".utf8)   // stored as the task's result; nil: none
+    }
+    let id = try await queue.enqueue("thumbnails", "cat.jpg").id
+    let info = try await queue.waitUntilFinished("thumbnails", id, timeout: .seconds(30))   // any process
+    print(info.resultString ?? "no result")
+    try await thumbnails.shutdown()
+}
+
 // Sources/QueueKit/Documentation.docc/WorkQueueGuide.md:10
 func sample_QueueKit_WorkQueueGuide_10(connection: RedisConnection, configuration: RedisConfiguration, subscriber: RedisSubscriber, cluster: RedisCluster, client: any RedisClient, logger: Logger, password: String, queue: WorkQueue, worker: Worker, store: FileJobStore<String>, pubsub: RedisSubscriber) async throws {
 

@@ -148,6 +148,26 @@ func spawnRunner(_ fixture: QueueFixture, queue: String, concurrency: Int, done:
         #expect(await producer.exitStatus() == 0)
     }
 
+    /// The value a `startWorkerWithResults` handler returns is the task's result, seen by
+    /// a producer awaiting it in another process; a `nil` return stores none.
+    @Test func aResultHandlersReturnValueIsTheResultAProducerAwaits() async throws {
+        let fixture = try await QueueFixture.start()
+        let name = uniqueName()
+        let id = try await fixture.queue.enqueue(name, "cat.jpg").id
+        let plain = try await fixture.queue.enqueue(name, "no-result").id
+        let producer = try queueHelper("await", fixture.redis, [fixture.prefix, name, id, "30000"])
+        var lines = producer.lines.makeAsyncIterator()
+        #expect(await lines.next() == "waiting")
+        let running = try await fixture.queue.startWorkerWithResults(on: name) { process in
+            process.string == "no-result" ? nil : Array("thumb-of-\(process.string)".utf8)
+        }
+        #expect(await lines.next() == "completed thumb-of-cat.jpg")
+        #expect(await producer.exitStatus() == 0)
+        let finished = try await fixture.queue.waitUntilFinished(name, plain, timeout: .seconds(30))
+        #expect(finished.state == .completed && finished.result == nil)
+        try await running.shutdown()
+    }
+
     @Test func awaitingATaskThatDoesNotFinishTimesOut() async throws {
         let fixture = try await QueueFixture.start()
         let name = uniqueName()
