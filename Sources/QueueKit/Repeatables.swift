@@ -119,6 +119,10 @@ extension WorkQueue {
     /// Ticks missed while no scheduler ran are **coalesced**: the next pass enqueues one task
     /// (for the oldest missed tick) and moves on to the first tick after now.
     ///
+    /// Adding the same definition again (schedule, task, priority and retry policy), as every
+    /// instance of a service does when it starts, changes nothing: the schedule keeps its next
+    /// tick. A different definition replaces the old one, and its schedule starts from now.
+    ///
     /// `options` may give a ``TaskOptions/priority`` and a ``TaskOptions/retry`` policy.
     ///
     /// - Throws: `invalidArgument` for an empty name, an interval under 1 ms, a cron

@@ -696,8 +696,13 @@ package enum QueueScripts {
     // MARK: Repeatable tasks (KEYS[16] definitions, KEYS[17] next ticks)
 
     /// ARGV: channel, name, definition, first tick ms. Adds or replaces a repeatable task;
-    /// publishes `repeat:` (schedulers re-read). Returns 1.
+    /// publishes `repeat:` (schedulers re-read). The same definition again keeps its next
+    /// tick (every instance of a service adds its repeatables when it starts: that must not
+    /// move the schedule). Returns 1 when added or replaced, 0 when unchanged.
     static let setRepeatable = RedisScript(base + """
+        if redis.call('HGET', KEYS[16], ARGV[2]) == ARGV[3] and redis.call('HEXISTS', KEYS[17], ARGV[2]) == 1 then
+          return 0
+        end
         redis.call('HSET', KEYS[16], ARGV[2], ARGV[3])
         redis.call('HSET', KEYS[17], ARGV[2], ARGV[4])
         redis.call('PUBLISH', ARGV[1], 'repeat:')

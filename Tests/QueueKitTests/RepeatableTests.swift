@@ -66,6 +66,24 @@ private func utc(_ text: String) -> Date {
         #expect(try await fixture.queue.repeatables(name).isEmpty)
     }
 
+    /// Every instance of a service adds its repeatables when it starts: the same definition
+    /// again keeps the schedule's next tick; a changed one starts its schedule anew.
+    @Test func addingTheSameRepeatableAgainKeepsItsSchedule() async throws {
+        let fixture = try await QueueFixture.start()
+        let name = uniqueName()
+        try await fixture.queue.addRepeatable(name, name: "hourly", "sweep", schedule: .every(.seconds(3600)))
+        let added = try await serverMilliseconds(fixture.client)
+        let first = try #require(try await fixture.queue.repeatables(name).first?.nextRun)
+        // The server's clock moves on (a re-add computing a new first tick would differ).
+        while try await serverMilliseconds(fixture.client) <= added { await Task.yield() }
+        try await fixture.peer().addRepeatable(name, name: "hourly", "sweep", schedule: .every(.seconds(3600)))
+        #expect(try await fixture.queue.repeatables(name).first?.nextRun == first)
+        try await fixture.queue.addRepeatable(name, name: "hourly", "sweep", schedule: .every(.seconds(3600)),
+                                              options: TaskOptions(priority: 3))
+        let replaced = try #require(try await fixture.queue.repeatables(name).first)
+        #expect(replaced.priority == 3 && replaced.nextRun > first)
+    }
+
     @Test func badRepeatablesAreRefusedBeforeAnythingIsSent() async throws {
         let fixture = try await QueueFixture.start()
         let name = uniqueName()
