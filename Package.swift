@@ -170,8 +170,9 @@ let package = Package(
 // `make test-tls` builds the package a second time, against hiredis 1.x with TLS, only to run
 // the TLS suites: HIREDISKIT_CORE_ONLY=1 leaves out the operations products, whose
 // Hummingbird and Prometheus would double that build's time and are not under test there.
+// DocSamples goes too: its samples import HiredisOps, HiredisDashboard and Hummingbird.
 if Context.environment["HIREDISKIT_CORE_ONLY"] == "1" {
-    let operations: Set<String> = ["HiredisOps", "HiredisDashboard", "hiredis-admin", "OperationsTests"]
+    let operations: Set<String> = ["HiredisOps", "HiredisDashboard", "hiredis-admin", "OperationsTests", "DocSamples"]
     package.products.removeAll { operations.contains($0.name) }
     package.targets.removeAll { operations.contains($0.name) }
     package.dependencies.removeAll { dependency in

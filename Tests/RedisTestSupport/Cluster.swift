@@ -9,14 +9,22 @@ public struct TestCluster: Sendable {
 
     /// Starts `primaries × (1 + replicas)` nodes, creates the cluster and waits until every
     /// node reports `cluster_state:ok`, knows every other node, and every replica is in sync.
-    public static func start(primaries: Int = 3, replicas: Int = 1) async throws -> TestCluster {
+    ///
+    /// With `tls`, every node is TLS-only (``RedisServer/startTLSOnly(tls:_:)``: `port 0`,
+    /// `tls-port`) with `tls-cluster yes` and `tls-replication yes`, so the cluster bus,
+    /// replication and `MIGRATE` are TLS as well; `redis-cli --cluster create --tls` makes
+    /// the cluster, and every node's ``RedisServer/configuration`` (so the helpers here)
+    /// trusts the test authority.
+    public static func start(primaries: Int = 3, replicas: Int = 1, tls: TestCertificates? = nil) async throws -> TestCluster {
         var nodes: [RedisServer] = []
         for _ in 0..<(primaries * (1 + replicas)) {
-            nodes.append(try await RedisServer.startClusterNode())
+            nodes.append(try await RedisServer.startClusterNode(tls.map { $0.serverArguments(cluster: true) } ?? [],
+                                                                tls: tls?.clientTLS))
         }
         let cli = ChildProcess()
         cli.executableURL = URL(fileURLWithPath: findExecutable("redis-cli"))
-        cli.arguments = ["--cluster", "create"] + nodes.map { "127.0.0.1:\($0.port)" }
+        cli.arguments = (tls.map { ["--tls", "--cacert", $0.caCertificate] } ?? [])
+            + ["--cluster", "create"] + nodes.map { "127.0.0.1:\($0.port)" }
             + ["--cluster-replicas", "\(replicas)", "--cluster-yes"]
         let output = Pipe()
         cli.standardOutput = output

@@ -21,6 +21,9 @@ public final class RedisServer: Sendable {
     private let process: Mutex<ChildProcess?>
     /// A `redis-sentinel` rather than a data server.
     public let isSentinel: Bool
+    /// For a TLS-only server (`port 0`, `tls-port` ``port``): the client side of its TLS,
+    /// which ``configuration`` (so ``connect(_:)``) uses. `nil` for a plaintext server.
+    public let tls: RedisTLSConfiguration?
 
     /// The path of the `redis-server` binary (from `PATH`).
     public static let executable: String = findExecutable("redis-server")
@@ -31,32 +34,45 @@ public final class RedisServer: Sendable {
         try await start(arguments, sentinelConfiguration: nil)
     }
 
+    /// Starts a server that speaks only TLS, on ``port`` (`--port 0 --tls-port port`);
+    /// `arguments` carry its certificate options (``TestCertificates/serverArguments(cluster:)``).
+    /// Clients, ``connect(_:)`` among them, reach it with `tls`.
+    public static func startTLSOnly(tls: RedisTLSConfiguration, _ arguments: [String]) async throws -> RedisServer {
+        try await start(arguments, sentinelConfiguration: nil, tls: tls)
+    }
+
     /// Starts a `redis-sentinel` (redis-server in sentinel mode) that monitors the master
     /// on `masterPort` under `masterName`, with short timings so that a failover takes a
-    /// few seconds.
+    /// few seconds. With `tls` the sentinel is TLS-only, as ``startTLSOnly(tls:_:)`` makes a
+    /// server; `arguments` are extra options (its certificates, and `tls-replication yes`
+    /// to monitor a TLS master: ``TestCertificates/serverArguments(cluster:)``).
     public static func startSentinel(
         monitoring masterPort: Int, masterName: String, quorum: Int = 2,
-        downAfterMilliseconds: Int = 1000, failoverTimeoutMilliseconds: Int = 3000
+        downAfterMilliseconds: Int = 1000, failoverTimeoutMilliseconds: Int = 3000,
+        tls: RedisTLSConfiguration? = nil, _ arguments: [String] = []
     ) async throws -> RedisServer {
-        try await start([], sentinelConfiguration: """
+        try await start(arguments, sentinelConfiguration: """
             sentinel monitor \(masterName) 127.0.0.1 \(masterPort) \(quorum)
             sentinel down-after-milliseconds \(masterName) \(downAfterMilliseconds)
             sentinel failover-timeout \(masterName) \(failoverTimeoutMilliseconds)
             sentinel parallel-syncs \(masterName) 1
 
-            """)
+            """, tls: tls)
     }
 
     /// Starts a Redis Cluster node (`--cluster-enabled yes`) on a port whose cluster bus
     /// port (port + 10000) is free too, with a short node timeout so failovers take about
-    /// a second.
-    public static func startClusterNode(nodeTimeoutMilliseconds: Int = 1000, _ arguments: [String] = []) async throws -> RedisServer {
+    /// a second. With `tls`, TLS-only, as ``startTLSOnly(tls:_:)`` makes a server (its bus
+    /// port is then the TLS port + 10000).
+    public static func startClusterNode(nodeTimeoutMilliseconds: Int = 1000, _ arguments: [String] = [],
+                                        tls: RedisTLSConfiguration? = nil) async throws -> RedisServer {
         try await start(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                          "--cluster-node-timeout", "\(nodeTimeoutMilliseconds)", "--repl-diskless-sync-delay", "0"] + arguments,
-                        sentinelConfiguration: nil, choosePort: freeClusterPort)
+                        sentinelConfiguration: nil, tls: tls, choosePort: freeClusterPort)
     }
 
-    private static func start(_ arguments: [String], sentinelConfiguration: String?,
+    /// `tls`: the server is TLS-only (see ``startTLSOnly(tls:_:)``).
+    private static func start(_ arguments: [String], sentinelConfiguration: String?, tls: RedisTLSConfiguration? = nil,
                               choosePort: () throws -> Int = freeLoopbackPort) async throws -> RedisServer {
         var lastError: (any Error)?
         for _ in 0..<5 {
@@ -67,7 +83,8 @@ public final class RedisServer: Sendable {
             if let sentinelConfiguration {
                 try sentinelConfiguration.write(to: directory.appendingPathComponent("sentinel.conf"), atomically: true, encoding: .utf8)
             }
-            let server = RedisServer(port: port, directory: directory, arguments: arguments, sentinel: sentinelConfiguration != nil)
+            let server = RedisServer(port: port, directory: directory, arguments: arguments, sentinel: sentinelConfiguration != nil,
+                                     tls: tls)
             do {
                 try await server.launch()
                 return server
@@ -79,11 +96,12 @@ public final class RedisServer: Sendable {
         throw lastError ?? TestSupportError("could not start redis-server")
     }
 
-    private init(port: Int, directory: URL, arguments: [String], sentinel: Bool) {
+    private init(port: Int, directory: URL, arguments: [String], sentinel: Bool, tls: RedisTLSConfiguration?) {
         self.port = port
         self.directory = directory
         self.arguments = arguments
         self.isSentinel = sentinel
+        self.tls = tls
         self.process = Mutex(nil)
     }
 
@@ -98,7 +116,9 @@ public final class RedisServer: Sendable {
 
     /// A configuration that reaches this server.
     public var configuration: RedisConfiguration {
-        RedisConfiguration(host: host, port: port)
+        var configuration = RedisConfiguration(host: host, port: port)
+        configuration.tls = tls
+        return configuration
     }
 
     /// The server's process id while it runs.
@@ -146,14 +166,18 @@ public final class RedisServer: Sendable {
     private func launch() async throws {
         let process = ChildProcess()
         process.executableURL = URL(fileURLWithPath: Self.executable)
+        // A TLS-only server listens for TLS on `port` and nowhere in plaintext (but its
+        // unix socket).
+        let listen = tls == nil ? ["--port", "\(port)"] : ["--port", "0", "--tls-port", "\(port)"]
         if isSentinel {
             process.arguments = [
                 directory.appendingPathComponent("sentinel.conf").path, "--sentinel",
-                "--port", "\(port)", "--bind", host, "--dir", directory.path, "--daemonize", "no", "--logfile", "",
+            ] + listen + [
+                "--bind", host, "--dir", directory.path, "--daemonize", "no", "--logfile", "",
             ] + arguments
         } else {
-            process.arguments = [
-                "--port", "\(port)", "--bind", host, "--dir", directory.path,
+            process.arguments = listen + [
+                "--bind", host, "--dir", directory.path,
                 "--save", "", "--appendonly", "no", "--daemonize", "no", "--logfile", "",
                 "--unixsocket", directory.appendingPathComponent("redis.sock").path, "--unixsocketperm", "700",
                 "--enable-debug-command", "local",

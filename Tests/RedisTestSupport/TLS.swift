@@ -146,3 +146,64 @@ public struct TLSRedis: Sendable {
     public var helperSpec: String { "rediss://127.0.0.1:\(tlsPort)" }
     public var helperEnvironment: [String: String] { [RedisTarget.caEnvironmentVariable: certificates.caCertificate] }
 }
+
+extension TestCertificates {
+    /// The client side: verify servers against the test authority.
+    public var clientTLS: RedisTLSConfiguration { RedisTLSConfiguration(caCertificateFile: caCertificate) }
+
+    /// `redis-server`/`redis-sentinel` options for a TLS-only server with these certificates
+    /// (``RedisServer/startTLSOnly(tls:_:)`` adds `--port 0 --tls-port`): no client
+    /// certificate required of clients, TLS to its master (`tls-replication yes`: a
+    /// replica's link, a sentinel's monitoring) and, with `cluster`, on the cluster bus and
+    /// for `MIGRATE` (`tls-cluster yes`).
+    ///
+    /// The server presents the client certificate when it connects out: the cluster bus
+    /// requires one whatever `tls-auth-clients` says, and the server certificate is for
+    /// `serverAuth` only, so a node presenting it would be refused (and `redis-cli
+    /// --cluster create` would wait for ever for the nodes to meet).
+    public func serverArguments(cluster: Bool = false) -> [String] {
+        ["--tls-cert-file", serverCertificate, "--tls-key-file", serverKey, "--tls-ca-cert-file", caCertificate,
+         "--tls-client-cert-file", clientCertificate, "--tls-client-key-file", clientKey,
+         "--tls-auth-clients", "no", "--tls-replication", "yes"] + (cluster ? ["--tls-cluster", "yes"] : [])
+    }
+}
+
+/// Sentinel over TLS on loopback: a TLS-only master and one TLS-only `redis-sentinel`
+/// (quorum 1) that monitors it over TLS. No replica: what is under test is discovery and
+/// the connections, not failover.
+public struct TLSSentinelTopology: Sendable {
+    public let masterName: String
+    public let master: RedisServer
+    public let sentinel: RedisServer
+    public let certificates: TestCertificates
+
+    /// Starts both and waits until the sentinel has read the master's `INFO` over TLS (it
+    /// knows the master's run id), so that it speaks TLS to the master as well as to clients.
+    public static func start(masterName: String = "tlsmaster") async throws -> TLSSentinelTopology {
+        let certificates = try TestCertificates.shared()
+        let master = try await RedisServer.startTLSOnly(tls: certificates.clientTLS, certificates.serverArguments())
+        let sentinel = try await RedisServer.startSentinel(
+            monitoring: master.port, masterName: masterName, quorum: 1,
+            tls: certificates.clientTLS, certificates.serverArguments())
+        let connection = try await sentinel.connect()
+        defer { Task { await connection.close() } }
+        try await eventually(timeout: .seconds(15), "the sentinel to reach the master over TLS") {
+            let fields = try await connection.send("SENTINEL", "master", masterName).decode([String].self)
+            let info = Dictionary(stride(from: 0, to: fields.count - 1, by: 2).map { (fields[$0], fields[$0 + 1]) },
+                                  uniquingKeysWith: { first, _ in first })
+            return info["flags"] == "master" && !(info["runid"] ?? "").isEmpty
+        }
+        return TLSSentinelTopology(masterName: masterName, master: master, sentinel: sentinel, certificates: certificates)
+    }
+
+    /// The master through the sentinel, each with its own TLS settings: `sentinelTLS` for
+    /// the sentinel, `masterTLS` for the master (both verified against the test authority
+    /// unless given).
+    public func configuration(sentinelTLS: RedisTLSConfiguration? = nil,
+                              masterTLS: RedisTLSConfiguration? = nil) -> RedisConfiguration {
+        var configuration = RedisConfiguration.sentinel(sentinels: [(sentinel.host, sentinel.port)], masterName: masterName)
+        configuration.sentinel?.tls = sentinelTLS ?? certificates.clientTLS
+        configuration.tls = masterTLS ?? certificates.clientTLS
+        return configuration
+    }
+}

@@ -43,8 +43,10 @@ struct ClusterTopology: Sendable, Equatable {
     }
 
     /// Reads a `CLUSTER SHARDS` reply (RESP2: each shard and node is a flat list of
-    /// field, value pairs). Only healthy (`online`) primaries serve slots.
-    init(shards reply: RedisReply) throws {
+    /// field, value pairs). Only healthy (`online`) primaries serve slots. `tls`: whether
+    /// the client connects to the nodes over TLS, which decides the port taken (see
+    /// ``endpoint(_:tls:)``).
+    init(shards reply: RedisReply, tls: Bool = false) throws {
         guard case .array(let shards) = reply else { throw RedisError(.wrongReplyType, "unexpected CLUSTER SHARDS reply") }
         for shard in shards {
             let fields = try Self.fields(shard)
@@ -58,7 +60,7 @@ struct ClusterTopology: Sendable, Equatable {
             guard case .array(let nodes)? = fields["nodes"] else { continue }
             for node in nodes {
                 let info = try Self.fields(node)
-                guard let endpoint = Self.endpoint(info) else { continue }
+                guard let endpoint = Self.endpoint(info, tls: tls) else { continue }
                 let role = (try? info["role"]?.decode(String.self)) ?? ""
                 let health = (try? info["health"]?.decode(String.self)) ?? "online"
                 know(endpoint)
@@ -95,8 +97,20 @@ struct ClusterTopology: Sendable, Equatable {
         return fields
     }
 
-    private static func endpoint(_ info: [String: RedisReply]) -> Endpoint? {
-        guard let port = try? info["port"]?.decode(Int.self), port > 0 else { return nil }
+    /// A node's address in `CLUSTER SHARDS`. A cluster with `tls-cluster yes` lists a node's
+    /// TLS port as `tls-port` and its plaintext port, if it has one, as `port` (a TLS-only
+    /// node, `port 0`, has no `port` field at all); without `tls-cluster` it lists only
+    /// `port`. A TLS client takes `tls-port` (else `port`: a cluster without `tls-cluster`
+    /// knows no TLS port), a plaintext one `port` — what `CLUSTER SLOTS` and `MOVED` give
+    /// on such a connection anyway. (Fix: this used to read `port` alone, so over TLS every node of
+    /// a TLS-only cluster was skipped, leaving no slot served, and a node with both ports
+    /// was reached on its plaintext port with a TLS handshake that could not succeed.)
+    private static func endpoint(_ info: [String: RedisReply], tls: Bool) -> Endpoint? {
+        func port(_ field: String) -> Int? {
+            guard let port = try? info[field]?.decode(Int.self), port > 0 else { return nil }
+            return port
+        }
+        guard let port = tls ? port("tls-port") ?? port("port") : port("port") else { return nil }
         var host = (try? info["endpoint"]?.decode(String.self)) ?? ""
         if host.isEmpty || host == "?" { host = (try? info["ip"]?.decode(String.self)) ?? "" }
         return host.isEmpty ? nil : .tcp(host: host, port: port)

@@ -512,7 +512,8 @@ public final class RedisCluster: RedisClient {
                 defer { Task { await connection.close() } }
                 let topology: ClusterTopology
                 do {
-                    topology = try ClusterTopology(shards: try await connection.send("CLUSTER", "SHARDS"))
+                    topology = try ClusterTopology(shards: try await connection.send("CLUSTER", "SHARDS"),
+                                                   tls: configuration.tls != nil)
                 } catch let error as RedisError where error.code == .server {
                     topology = try ClusterTopology(slots: try await connection.send("CLUSTER", "SLOTS"))
                 }
