@@ -22,8 +22,14 @@ public struct TestCluster: Sendable {
                                                                 tls: tls?.clientTLS))
         }
         let cli = ChildProcess()
-        cli.executableURL = URL(fileURLWithPath: findExecutable("redis-cli"))
-        cli.arguments = (tls.map { ["--tls", "--cacert", $0.caCertificate] } ?? [])
+        // Under coreutils' `timeout`: `redis-cli --cluster create` waits for ever for nodes
+        // that never agree (a TLS cluster bus without client certificates, for one).
+        // (macOS has no `timeout` unless coreutils is installed: there it runs bare.)
+        let timeout = findExecutable("timeout")
+        let bounded = timeout.hasPrefix("/")
+        cli.executableURL = URL(fileURLWithPath: bounded ? timeout : findExecutable("redis-cli"))
+        cli.arguments = (bounded ? ["--kill-after=5", "60", findExecutable("redis-cli")] : [])
+            + (tls.map { ["--tls", "--cacert", $0.caCertificate] } ?? [])
             + ["--cluster", "create"] + nodes.map { "127.0.0.1:\($0.port)" }
             + ["--cluster-replicas", "\(replicas)", "--cluster-yes"]
         let output = Pipe()
@@ -34,7 +40,8 @@ public struct TestCluster: Sendable {
         let log = output.fileHandleForReading.readDataToEndOfFile()
         cli.waitUntilExit()
         guard cli.terminationStatus == 0 else {
-            throw TestSupportError("redis-cli --cluster create failed:\n\(String(decoding: log.suffix(2000), as: UTF8.self))")
+            throw TestSupportError("redis-cli --cluster create failed (status \(cli.terminationStatus); 124: it did not finish "
+                                   + "within 60 s):\n\(String(decoding: log.suffix(2000), as: UTF8.self))")
         }
         let cluster = TestCluster(nodes: nodes)
         try await cluster.waitUntilHealthy(nodes: nodes.count)

@@ -792,7 +792,10 @@ extension RedisConnection {
                 self.context = nil
                 connectTimer?.cancel()
                 connectTimer = nil
-                perform(machine.connectFailed(RedisError(.connectionFailed, "\(configuration.endpoint): \(error.message)")))
+                // A TLS error names its endpoint already and keeps its code.
+                let failure = error.code == .connectionFailed
+                    ? RedisError(.connectionFailed, "\(configuration.endpoint): \(error.message)") : error
+                perform(machine.connectFailed(failure))
             } else {
                 perform(machine.connected())
             }

@@ -542,8 +542,15 @@ final class HiredisContext: @unchecked Sendable {
             report(.connected(nil))
         } else {
             let message = ac.pointee.errstr.map { String(cString: $0) } ?? "connect failed"
+            var error = RedisError(.connectionFailed, message)
+            // A reset (not a refusal) of a TLS connection that hiredis had not yet seen
+            // complete: the TLS layer ended it (a server that requires client certificates
+            // resets a client that gave none, and the reset can come before hiredis looked).
+            if ssl != nil, message.localizedCaseInsensitiveContains("reset by peer"), let tls = tlsFailure(message) {
+                error = tls
+            }
             forgetTLS()  // hiredis frees the context once this returns
-            report(.connected(RedisError(.connectionFailed, message)))
+            report(.connected(error))
         }
     }
 

@@ -269,7 +269,10 @@ struct TLSLibrary: Sendable {
             return RedisError(.connectionClosed, "\(hiredisMessage) (TLS: \(reason))")
         }
         if !finished {
-            return RedisError(.tlsHandshakeFailed, "\(endpoint) closed the connection during the TLS handshake (\(hiredisMessage))")
+            return RedisError(.tlsHandshakeFailed, """
+                \(endpoint) closed the connection during the TLS handshake (\(hiredisMessage)): \
+                does the server require a client certificate (tls-auth-clients)? set certificateFile and privateKeyFile
+                """)
         }
         if !answered {
             return RedisError(.tlsHandshakeFailed, """
