@@ -57,6 +57,14 @@ struct ConnectionOptions: ParsableArguments {
             help: "With --sentinel-tls, the name checked against the sentinels' certificates (default: each sentinel's host).")
     var sentinelTLSServerName: String?
 
+    @Option(name: .customLong("sentinel-user"),
+            help: "The ACL user for the sentinels (their own, not the URL's); needs --sentinel-password-file.")
+    var sentinelUser: String?
+
+    @Option(name: .customLong("sentinel-password-file"),
+            help: "A file whose first line is the sentinels' password (sentinel requirepass; never printed).")
+    var sentinelPasswordFile: String?
+
     @Option(help: "Key prefix of LockKit's locks and semaphores.")
     var lockPrefix = "dlock:"
 
@@ -91,6 +99,10 @@ struct ConnectionOptions: ParsableArguments {
     private func validateTLS() throws {
         if sentinelTLS && sentinels.isEmpty { throw ValidationError("--sentinel-tls needs --sentinel") }
         if sentinelTLSServerName != nil && !sentinelTLS { throw ValidationError("--sentinel-tls-server-name needs --sentinel-tls") }
+        if (sentinelUser != nil || sentinelPasswordFile != nil) && sentinels.isEmpty {
+            throw ValidationError("--sentinel-user and --sentinel-password-file need --sentinel")
+        }
+        if sentinelUser != nil && sentinelPasswordFile == nil { throw ValidationError("--sentinel-user needs --sentinel-password-file") }
         if tlsServerName != nil && !urlHasTLS {
             throw ValidationError("--tls-server-name needs a rediss:// URL (the sentinels' name is --sentinel-tls-server-name)")
         }
@@ -147,13 +159,14 @@ struct ConnectionOptions: ParsableArguments {
         configuration.endpoint = .tcp(host: addresses[0].host, port: addresses[0].port)
         configuration.sentinel = SentinelConfiguration(
             sentinels: addresses.map { .tcp(host: $0.host, port: $0.port) }, masterName: masterName,
+            username: sentinelUser, password: try sentinelPasswordFile.map { try Self.readFirstLine($0, of: "--sentinel-password-file") },
             tls: sentinelTLS ? try tls(serverName: sentinelTLSServerName) : nil)
         return .server(configuration)
     }
 
     /// The `--tls-*` settings, with `serverName` for SNI and verification.
     private func tls(serverName: String?) throws -> RedisTLSConfiguration {
-        let passphrase = try tlsKeyPassphraseFile.map(Self.readPassphrase)
+        let passphrase = try tlsKeyPassphraseFile.map { try Self.readFirstLine($0, of: "--tls-key-passphrase-file") }
         if tlsInsecureNoVerification {
             return .insecureNoVerification(certificateFile: tlsCertificateFile, privateKeyFile: tlsKeyFile,
                                            privateKeyPassphrase: passphrase, serverName: serverName)
@@ -163,10 +176,11 @@ struct ConnectionOptions: ParsableArguments {
                                      privateKeyPassphrase: passphrase, serverName: serverName)
     }
 
-    /// The first line of the file at `path`; an error that names the path, never the content.
-    private static func readPassphrase(_ path: String) throws -> String {
+    /// The first line of the file at `path` (a secret: `option` names it in an error, which
+    /// gives the path, never the content).
+    private static func readFirstLine(_ path: String, of option: String) throws -> String {
         guard let data = FileManager.default.contents(atPath: path) else {
-            throw ValidationError("cannot read --tls-key-passphrase-file \(path)")
+            throw ValidationError("cannot read \(option) \(path)")
         }
         let text = String(decoding: data, as: UTF8.self)
         return String(text.prefix { $0 != "\n" && $0 != "\r" })

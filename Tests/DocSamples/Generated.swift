@@ -147,8 +147,8 @@ func sample_Hiredis_Hiredis_14(connection: RedisConnection, configuration: Redis
     await connection.close()
 }
 
-// Sources/Hiredis/Documentation.docc/Operations.md:53
-func sample_Hiredis_Operations_53(connection: RedisConnection, configuration: RedisConfiguration, subscriber: RedisSubscriber, cluster: RedisCluster, client: any RedisClient, logger: Logger, password: String, locks: CallbackQueue, pubsub: RedisSubscriber, router: Router<BasicRequestContext>, token: String) async throws {
+// Sources/Hiredis/Documentation.docc/Operations.md:55
+func sample_Hiredis_Operations_55(connection: RedisConnection, configuration: RedisConfiguration, subscriber: RedisSubscriber, cluster: RedisCluster, client: any RedisClient, logger: Logger, password: String, locks: CallbackQueue, pubsub: RedisSubscriber, router: Router<BasicRequestContext>, token: String) async throws {
 
     let source = try OpsSource(client: connection, subscriber: subscriber)   // default prefixes
     var configuration = HiredisDashboard.Configuration()

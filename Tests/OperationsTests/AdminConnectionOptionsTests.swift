@@ -78,6 +78,16 @@ import Testing
         #expect(configuration.sentinel?.tls == RedisTLSConfiguration(caCertificateFile: "/ca.pem", serverName: "sentinel.example"))
     }
 
+    @Test func theSentinelsGetTheirOwnUserAndThePasswordFromItsFile() throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("sentinel-password-\(UUID().uuidString)")
+        try "watchers\nnot this line\n".write(to: file, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(at: file) }
+        let configuration = try server(["--url", "redis://:data@127.0.0.1", "--sentinel", "127.0.0.1:26379", "--master-name", "main",
+                                        "--sentinel-user", "sentinel-ops", "--sentinel-password-file", file.path])
+        #expect(configuration.password == "data")
+        #expect(configuration.sentinel?.username == "sentinel-ops" && configuration.sentinel?.password == "watchers")
+    }
+
     @Test func everyClusterNodeGetsTheURLsTLSAndCredentials() throws {
         let configuration = try cluster(["--url", "rediss://:s3cret@ignored.example", "--cluster", "127.0.0.1:7000",
                                          "--cluster", "127.0.0.1:7001", "--tls-ca-file", "/ca.pem"])
@@ -92,6 +102,9 @@ import Testing
         (["--url", "rediss://127.0.0.1", "--tls-insecure-no-verification", "--tls-ca-file", "/ca.pem"], "takes no --tls-ca-file"),
         (["--url", "rediss://127.0.0.1", "--tls-cert", "/c.pem"], "--tls-cert and --tls-key go together"),
         (["--url", "rediss://127.0.0.1", "--sentinel-tls"], "--sentinel-tls needs --sentinel"),
+        (["--url", "redis://127.0.0.1", "--sentinel-password-file", "/p"], "--sentinel-password-file need --sentinel"),
+        (["--url", "redis://127.0.0.1", "--sentinel", "127.0.0.1:26379", "--master-name", "m", "--sentinel-user", "u"],
+         "--sentinel-user needs --sentinel-password-file"),
     ])
     func tlsOptionsThatWouldDoNothingOrContradictAreRefused(_ arguments: [String], _ message: String) {
         let error = #expect(throws: (any Error).self) { try ConnectionOptions.parse(arguments) }

@@ -21,6 +21,32 @@ import Testing
         #expect(try run.json([QueueSummary].self) == [QueueSummary(name: "mail", waiting: 2, inFlight: 0, deadLetters: 0)])
     }
 
+    /// Sentinels with a password of their own: `--sentinel-password-file` reaches them (the
+    /// password never printed); without it the command fails with one line.
+    @Test func sentinelsWithAPasswordAreReachedWithTheSentinelPasswordFile() async throws {
+        let master = try await RedisServer.start()
+        let sentinel = try await RedisServer.startSentinel(monitoring: master.port, masterName: "ops", quorum: 1,
+                                                           ["--requirepass", "sentinel-s3cret"])
+        defer { withExtendedLifetime((master, sentinel)) {} }
+        let prefix = "p" + UUID().uuidString.prefix(8).lowercased()
+        let queue = try WorkQueue(client: try await master.connect(), subscriber: try await RedisSubscriber.connect(master.configuration),
+                                  options: WorkQueueOptions(prefix: prefix))
+        try await queue.enqueue("mail", ["a"])
+        let passwordFile = FileManager.default.temporaryDirectory.appendingPathComponent("sentinel-password-\(prefix)")
+        try "sentinel-s3cret\n".write(to: passwordFile, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(at: passwordFile) }
+        let options = ["--sentinel", "127.0.0.1:\(sentinel.port)", "--master-name", "ops", "--queue-prefix", prefix]
+
+        let run = try await AdminRun.run(["queues", "--json", "--sentinel-password-file", passwordFile.path] + options)
+        #expect(run.status == 0, "\(run.stderr)")
+        #expect(try run.json([QueueSummary].self) == [QueueSummary(name: "mail", waiting: 1, inFlight: 0, deadLetters: 0)])
+        #expect(!(run.stdout + run.stderr).contains("sentinel-s3cret"))
+
+        let refused = try await AdminRun.run(["queues"] + options)
+        #expect(refused.status != 0)
+        #expect(refused.stderr.split(separator: "\n").count == 1, "\(refused.stderr)")
+    }
+
     @Test func queuesAndLocksOnAClusterAreFoundOnEveryPrimary() async throws {
         let cluster = try await TestCluster.start(primaries: 3, replicas: 0)
         defer { withExtendedLifetime(cluster) {} }
