@@ -17,18 +17,6 @@ struct Reference: Sendable {
     var before: (@Sendable (Context, Int) async throws -> Void)? = nil
     var after: (@Sendable (Context, Int) async throws -> Void)? = nil
 
-    init(label: String, test: String?, arguments: [String], operationsPerRequest: Int = 1, minimumRequests: Int = 1,
-         before: (@Sendable (Context, Int) async throws -> Void)? = nil,
-         after: (@Sendable (Context, Int) async throws -> Void)? = nil) {
-        self.label = label
-        self.test = test
-        self.arguments = arguments
-        self.operationsPerRequest = operationsPerRequest
-        self.minimumRequests = minimumRequests
-        self.before = before
-        self.after = after
-    }
-
     /// How many requests a run of `count` operations sends.
     func requests(_ count: Int) -> Int { max(minimumRequests, count / operationsPerRequest, 1) }
 

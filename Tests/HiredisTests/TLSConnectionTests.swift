@@ -161,6 +161,16 @@ struct TLSConnectionTests {
         #expect(error?.message.contains("plaintext port") == true, "\(String(describing: error))")
     }
 
+    /// A TLS connection that never reached a server (nothing listens on the port) is a
+    /// failed connect, not a TLS error: no handshake byte was sent.
+    @Test func aRefusedTLSConnectIsConnectionFailed() async throws {
+        let redis = try await TLSRedis.start()
+        let port = try freeLoopbackPort()
+        _ = await expectCode(.connectionFailed) {
+            _ = try await RedisConnection.connect(redis.configuration { $0.endpoint = .tcp(host: "127.0.0.1", port: port) })
+        }
+    }
+
     /// Plaintext to the TLS port: the server drops the connection; the client gets a typed
     /// error, not a hang (the command timeout is long, so a hang would show as a timeout).
     @Test func plaintextToTheTLSPortFailsWithATypedError() async throws {

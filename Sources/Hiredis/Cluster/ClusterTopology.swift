@@ -102,9 +102,8 @@ struct ClusterTopology: Sendable, Equatable {
     /// node, `port 0`, has no `port` field at all); without `tls-cluster` it lists only
     /// `port`. A TLS client takes `tls-port` (else `port`: a cluster without `tls-cluster`
     /// knows no TLS port), a plaintext one `port` — what `CLUSTER SLOTS` and `MOVED` give
-    /// on such a connection anyway. (Fix: this used to read `port` alone, so over TLS every node of
-    /// a TLS-only cluster was skipped, leaving no slot served, and a node with both ports
-    /// was reached on its plaintext port with a TLS handshake that could not succeed.)
+    /// on such a connection anyway. (Reading `port` alone would skip every node of a
+    /// TLS-only cluster, and reach a node with both ports on its plaintext one.)
     private static func endpoint(_ info: [String: RedisReply], tls: Bool) -> Endpoint? {
         func port(_ field: String) -> Int? {
             guard let port = try? info[field]?.decode(Int.self), port > 0 else { return nil }

@@ -542,13 +542,11 @@ final class HiredisContext: @unchecked Sendable {
             report(.connected(nil))
         } else {
             let message = ac.pointee.errstr.map { String(cString: $0) } ?? "connect failed"
-            var error = RedisError(.connectionFailed, message)
-            // A reset (not a refusal) of a TLS connection that hiredis had not yet seen
-            // complete: the TLS layer ended it (a server that requires client certificates
-            // resets a client that gave none, and the reset can come before hiredis looked).
-            if ssl != nil, message.localizedCaseInsensitiveContains("reset by peer"), let tls = tlsFailure(message) {
-                error = tls
-            }
+            // Once the TLS handshake began (on loopback hiredis's first `SSL_connect` writes
+            // the hello before it has seen the connect complete), TLS explains the failure,
+            // as on any later one: a server that requires client certificates can reset a
+            // client that gave none that early.
+            let error = tlsFailure(message) ?? RedisError(.connectionFailed, message)
             forgetTLS()  // hiredis frees the context once this returns
             report(.connected(error))
         }

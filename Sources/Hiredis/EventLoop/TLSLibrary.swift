@@ -47,6 +47,8 @@ struct TLSLibrary: Sendable {
     let setIPAddress: @convention(c) (Pointer?, UnsafePointer<CChar>?) -> Int32
     let verifyResult: @convention(c) (Pointer?) -> Int
     let isInitFinished: @convention(c) (Pointer?) -> Int32
+    let writeBIO: @convention(c) (Pointer?) -> Pointer?
+    let bytesWritten: @convention(c) (Pointer?) -> UInt64
     let verifyErrorString: @convention(c) (Int) -> UnsafePointer<CChar>?
     let peekLastError: @convention(c) () -> UInt
     let errorString: @convention(c) (UInt, UnsafeMutablePointer<CChar>?, Int) -> Void
@@ -128,6 +130,8 @@ struct TLSLibrary: Sendable {
         setIPAddress = resolve("X509_VERIFY_PARAM_set1_ip_asc", as: type(of: setIPAddress))
         verifyResult = resolve("SSL_get_verify_result", as: type(of: verifyResult))
         isInitFinished = resolve("SSL_is_init_finished", as: type(of: isInitFinished))
+        writeBIO = resolve("SSL_get_wbio", as: type(of: writeBIO))
+        bytesWritten = resolve("BIO_number_written", as: type(of: bytesWritten))
         verifyErrorString = resolve("X509_verify_cert_error_string", as: type(of: verifyErrorString))
         peekLastError = resolve("ERR_peek_last_error", as: type(of: peekLastError))
         errorString = resolve("ERR_error_string_n", as: type(of: errorString))
@@ -230,7 +234,7 @@ struct TLSLibrary: Sendable {
             // On loopback the server can answer before hiredis's first `SSL_connect` returns.
             let message = context.pointee.err != 0 ? Self.errorText(of: context) : lastError() ?? "unknown error"
             let error = failure(of: ssl, verifying: verifying, endpoint: endpoint, hiredisMessage: message)
-                ?? RedisError(.tlsHandshakeFailed, "the TLS handshake with \(endpoint) failed: \(message)")
+                ?? RedisError(.connectionFailed, "\(endpoint): \(message)")
             sslFree(ssl)
             return error
         }
@@ -248,7 +252,11 @@ struct TLSLibrary: Sendable {
     /// certificate after the client's side of the handshake has finished, and then drops the
     /// connection, often with a reset that overtakes its alert: a connection dropped before
     /// its first reply is reported as a refused handshake, naming that likely cause.
+    ///
+    /// A connection on which no handshake byte was written never reached a TLS server (the
+    /// TCP connect was refused or failed): not TLS's to explain, whenever it is reported.
     func failure(of ssl: Pointer, verifying: Bool, answered: Bool = false, endpoint: String, hiredisMessage: String) -> RedisError? {
+        guard hasSentBytes(ssl) else { return nil }
         let finished = isInitFinished(ssl) == 1
         let verification = verifyResult(ssl)
         if verifying, !finished, verification != 0 {  // X509_V_OK
@@ -282,6 +290,12 @@ struct TLSLibrary: Sendable {
                 """)
         }
         return nil
+    }
+
+    /// Whether `ssl` has written handshake bytes to its socket: the TCP connection was up
+    /// and the server heard TLS from it.
+    func hasSentBytes(_ ssl: Pointer) -> Bool {
+        writeBIO(ssl).map { bytesWritten($0) > 0 } ?? false
     }
 
     /// Whether the handshake of `ssl` has completed.
