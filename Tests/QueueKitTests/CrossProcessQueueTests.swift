@@ -148,7 +148,7 @@ struct Start {
         // make it look dead. The paused holder's heartbeat lives 800 ms (its own option).
         let fixture = try await QueueFixture.start {
             $0.heartbeatInterval = .milliseconds(250)
-            $0.workerTimeout = .seconds(5)
+            $0.workerTimeout = .seconds(60)
             $0.cleanupInterval = .milliseconds(200)
         }
         let name = uniqueName()

@@ -79,12 +79,13 @@ struct Poison: Error, CustomStringConvertible {
     @Test func deadWorkersTasksReturnToTheFrontAndLiveWorkersAreUntouched() async throws {
         let fixture = try await QueueFixture.start {
             $0.heartbeatInterval = .milliseconds(100)
-            $0.workerTimeout = .seconds(3)   // roomy: the live worker must never look dead
+            $0.workerTimeout = .seconds(60)   // the live worker must never look dead
             $0.cleanupInterval = .seconds(3600)
         }
         let name = uniqueName()
         try await fixture.queue.enqueue(name, (1...6).map { "t\($0)" })
-        let doomed = try await fixture.peer().startWorker()
+        // The doomed one's heartbeat lives 3 s (its own option): how long the test waits.
+        let doomed = try await fixture.peer { $0.workerTimeout = .seconds(3) }.startWorker()
         let live = try await fixture.queue.startWorker()
         _ = try await doomed.startWork(name)
         _ = try await live.startWork(name)
@@ -133,7 +134,9 @@ struct Poison: Error, CustomStringConvertible {
     @Test func aWorkerThatLearnsItWasDeclaredDeadStopsAndItsFinishIsRefused() async throws {
         let fixture = try await QueueFixture.start {
             $0.heartbeatInterval = .seconds(1)
-            $0.workerTimeout = .seconds(5)
+            // Never reached: the test deletes the heartbeat itself (a loaded machine once
+            // stalled the worker's beats for 5 s before it had dequeued).
+            $0.workerTimeout = .seconds(60)
         }
         let name = uniqueName()
         try await fixture.queue.enqueue(name, "t")
