@@ -186,9 +186,10 @@ private func code(_ expected: RedisError.Code) -> @Sendable (any Error) -> Bool 
         let server = try await RedisServer.start()
         let connection = try await server.connect { $0.commandTimeout = .milliseconds(200) }
         // A timeout error (not +OK) proves the timer fired before the server answered.
-        await #expect(performing: { try await connection.send("DEBUG", "SLEEP", "1.5") }, throws: code(.timeout))
+        // 4 s: far past the timeout even if this process stalls for seconds meanwhile.
+        await #expect(performing: { try await connection.send("DEBUG", "SLEEP", "4") }, throws: code(.timeout))
         // The late +OK of DEBUG SLEEP must not be taken as the reply to this ECHO.
-        let echo = try await connection.send(RedisCommand("ECHO", "after"), timeout: .seconds(5))
+        let echo = try await connection.send(RedisCommand("ECHO", "after"), timeout: .seconds(15))
         #expect(echo == .bulk(Array("after".utf8)))
         await connection.close()
     }

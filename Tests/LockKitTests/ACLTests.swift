@@ -106,7 +106,7 @@ struct LockKitACLTests {
         let counter = "acl-app:counter"
         let cyclers = try (0..<2).map { _ in try HelperProcess(["lock-cycles", user.url, counter, "25", channel]) }
         let runs = "acl-app:runs"
-        let fanouts = try (0..<2).map { _ in try HelperProcess(["fanout", user.url, channel, "shared-job", runs, "3", "300"]) }
+        let fanouts = try (0..<2).map { _ in try HelperProcess(["fanout", user.url, channel, "shared-job", runs, "3", "300", "30000", "6"]) }
         for helper in cyclers {
             #expect(await helper.lines.collect().last == "done")
             #expect(await helper.exitStatus() == 0)

@@ -95,7 +95,7 @@ import Glibc
         let cluster = try await TestCluster.start()
         let channel = uniqueKey("channel"), id = uniqueKey("job"), runs = uniqueKey("runs")
         let helpers = try (0..<3).map { _ in
-            try HelperProcess(["fanout", cluster.spec, channel, id, runs, "5", "3000"])
+            try HelperProcess(["fanout", cluster.spec, channel, id, runs, "5", "3000", "30000", "15"])
         }
         for helper in helpers {
             let lines = await helper.lines.collect()

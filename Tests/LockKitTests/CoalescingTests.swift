@@ -103,12 +103,6 @@ final class Outcomes: Sendable {
     }
 }
 
-extension LockOptions {
-    /// A lease that no stall of a loaded test machine outlasts: for tests that count a
-    /// job's runs, where a lost lease would (rightly) let a waiter run the job again.
-    static let steady = LockOptions(keepAliveLease: .seconds(30))
-}
-
 @Suite struct FanoutTests {
     private func fanoutAll(_ fleet: Fleet, ids: [String], timeout: Duration = .seconds(5),
                            job: @escaping @Sendable (String) async throws -> String) async -> ([String: [Result<String, RemoteJobError>]], Counter) {
@@ -229,16 +223,16 @@ extension LockOptions {
     }
 
     @Test(.enabled(if: TestRedis.ownsServers)) func outcomeIsPublishedOnceTheServerIsBackNotRunAgain() async throws {
-        // The job's server dies (AOF keeps the job's lock) and comes back a second later,
+        // The job's server dies (AOF keeps the job's lock) and comes back 4 s later,
         // after the leader's publish timed out: the leader retries within its lease, so the other process's caller gets
         // the value instead of waiting out a 30 s lease and running the job again.
         // appendfsync no: Redis writes the AOF before it replies, so the lock survives kill -9.
-        // Timeouts shorter than the 1 s outage (the publish must fail and be retried), long
+        // Timeouts shorter than the 4 s outage (the publish must fail and be retried), long
         // enough for the setup on a loaded machine.
         let server = try await RedisServer.start(["--appendonly", "yes", "--appendfsync", "no"])
         let fleet = try await Fleet.start(2, lock: LockOptions(timeout: .seconds(30), keepAliveLease: .seconds(30)), redis: TestRedis(server)) {
-            $0.commandTimeout = .milliseconds(500)
-            $0.connectTimeout = .milliseconds(500)
+            $0.commandTimeout = .milliseconds(1500)
+            $0.connectTimeout = .milliseconds(1500)
             $0.reconnect = .exponentialBackoff(initialDelay: .milliseconds(20), maximumDelay: .milliseconds(100))
         }
         let (results, runs) = await fanoutAll(fleet, ids: ["restarting", "restarting"], timeout: .seconds(15)) { id in
@@ -248,7 +242,7 @@ extension LockOptions {
                 return false
             }
             await server.kill()
-            Task { try await Task.sleep(for: .seconds(1)); try await server.restart() }
+            Task { try await Task.sleep(for: .seconds(4)); try await server.restart() }
             return "survived"
         }
         #expect(runs.total == 1)
@@ -295,8 +289,8 @@ extension LockOptions {
         let id = uniqueKey("job")
         let runs = uniqueKey("runs")
         let helpers = try (0..<3).map { _ in
-            // A 3 s job: the last helper to start (on a loaded machine) still finds it running.
-            try HelperProcess(["fanout", "\(server.port)", channel, id, runs, "5", "3000"])
+            // The job starts once all 15 callers came (30 s lease: no takeover by a stall).
+            try HelperProcess(["fanout", "\(server.port)", channel, id, runs, "5", "3000", "30000", "15"])
         }
         for helper in helpers {
             let lines = await helper.lines.collect()
@@ -312,8 +306,8 @@ extension LockOptions {
         let channel = uniqueKey("channel")
         let id = uniqueKey("job")
         let runs = uniqueKey("runs")
-        let a = try HelperProcess(["fanout", "\(server.port)", channel, id, runs, "5", "3000"])
-        let b = try HelperProcess(["fanout", "\(server.port)", channel, id, runs, "5", "3000"])
+        let a = try HelperProcess(["fanout", "\(server.port)", channel, id, runs, "5", "3000", "2000", "10"])
+        let b = try HelperProcess(["fanout", "\(server.port)", channel, id, runs, "5", "3000", "2000", "10"])
         let events = AsyncStream<(String, String)>.makeStream()
         func collect(_ helper: HelperProcess, _ name: String) -> Task<[String], Never> {
             Task {
@@ -371,7 +365,8 @@ extension LockOptions {
     @Test func aRedisErrorWhileClaimingReachesEveryPushCallback() async throws {
         guard TestRedis.ownsServers else { return }  // pauses its server
         let redis = try await TestRedis.start()
-        let fleet = try await Fleet.start(1, redis: redis) { $0.commandTimeout = .milliseconds(300) }
+        // 2 s: the second caller must join before the first one's claim times out.
+        let fleet = try await Fleet.start(1, redis: redis) { $0.commandTimeout = .seconds(2) }
         let control = try await redis.connect()
         try await fleet.queues[0].ensureListening()
         try await control.send("CLIENT", "PAUSE", 60_000, "WRITE")
@@ -433,15 +428,22 @@ extension LockOptions {
         let holder = try HelperProcess(["semaphore-take", "\(server.port)", fleet.channel, fleet.prefix, "shared"])
         var lines = holder.lines.makeAsyncIterator()
         #expect(await lines.next() == "holding")
-        // take() keeps its permit alive in the background, past its 1 s lease.
-        await #expect(throws: LockAcquisitionError.self) {
-            _ = try await fleet.queues[0].semaphore("shared").take(timeout: .milliseconds(2500))
+        // take() keeps its permit alive in the background, past its 1 s lease: the permit's
+        // expiry (its score, server time) moves more than a second past the first one.
+        let semaphore = try fleet.queues[0].semaphore("shared")
+        let scores = { try await fleet.client.send("ZRANGE", semaphore.redisKey, 0, -1, "WITHSCORES").decode([String].self) }
+        let held = try await scores()
+        let first = try #require(held.last.flatMap(Double.init), "the holder's permit: \(held)")
+        try await eventually(timeout: .seconds(20), "the holder's permit to be extended past its first lease") {
+            guard let latest = try await scores().last.flatMap(Double.init) else { return false }
+            return latest > first + 1000
         }
         let killed = ContinuousClock.now
         holder.signal(SIGKILL)
         let permit = try await fleet.queues[0].semaphore("shared").take(timeout: .seconds(15))
         let freed = ContinuousClock.now - killed
-        #expect(freed < .seconds(5), "the permit freed after \(freed)")
+        // About 1 s (the lease's rest); the old 10 s lease took ≥ 6 s.
+        #expect(freed < .seconds(6), "the permit freed after \(freed)")
         print("semaphore takeover after \(freed)")
         try await permit.leave()
     }
@@ -469,6 +471,7 @@ struct Rejection: Error, Codable, Equatable {
                                                   try await queue(registering: false))
         let running = Latch(count: 1)
         let runs = Counter()
+        let published = Locked<ContinuousClock.Instant?>(nil)
         let leading = Task {
             await catching {
                 try await leader.fanout("rejected") { () async throws -> Int in
@@ -478,6 +481,7 @@ struct Rejection: Error, Codable, Equatable {
                         let b = await unregistered.waitsForAnotherOwner("rejected")
                         return a && b
                     }
+                    published.withLock { $0 = .now }
                     throw Rejection(code: 7, reason: "over quota")
                 }
             }
@@ -491,10 +495,13 @@ struct Rejection: Error, Codable, Equatable {
         #expect(await others[0].value.error as? Rejection == Rejection(code: 7, reason: "over quota"))
         let remote = await others[1].value.error as? RemoteJobError
         #expect(remote?.typeName == "Rejection")
-        // A late caller reads the stored outcome: decoded as well.
-        let late = await catching { try await registered.fanout("rejected") { () async throws -> Int in runs.add(); return 0 } }
-        #expect(late.error as? Rejection == Rejection(code: 7, reason: "over quota"))
         #expect(runs.total == 0)
+        // A late caller reads the stored outcome (kept 3 s): decoded as well.
+        let late = await catching { try await registered.fanout("rejected") { () async throws -> Int in runs.add(); return 0 } }
+        if let published = published.withLock({ $0 }), ContinuousClock.now - published < .milliseconds(2500) {
+            #expect(late.error as? Rejection == Rejection(code: 7, reason: "over quota"))
+            #expect(runs.total == 0)
+        }  // else the machine stalled past the outcome's lifetime: running it again is right.
     }
 
     @Test func aRegisteredErrorCrossesProcesses() async throws {

@@ -32,6 +32,13 @@ struct Fleet {
     var client: any RedisClient { queues[0].client }
 }
 
+extension LockOptions {
+    /// A keep-alive lease that no stall of a loaded test machine outlasts: for tests whose
+    /// subject is not expiry, where a lost lease would (rightly) let a waiter run a job
+    /// again or fail a permit's holder.
+    static let steady = LockOptions(keepAliveLease: .seconds(30))
+}
+
 /// Counts by key, shared by concurrent tasks.
 final class Counter: Sendable {
     private let counts = Mutex<[String: Int]>([:])
@@ -141,10 +148,11 @@ struct JobFailed: Error, CustomStringConvertible {
 }
 
 @Suite struct WithLockTests {
-    @Test func watchdogKeepsATwoSecondLockAliveThroughASixSecondBody() async throws {
-        let fleet = try await Fleet.start(2, lock: LockOptions(timeout: .seconds(2), retries: 0))
+    @Test func watchdogKeepsAFiveSecondLockAliveThroughAnElevenSecondBody() async throws {
+        // Extended every 1.7 s: a stall of a loaded machine under 3 s keeps it.
+        let fleet = try await Fleet.start(2, lock: LockOptions(timeout: .seconds(5), retries: 0))
         let value = try await fleet.queues[0].withLock("long") { lock in
-            try await Task.sleep(for: .seconds(6))
+            try await Task.sleep(for: .seconds(11))
             // Still ours: a contender cannot take it.
             await #expect(throws: LockAcquisitionError.self) { _ = try await fleet.queues[1].once("long") }
             return lock.fencingToken
@@ -295,7 +303,7 @@ struct JobFailed: Error, CustomStringConvertible {
 @Suite struct SemaphoreTests {
     /// 50 tasks over 10 queues do a non-atomic read-modify-write under a 1-permit semaphore.
     @Test func mutualExclusionWithFiftyTasksOverTenQueues() async throws {
-        let fleet = try await Fleet.start(10)
+        let fleet = try await Fleet.start(10, lock: .steady)
         let counter = uniqueKey("counter")
         let seen = try await withThrowingTaskGroup(of: Int.self) { group in
             for task in 0..<50 {
@@ -344,17 +352,17 @@ struct JobFailed: Error, CustomStringConvertible {
     }
 
     @Test func deadHoldersPermitFreesAfterTheTimeout() async throws {
-        let fleet = try await Fleet.start(2, lock: LockOptions(timeout: .seconds(3)))
-        // A holder took the only permit with a 3 s lease and "died": nobody extends it.
+        let fleet = try await Fleet.start(2, lock: LockOptions(timeout: .seconds(3), keepAliveLease: .seconds(30)))
+        // A holder took the only permit with an 8 s lease and "died": nobody extends it.
         let semaphore = try fleet.queues[0].semaphore("lonely")
         try await fleet.client.run(RedisScript("""
             local t = redis.call('TIME')
-            redis.call('ZADD', KEYS[1], tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + 3000, 'dead-holder')
+            redis.call('ZADD', KEYS[1], tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + 8000, 'dead-holder')
             """), keys: [semaphore.redisKey])
         await #expect(throws: LockAcquisitionError.self) {
             _ = try await fleet.queues[1].semaphore("lonely").take(timeout: .milliseconds(100))
         }
-        let permit = try await fleet.queues[1].semaphore("lonely").take(timeout: .seconds(15))
+        let permit = try await fleet.queues[1].semaphore("lonely").take(timeout: .seconds(30))
         try await permit.leave()
     }
 
@@ -363,17 +371,17 @@ struct JobFailed: Error, CustomStringConvertible {
     @Test func killedHolderProcessPermitFreesAfterTheTimeout() async throws {
         let redis = try await TestRedis.start()
         guard let server = redis.server else { return }
-        let fleet = try await Fleet.start(1, lock: LockOptions(timeout: .milliseconds(800)), redis: redis)
-        // A 3 s lease, kept by the helper's watchdog: a helper slowed down by a loaded
+        let fleet = try await Fleet.start(1, lock: LockOptions(timeout: .milliseconds(800), keepAliveLease: .seconds(30)), redis: redis)
+        // A 10 s lease, kept by the helper's watchdog: a helper slowed down by a loaded
         // machine still holds it through the check below.
-        let holder = try HelperProcess(["semaphore-hold", "\(server.port)", fleet.channel, fleet.prefix, "shared", "3000"])
+        let holder = try HelperProcess(["semaphore-hold", "\(server.port)", fleet.channel, fleet.prefix, "shared", "10000"])
         var lines = holder.lines.makeAsyncIterator()
         #expect(await lines.next() == "holding")
         await #expect(throws: LockAcquisitionError.self) {
             _ = try await fleet.queues[0].semaphore("shared").take(timeout: .milliseconds(900))
         }
         holder.signal(SIGKILL)
-        let permit = try await fleet.queues[0].semaphore("shared").take(timeout: .seconds(15))
+        let permit = try await fleet.queues[0].semaphore("shared").take(timeout: .seconds(30))
         try await permit.leave()
     }
 
@@ -428,7 +436,7 @@ struct JobFailed: Error, CustomStringConvertible {
     }
 
     @Test func leaveWakesAWaiterInAnotherQueue() async throws {
-        let fleet = try await Fleet.start(2, lock: LockOptions(timeout: .seconds(30)))
+        let fleet = try await Fleet.start(2, lock: LockOptions(timeout: .seconds(30), keepAliveLease: .seconds(30)))
         let first = try fleet.queues[0].semaphore("baton")
         try await first.take()
         let waiter = Task { try await fleet.queues[1].semaphore("baton").take(timeout: .seconds(20)) }

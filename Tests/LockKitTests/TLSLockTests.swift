@@ -35,7 +35,7 @@ struct TLSLockTests {
         let id = uniqueKey("job")
         let runs = uniqueKey("runs")
         let helpers = try (0..<2).map { _ in
-            try HelperProcess(["fanout", redis.helperSpec, channel, id, runs, "3", "3000"], environment: redis.helperEnvironment)
+            try HelperProcess(["fanout", redis.helperSpec, channel, id, runs, "3", "3000", "30000", "6"], environment: redis.helperEnvironment)
         }
         for helper in helpers {
             let lines = await helper.lines.collect()

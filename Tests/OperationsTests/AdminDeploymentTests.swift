@@ -56,8 +56,9 @@ import Testing
         let names = (0..<6).map { "queue-\($0)" }   // spread over the primaries by their hash tags
         for name in names { try await queue.enqueue(name, ["t"]) }
         let locks = try CallbackQueue(client: client, pubsub: try await client.subscriber(),
-                                      options: CallbackQueueOptions(channel: prefix, lockPrefix: prefix + ":"))
-        var held: [Lock] = []
+                                      options: CallbackQueueOptions(channel: prefix, lockPrefix: prefix + ":",
+                                                                    lock: LockOptions(timeout: .seconds(120))))
+        var held: [Lock] = []   // 120 s: they outlive two admin runs on a loaded machine
         for name in names { held.append(try await locks.once(name)) }
 
         let seeds = cluster.nodes.flatMap { ["--cluster", "127.0.0.1:\($0.port)"] }

@@ -88,14 +88,14 @@ struct QueueKitACLTests {
 
         // A worker process holds two tasks and is killed; a peer returns them to the queue.
         try await queue.enqueue(name, ["h0", "h1"])
-        let holder = try HelperProcess(["queue-hold", user.url, "worqr", name, "2"])
+        let holder = try HelperProcess(["queue-hold", user.url, "worqr", name, "2", "5000"])
         var held = ""
         for await line in holder.lines { held = line; break }
         #expect(held.hasPrefix("held "), "\(held)")
         holder.signal(SIGKILL)
         _ = await holder.exitStatus()
         var requeued = 0
-        try await eventually(timeout: .seconds(10), "the dead worker to be recovered") {
+        try await eventually(timeout: .seconds(30), "the dead worker to be recovered") {
             let report = try await queue.recoverDeadWorkers()
             requeued += report.requeued
             return !report.workers.isEmpty

@@ -198,7 +198,7 @@ final class Attempts: Sendable {
         let name = uniqueName()
         let id = try await fixture.queue.enqueue(name, "held", options: TaskOptions(
             retry: .fixed(attempts: 3, delay: .seconds(3600), jitter: 0))).id
-        let holder = try HelperProcess(["queue-hold", fixture.redis.url, fixture.prefix, name, "1"])
+        let holder = try HelperProcess(["queue-hold", fixture.redis.url, fixture.prefix, name, "1", "5000"])
         for await line in holder.lines { #expect(line == "held held"); break }
         #expect(try await fixture.queue.task(name, id)?.attempts == 1)
         holder.signal(SIGKILL)

@@ -199,7 +199,7 @@ import Glibc
         let name = uniqueName()
         try await fixture.queue.setLimits(name, QueueLimits(concurrency: 1))
         try await fixture.queue.enqueue(name, ["held", "next"])
-        let holder = try HelperProcess(["queue-hold", fixture.redis.url, fixture.prefix, name, "2"])
+        let holder = try HelperProcess(["queue-hold", fixture.redis.url, fixture.prefix, name, "2", "5000"])
         for await line in holder.lines { #expect(line == "held held"); break }
         let worker = try await fixture.queue.startWorker()
         _ = try await worker.startWork(name)

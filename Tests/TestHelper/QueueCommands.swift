@@ -39,12 +39,15 @@ enum QueueCommands {
             try await worker.failWorker()
             say("done")
         case "queue-hold":
-            // queue-hold <redis> <prefix> <queue> <count>: dequeues <count> tasks, holds them
-            // until this worker learns it was declared dead, then tries to finish them.
+            // queue-hold <redis> <prefix> <queue> <count> [<workerTimeoutMs>]: dequeues <count>
+            // tasks, holds them until this worker learns it was declared dead, then tries to
+            // finish them. Its heartbeat lives 800 ms unless given: a test that kills it
+            // gives a longer one, so that a stall of a loaded machine does not fail it first.
             let queueName = arguments[1]
             let count = Int(arguments[2])!
+            let timeout = arguments.count > 3 ? Int64(arguments[3])! : 800
             var options = WorkQueueOptions(prefix: arguments[0], heartbeatInterval: .milliseconds(100),
-                                           workerTimeout: .milliseconds(800), cleanupInterval: .seconds(3600))
+                                           workerTimeout: .milliseconds(timeout), cleanupInterval: .seconds(3600))
             options.pollInterval = .seconds(3600)
             let queue = try WorkQueue(client: client, subscriber: subscriber, options: options)
             let worker = try await queue.startWorker()

@@ -25,7 +25,8 @@ struct TestHelper {
             // lock-cycles <port> <counterKey> <cycles> <channel>: read-modify-write under a lock.
             let key = arguments[3]
             let cycles = Int(arguments[4])!
-            let queue = try await makeQueue(configuration, channel: arguments[5], timeout: .seconds(5), retries: 10_000, delay: .milliseconds(2))
+            // A 10 s lease, extended every 3.3 s: a stall of a loaded machine must not lose it.
+            let queue = try await makeQueue(configuration, channel: arguments[5], timeout: .seconds(10), retries: 10_000, delay: .milliseconds(2))
             for _ in 0..<cycles {
                 try await queue.withLock(key + ":lock") { lock in
                     let value = try await queue.client.send("GET", key).decode(Int?.self) ?? 0
@@ -35,15 +36,28 @@ struct TestHelper {
             }
             say("done")
         case "fanout":
-            // fanout <port> <channel> <id> <runsKey> <callers> <jobMilliseconds>
-            let queue = try await makeQueue(configuration, channel: arguments[3], timeout: .seconds(2), retries: 2, delay: .milliseconds(50))
+            // fanout <port> <channel> <id> <runsKey> <callers> <jobMilliseconds> [<leaseMilliseconds> [<allCallers>]]:
+            // `callers` concurrent fanouts of `id`. The leader's lease is 30 s unless given
+            // (a takeover test gives a short one): a stall of a loaded machine must not make
+            // a waiter run the job again. The job starts once `allCallers` (every process's
+            // callers; default: this process's) have come to call, so that none comes after
+            // the outcome was published.
+            let lease = arguments.count > 8 ? Int(arguments[8])! : 30_000
+            let queue = try await makeQueue(configuration, channel: arguments[3], timeout: .milliseconds(lease), retries: 2, delay: .milliseconds(50))
             let id = arguments[4], runsKey = arguments[5]
             let callers = Int(arguments[6])!, jobTime = Int(arguments[7])!
+            let allCallers = arguments.count > 9 ? Int(arguments[9])! : callers
+            let joinedKey = runsKey + ":joined"
             say("ready")
             let results = try await withThrowingTaskGroup(of: String.self) { group in
                 for _ in 0..<callers {
                     group.addTask {
-                        try await queue.fanout(id, timeout: .seconds(20)) {
+                        try await queue.client.send("INCR", joinedKey)
+                        return try await queue.fanout(id, timeout: .seconds(30)) {
+                            for _ in 0..<1_000 {
+                                if try await queue.client.send("GET", joinedKey).decode(Int.self) >= allCallers { break }
+                                try await Task.sleep(for: .milliseconds(20))
+                            }
                             let run = try await queue.client.send("INCR", runsKey).decode(Int.self)
                             say("running \(run)")
                             try await Task.sleep(for: .milliseconds(jobTime))
