@@ -35,7 +35,7 @@ struct Conductor {
         let deployment: Deployment
         let url: String
         if cluster {
-            let testCluster = try await TestCluster.start()
+            let testCluster = try await TestCluster.start(nodeTimeout: .seconds(1))
             url = testCluster.spec
             deployment = .cluster(ClusterChaos(cluster: testCluster))
             say("hiredis-chaos: seed \(seed), \(duration) of faults, \(workers) worker processes, Redis Cluster of 3 primaries + 1 replica each "

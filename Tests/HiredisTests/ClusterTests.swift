@@ -177,7 +177,7 @@ import Testing
     }
 
     @Test func theClientFollowsAFailoverWithoutBeingRecreated() async throws {
-        let cluster = try await TestCluster.start()
+        let cluster = try await TestCluster.start(nodeTimeout: .seconds(1))
         let client = try await Self.connect(cluster)
         let key = "failover-key"
         try await client.send("SET", key, 0)

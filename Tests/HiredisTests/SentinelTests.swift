@@ -10,7 +10,7 @@ import Testing
     }
 
     @Test func connectsToTheMasterByName() async throws {
-        let topology = try await SentinelTopology.start()
+        let topology = try await SentinelTopology.start(downAfter: .seconds(10))
         let connection = try await RedisConnection.connect(topology.configuration)
         try await connection.send("SET", "sentinel:key", "value")
         #expect(try await connection.send("GET", "sentinel:key") == .bulk(Array("value".utf8)))
@@ -118,7 +118,7 @@ import Testing
     /// A graceful failover turns the old master into a replica while the connection stays
     /// open: the first write gets READONLY, and the connection asks the sentinels again.
     @Test func aReadonlyReplyMakesTheConnectionFindTheNewMaster() async throws {
-        let topology = try await SentinelTopology.start()
+        let topology = try await SentinelTopology.start(downAfter: .seconds(10))
         var configuration = topology.configuration
         configuration.reconnect = .exponentialBackoff(initialDelay: .milliseconds(50), maximumDelay: .milliseconds(300))
         let connection = try await RedisConnection.connect(configuration)

@@ -20,7 +20,7 @@ import Testing
     }
 
     @Test func minReplicasWaitsUntilTheReplicaHasTheLock() async throws {
-        let topology = try await SentinelTopology.start()
+        let topology = try await SentinelTopology.start(downAfter: .seconds(10))
         let locks = try await queue(topology, minReplicas: 1)
         let lock = try await locks.once("replicated")
         let replica = try await topology.replica.connect()
@@ -30,7 +30,7 @@ import Testing
     }
 
     @Test func moreReplicasThanThereAreFailsAndReleases() async throws {
-        let topology = try await SentinelTopology.start()
+        let topology = try await SentinelTopology.start(downAfter: .seconds(10))
         let locks = try await queue(topology, minReplicas: 2, replicationTimeout: .milliseconds(200))
         await #expect(throws: LockAcquisitionError.self) { try await locks.once("underreplicated") }
         #expect(try await locks.client.send("EXISTS", "dlock:underreplicated") == .integer(0), "given back")

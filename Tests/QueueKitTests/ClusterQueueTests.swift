@@ -69,7 +69,7 @@ import Glibc
     /// acknowledged by a replica (`minReplicas: 1`) is done at least once. (A finish or a
     /// dequeue the old primary had not replicated is lost with it: such a task runs again.)
     @Test func aPrimaryKilledMidRunLosesNoAcknowledgedTask() async throws {
-        let cluster = try await TestCluster.start()
+        let cluster = try await TestCluster.start(nodeTimeout: .seconds(1))
         let client = try await RedisCluster.connect(RedisClusterConfiguration(seeds: cluster.seeds))
         let prefix = uniqueName("p")
         let book = uniqueName("book")

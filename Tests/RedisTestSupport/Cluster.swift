@@ -2,8 +2,8 @@ import Foundation
 import Hiredis
 
 /// A real Redis Cluster on loopback: 3 primaries with 1 replica each (by default), made
-/// with `redis-cli --cluster create`, a 1 s node timeout, free ports (≤ 55535, bus port
-/// free too) and temporary directories. Servers are killed when the value is released.
+/// with `redis-cli --cluster create`, free ports (≤ 55535, bus port free too) and
+/// temporary directories. Servers are killed when the value is released.
 public struct TestCluster: Sendable {
     public let nodes: [RedisServer]
 
@@ -15,10 +15,17 @@ public struct TestCluster: Sendable {
     /// replication and `MIGRATE` are TLS as well; `redis-cli --cluster create --tls` makes
     /// the cluster, and every node's ``RedisServer/configuration`` (so the helpers here)
     /// trusts the test authority.
-    public static func start(primaries: Int = 3, replicas: Int = 1, tls: TestCertificates? = nil) async throws -> TestCluster {
+    ///
+    /// `nodeTimeout`: how long a primary may be silent before its replica takes over. 5 s
+    /// unless given, so that a loaded machine stalling a node for a second or two does not
+    /// fail it over under a test about something else; tests that kill a primary give 1 s
+    /// (failovers then take about 2 s).
+    public static func start(primaries: Int = 3, replicas: Int = 1, tls: TestCertificates? = nil,
+                             nodeTimeout: Duration = .seconds(5)) async throws -> TestCluster {
         var nodes: [RedisServer] = []
         for _ in 0..<(primaries * (1 + replicas)) {
-            nodes.append(try await RedisServer.startClusterNode(tls.map { $0.serverArguments(cluster: true) } ?? [],
+            nodes.append(try await RedisServer.startClusterNode(nodeTimeoutMilliseconds: Int(nodeTimeout.redisMilliseconds),
+                                                                tls.map { $0.serverArguments(cluster: true) } ?? [],
                                                                 tls: tls?.clientTLS))
         }
         let cli = ChildProcess()

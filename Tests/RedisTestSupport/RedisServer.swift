@@ -436,14 +436,17 @@ public func catching<T>(_ body: () async throws -> T) async -> Result<T, any Err
 }
 
 /// A real Sentinel topology on loopback: 1 master, 1 replica, 3 sentinels (quorum 2), with
-/// a 1 s down-after and a 3 s failover timeout.
+/// a 1 s down-after (unless given) and a 3 s failover timeout.
 public struct SentinelTopology: Sendable {
     public let masterName: String
     public let master: RedisServer
     public let replica: RedisServer
     public let sentinels: [RedisServer]
 
-    public static func start(masterName: String = "mymaster") async throws -> SentinelTopology {
+    /// - Parameter downAfter: how long the master may be silent before the sentinels fail
+    ///   it over. Tests that do not kill it give a roomy one: a loaded machine can stall
+    ///   the master for a second, and a failover nobody asked for moves the master.
+    public static func start(masterName: String = "mymaster", downAfter: Duration = .seconds(1)) async throws -> SentinelTopology {
         // No 5 s wait for more replicas before a diskless full sync.
         let master = try await RedisServer.start(["--repl-diskless-sync-delay", "0"])
         let replica = try await RedisServer.start(["--replicaof", master.host, "\(master.port)"])
@@ -454,7 +457,9 @@ public struct SentinelTopology: Sendable {
         await probe.close()
         var sentinels: [RedisServer] = []
         for _ in 0..<3 {
-            sentinels.append(try await RedisServer.startSentinel(monitoring: master.port, masterName: masterName))
+            sentinels.append(try await RedisServer.startSentinel(
+                monitoring: master.port, masterName: masterName,
+                downAfterMilliseconds: Int(downAfter.redisMilliseconds)))
         }
         let topology = SentinelTopology(masterName: masterName, master: master, replica: replica, sentinels: sentinels)
         // Wait until the sentinels know the replica and each other (a failover needs both).
