@@ -166,8 +166,11 @@ final class Outcomes: Sendable {
 
     @Test func jobThatNeverCompletesTimesEveryoneOut() async throws {
         let fleet = try await Fleet.start(10, lock: .steady)
+        // Subscribed before, and 3 s: every caller comes while its id's leader still runs
+        // (a caller after the leader's timeout would find the job free and run it again).
+        for queue in fleet.queues { try await queue.ensureListening() }
         let ids = (0..<10).map { "slow-\($0 % 3)" }
-        let (results, runs) = await fanoutAll(fleet, ids: ids, timeout: .milliseconds(700)) { _ in
+        let (results, runs) = await fanoutAll(fleet, ids: ids, timeout: .seconds(3)) { _ in
             try await untilCancelled()
             return "never"
         }
