@@ -130,8 +130,9 @@ struct LockKitACLTests {
         let userA = try await ACLUser.create(on: server, "tenant-a", rule: ACLRules.lockKit(prefix: "a:", channel: "chan-a"))
         let userB = try await ACLUser.create(on: server, "tenant-b", rule: ACLRules.lockKit(prefix: "b:", channel: "chan-b"))
         let b = try CallbackQueue(client: try await userB.connect(), pubsub: try await userB.subscriber(),
-                                  options: CallbackQueueOptions(channel: "chan-b", lockPrefix: "b:"))
-        let held = try await b.once("x")
+                                  options: CallbackQueueOptions(channel: "chan-b", lockPrefix: "b:",
+                                                                lock: LockOptions(timeout: .seconds(120))))
+        let held = try await b.once("x")   // 120 s: held through the whole test on a loaded machine
 
         // A's connections, pointed at B's prefix (A's channel, so only the keys are foreign).
         let aOnB = try CallbackQueue(client: try await userA.connect(), pubsub: try await userA.subscriber(),

@@ -35,7 +35,7 @@ struct QueueKitACLTests {
         let user = try await ACLUser.create(on: server, "worker", rule: ACLRules.workQueue(),
                                             selectors: ["(~acl-app:* resetchannels -@all +rpush +hincrby +hlen)"])
         let admin = try await server.connect()
-        var options = WorkQueueOptions(heartbeatInterval: .milliseconds(200), workerTimeout: .seconds(5),
+        var options = WorkQueueOptions(heartbeatInterval: .milliseconds(200), workerTimeout: .seconds(60),
                                        cleanupInterval: .milliseconds(500))
         options.pollInterval = .milliseconds(500)
         let queue = try WorkQueue(client: try await user.connect(), subscriber: try await user.subscriber(), options: options)
@@ -130,7 +130,7 @@ struct QueueKitACLTests {
     @Test func delayedPrioritisedAndRetriedTasksUnderTheRule() async throws {
         let server = try await RedisServer.start()
         let user = try await ACLUser.create(on: server, "features", rule: ACLRules.workQueue())
-        var options = WorkQueueOptions(heartbeatInterval: .milliseconds(200), workerTimeout: .seconds(5),
+        var options = WorkQueueOptions(heartbeatInterval: .milliseconds(200), workerTimeout: .seconds(60),
                                        cleanupInterval: .milliseconds(500))
         options.pollInterval = .milliseconds(500)
         let queue = try WorkQueue(client: try await user.connect(), subscriber: try await user.subscriber(), options: options)
@@ -228,7 +228,9 @@ struct QueueKitACLTests {
         let server = try await RedisServer.start()
         let user = try await ACLUser.create(on: server, "both", rule: ACLRules.workQueue(),
                                             selectors: ["(" + ACLRules.jobStore() + ")"])
-        let queue = try WorkQueue(client: try await user.connect(), subscriber: try await user.subscriber())
+        // The default prefix (the rule's); a roomy heartbeat: live workers never look dead.
+        let queue = try WorkQueue(client: try await user.connect(), subscriber: try await user.subscriber(),
+                                  options: WorkQueueOptions(workerTimeout: .seconds(60)))
         try await queue.enqueue("q", "task")
         let worker = try await queue.startWorker()
         _ = try await worker.startWork("q")
@@ -253,7 +255,7 @@ struct QueueKitACLTests {
         let userB = try await ACLUser.create(on: server, "tenant-b", rule: ACLRules.workQueue(prefix: "qb"),
                                              selectors: ["(" + ACLRules.jobStore(prefix: "jb") + ")"])
         let queueB = try WorkQueue(client: try await userB.connect(), subscriber: try await userB.subscriber(),
-                                   options: WorkQueueOptions(prefix: "qb"))
+                                   options: WorkQueueOptions(prefix: "qb", workerTimeout: .seconds(60)))
         try await queueB.enqueue("orders", "o1")
         let workerB = try await queueB.startWorker()
         let storeB = try RedisJobStore<String>(client: try await userB.connect(), prefix: "jb")
@@ -261,7 +263,7 @@ struct QueueKitACLTests {
 
         // A's connections, pointed at B's prefixes.
         let queueAonB = try WorkQueue(client: try await userA.connect(), subscriber: try await userA.subscriber { $0.commandTimeout = .seconds(1) },
-                                      options: WorkQueueOptions(prefix: "qb"))
+                                      options: WorkQueueOptions(prefix: "qb", workerTimeout: .seconds(60)))
         await #expect { try await queueAonB.enqueue("orders", "forged") } throws: { $0.isNOPERM }
         await #expect { try await queueAonB.countQueue("orders") } throws: { $0.isNOPERM }
         await #expect { try await queueAonB.getTasks("orders") } throws: { $0.isNOPERM }
@@ -294,7 +296,7 @@ struct QueueKitACLTests {
 
         // A on its own prefixes, and B's data untouched.
         let queueA = try WorkQueue(client: try await userA.connect(), subscriber: try await userA.subscriber(),
-                                   options: WorkQueueOptions(prefix: "qa"))
+                                   options: WorkQueueOptions(prefix: "qa", workerTimeout: .seconds(60)))
         try await queueA.enqueue("orders", "a1")
         let storeA = try RedisJobStore<String>(client: try await userA.connect(), prefix: "ja")
         _ = try await storeA.create(request: "a's job")
