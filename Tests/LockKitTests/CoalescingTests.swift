@@ -427,7 +427,9 @@ final class Outcomes: Sendable {
     @Test func killedSemaphoreHolderPermitFreesWithinSecondsByDefault() async throws {
         let redis = try await TestRedis.start()
         guard let server = redis.server else { return }
-        let fleet = try await Fleet.start(1, redis: redis)   // default options
+        // The helper holds with the default options; this process's own permit (taken
+        // after the kill) with a roomy lease, so that a stall cannot lose it before `leave`.
+        let fleet = try await Fleet.start(1, lock: .steady, redis: redis)
         let holder = try HelperProcess(["semaphore-take", "\(server.port)", fleet.channel, fleet.prefix, "shared"])
         var lines = holder.lines.makeAsyncIterator()
         #expect(await lines.next() == "holding")
