@@ -43,6 +43,10 @@ struct ExampleApp {
 
         // LockKit: locks and fan-out. Every instance must use the same channel and prefix.
         var lockOptions = CallbackQueueOptions(channel: "{example:locks}", lockPrefix: "example:lock:")
+        // A fan-out leader's lease, renewed while its job runs: another instance takes a dead
+        // leader's job over after about this long. 5 s rather than the 1 s default, so that a
+        // busy host pausing this process for a second does not get its job run twice.
+        lockOptions.lock.keepAliveLease = .seconds(5)
         lockOptions.logger = logger
         let locks = try CallbackQueue(client: redis, pubsub: lockEvents, options: lockOptions)
 
