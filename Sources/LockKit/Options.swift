@@ -14,7 +14,8 @@ public struct LockOptions: Sendable, Hashable {
     /// push/fanout job's leader lock (while the job runs) and a semaphore permit (from
     /// `take` until `leave`). Default 1 s: when the holder's process dies, a waiting
     /// process takes the job over, or gets the permit, within about this time. A holder
-    /// whose process stalls (or cannot reach Redis) for longer loses it. At least 30 ms.
+    /// whose process stalls (or cannot reach Redis) for longer loses it: a few seconds suit
+    /// busy hosts and expensive jobs (see <doc:RequestCoalescing>). At least 30 ms.
     public var keepAliveLease: Duration = .seconds(1)
     /// Further attempts after the first one fails because the lock is held.
     public var retries: Int = 2
