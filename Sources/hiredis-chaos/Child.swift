@@ -59,7 +59,7 @@ enum Settings {
     static func client(_ target: RedisTarget) async throws -> any RedisClient {
         switch target {
         case .single(let configuration): try await RedisConnection.connect(configure(configuration))
-        case .cluster(let seeds): try await RedisCluster.connect(RedisClusterConfiguration(seeds: seeds, node: configure(RedisConfiguration())))
+        case .cluster(let seeds, let node): try await RedisCluster.connect(RedisClusterConfiguration(seeds: seeds, node: configure(node)))
         }
     }
 

@@ -28,6 +28,30 @@ struct TLSLockTests {
         await connection.close()
     }
 
+    /// 3 processes × 100 lock cycles on a TLS-only cluster (3 primaries, `tls-cluster yes`):
+    /// the helpers find the cluster through a `tls-cluster:` spec and trust the test
+    /// authority; no lost update, fencing tokens strictly increase.
+    @Test func processesNeverOverlapOnATLSCluster() async throws {
+        let cluster = try await TestCluster.start(primaries: 3, replicas: 0, tls: TestCertificates.shared())
+        let key = "{counter-\(UUID().uuidString.prefix(8))}"
+        let channel = uniqueKey("channel")
+        let helpers = try (0..<3).map { _ in
+            try HelperProcess(["lock-cycles", cluster.spec, key, "100", channel], environment: cluster.helperEnvironment)
+        }
+        for helper in helpers {
+            #expect(await helper.lines.collect().last == "done")
+            #expect(await helper.exitStatus() == 0)
+        }
+        var node = RedisConfiguration()
+        node.tls = try TestCertificates.shared().clientTLS
+        let client = try await RedisCluster.connect(RedisClusterConfiguration(seeds: cluster.seeds, node: node))
+        #expect(try await client.send("GET", key).decode(Int.self) == 300)
+        let fences = try await client.send("LRANGE", key + ":fences", 0, -1).decode([Int].self)
+        #expect(fences.count == 300)
+        #expect(zip(fences, fences.dropFirst()).allSatisfy { $0 < $1 }, "fencing tokens strictly increase")
+        await client.close()
+    }
+
     /// 2 processes × 3 callers fan out one job over TLS: it runs once, all 6 get its value.
     @Test func fanoutAcrossProcessesRunsTheJobOnceOverTLS() async throws {
         let redis = try await TLSRedis.start()

@@ -181,21 +181,31 @@ public struct TestCluster: Sendable {
 }
 
 /// A Redis to reach, as helper processes are told on their command line: a port, a
-/// `redis://` URL, or `cluster:host:port,host:port…` (seed nodes of a cluster).
+/// `redis://` URL, `cluster:host:port,host:port…` (seed nodes of a cluster), or
+/// `tls-cluster:host:port,…` (a TLS-only cluster; the authority to trust comes from
+/// ``caEnvironmentVariable``, as for a `rediss://` URL).
 public enum RedisTarget: Sendable {
     case single(RedisConfiguration)
-    case cluster([RedisConfiguration.Endpoint])
+    /// Seed nodes, and the configuration of every node connection (TLS, for one).
+    case cluster([RedisConfiguration.Endpoint], node: RedisConfiguration)
 
     public init(_ spec: String) throws {
         if let port = Int(spec) {
             self = .single(RedisConfiguration(host: "127.0.0.1", port: port))
-        } else if spec.hasPrefix("cluster:") {
-            let seeds = spec.dropFirst("cluster:".count).split(separator: ",").compactMap { seed -> RedisConfiguration.Endpoint? in
+        } else if let prefix = ["cluster:", "tls-cluster:"].first(where: spec.hasPrefix) {
+            let seeds = spec.dropFirst(prefix.count).split(separator: ",").compactMap { seed -> RedisConfiguration.Endpoint? in
                 guard let colon = seed.lastIndex(of: ":"), let port = Int(seed[seed.index(after: colon)...]) else { return nil }
                 return .tcp(host: String(seed[..<colon]), port: port)
             }
             guard !seeds.isEmpty else { throw TestSupportError("no seed in \(spec)") }
-            self = .cluster(seeds)
+            var node = RedisConfiguration()
+            if prefix == "tls-cluster:" {
+                guard let ca = ProcessInfo.processInfo.environment[Self.caEnvironmentVariable] else {
+                    throw TestSupportError("\(spec): \(Self.caEnvironmentVariable) names no certificate authority")
+                }
+                node.tls = RedisTLSConfiguration(caCertificateFile: ca)
+            }
+            self = .cluster(seeds, node: node)
         } else {
             var configuration = try RedisConfiguration(url: spec)
             if configuration.tls != nil, let ca = ProcessInfo.processInfo.environment[Self.caEnvironmentVariable] {
@@ -205,14 +215,14 @@ public enum RedisTarget: Sendable {
         }
     }
 
-    /// For a `rediss://` spec: the certificate authority to trust (the tests' own).
+    /// For a `rediss://` or `tls-cluster:` spec: the certificate authority to trust (the tests' own).
     public static let caEnvironmentVariable = "HIREDISKIT_TEST_TLS_CA"
 
     /// A new client: a connection, or a cluster client.
     public func client() async throws -> any RedisClient {
         switch self {
         case .single(let configuration): return try await RedisConnection.connect(configuration)
-        case .cluster(let seeds): return try await RedisCluster.connect(RedisClusterConfiguration(seeds: seeds))
+        case .cluster(let seeds, let node): return try await RedisCluster.connect(RedisClusterConfiguration(seeds: seeds, node: node))
         }
     }
 
@@ -220,8 +230,8 @@ public enum RedisTarget: Sendable {
     public func subscriber() async throws -> RedisSubscriber {
         switch self {
         case .single(let configuration): return try await RedisSubscriber.connect(configuration)
-        case .cluster(let seeds):
-            var configuration = RedisConfiguration()
+        case .cluster(let seeds, let node):
+            var configuration = node
             configuration.endpoint = seeds[0]
             configuration.fallbackEndpoints = Array(seeds.dropFirst())
             return try await RedisSubscriber.connect(configuration)
@@ -231,5 +241,14 @@ public enum RedisTarget: Sendable {
 
 extension TestCluster {
     /// The spec helper processes take (``RedisTarget``).
-    public var spec: String { "cluster:" + nodes.map { "127.0.0.1:\($0.port)" }.joined(separator: ",") }
+    /// `tls-cluster:` for a TLS-only cluster: its helpers need ``helperEnvironment`` too.
+    public var spec: String {
+        (nodes[0].tls == nil ? "cluster:" : "tls-cluster:") + nodes.map { "127.0.0.1:\($0.port)" }.joined(separator: ",")
+    }
+
+    /// The environment of helper processes: for a TLS-only cluster, the authority to trust.
+    public var helperEnvironment: [String: String] {
+        guard let ca = nodes[0].tls?.caCertificateFile else { return [:] }
+        return [RedisTarget.caEnvironmentVariable: ca]
+    }
 }
