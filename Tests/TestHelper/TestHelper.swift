@@ -40,8 +40,8 @@ struct TestHelper {
             // `callers` concurrent fanouts of `id`. The leader's lease is 30 s unless given
             // (a takeover test gives a short one): a stall of a loaded machine must not make
             // a waiter run the job again. The job starts once `allCallers` (every process's
-            // callers; default: this process's) have come to call, so that none comes after
-            // the outcome was published.
+            // callers; default: this process's) have started calling, so that none starts
+            // after the job is over and its outcome only stored for a few seconds.
             let lease = arguments.count > 8 ? Int(arguments[8])! : 30_000
             let queue = try await makeQueue(configuration, channel: arguments[3], timeout: .milliseconds(lease), retries: 2, delay: .milliseconds(50))
             let id = arguments[4], runsKey = arguments[5]
