@@ -8,12 +8,12 @@ import Testing
 @Suite(.enabled(if: TLSRedis.isAvailable, "needs hiredis >= 1.0 with libhiredis_ssl, and openssl (make test-tls)"))
 struct TLSClusterTests {
     static func start() async throws -> TestCluster {
-        try await TestCluster.start(primaries: 3, replicas: 0, tls: TestCertificates.shared())
+        try await TestCluster.start(primaries: 3, replicas: 0, tls: await TestCertificates.shared())
     }
 
     static func connect(_ cluster: TestCluster) async throws -> RedisCluster {
         var node = RedisConfiguration()
-        node.tls = try TestCertificates.shared().clientTLS
+        node.tls = try await TestCertificates.shared().clientTLS
         node.commandTimeout = .seconds(15)
         return try await RedisCluster.connect(RedisClusterConfiguration(seeds: [cluster.seeds[0]], node: node))
     }

@@ -32,7 +32,7 @@ struct TLSLockTests {
     /// the helpers find the cluster through a `tls-cluster:` spec and trust the test
     /// authority; no lost update, fencing tokens strictly increase.
     @Test func processesNeverOverlapOnATLSCluster() async throws {
-        let cluster = try await TestCluster.start(primaries: 3, replicas: 0, tls: TestCertificates.shared())
+        let cluster = try await TestCluster.start(primaries: 3, replicas: 0, tls: await TestCertificates.shared())
         let key = "{counter-\(UUID().uuidString.prefix(8))}"
         let channel = uniqueKey("channel")
         let helpers = try (0..<3).map { _ in
@@ -43,7 +43,7 @@ struct TLSLockTests {
             #expect(await helper.exitStatus() == 0)
         }
         var node = RedisConfiguration()
-        node.tls = try TestCertificates.shared().clientTLS
+        node.tls = try await TestCertificates.shared().clientTLS
         let client = try await RedisCluster.connect(RedisClusterConfiguration(seeds: cluster.seeds, node: node))
         #expect(try await client.send("GET", key).decode(Int.self) == 300)
         let fences = try await client.send("LRANGE", key + ":fences", 0, -1).decode([Int].self)

@@ -20,30 +20,32 @@ public struct TestCertificates: Sendable {
 
     private func path(_ name: String) -> String { directory.appendingPathComponent(name).path }
 
-    /// The certificates of this process (made on first use).
-    public static func shared() throws -> TestCertificates {
-        try made.withLock { made in
-            if let made { return try made.get() }
-            let result = Result { try make() }
-            made = result
-            return try result.get()
+    /// The certificates of this process (made on first use; later callers await the same
+    /// making, without blocking a thread).
+    public static func shared() async throws -> TestCertificates {
+        let making = made.withLock { made in
+            if let made { return made }
+            let task = Task { try await make() }
+            made = task
+            return task
         }
+        return try await making.value
     }
 
-    private static let made = Mutex<Result<TestCertificates, any Error>?>(nil)
+    private static let made = Mutex<Task<TestCertificates, any Error>?>(nil)
 
-    private static func make() throws -> TestCertificates {
+    private static func make() async throws -> TestCertificates {
         let directory = FileManager.default.temporaryDirectory
             .appendingPathComponent("hiredis-kit-certificates-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let passphrase = "client-key-" + UUID().uuidString.prefix(8)
         let certificates = TestCertificates(directory: directory, clientKeyPassphrase: passphrase)
-        func run(_ arguments: [String]) throws {
-            try openssl(arguments, in: directory)
+        func run(_ arguments: [String]) async throws {
+            try await openssl(arguments, in: directory)
         }
         let key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
         for ca in ["ca", "other-ca"] {
-            try run(["req", "-x509"] + key + ["-keyout", "\(ca).key", "-out", "\(ca).crt", "-days", "3",
+            try await run(["req", "-x509"] + key + ["-keyout", "\(ca).key", "-out", "\(ca).crt", "-days", "3",
                                                "-subj", "/CN=HiredisKit test \(ca)"])
         }
         try "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n"
@@ -51,11 +53,11 @@ public struct TestCertificates: Sendable {
         try "extendedKeyUsage=clientAuth\n"
             .write(to: directory.appendingPathComponent("client.ext"), atomically: true, encoding: .utf8)
         for (name, subject) in [("server", "/CN=localhost"), ("client", "/CN=hiredis-kit-client")] {
-            try run(["req"] + key + ["-keyout", "\(name).key", "-out", "\(name).csr", "-subj", subject])
-            try run(["x509", "-req", "-in", "\(name).csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+            try await run(["req"] + key + ["-keyout", "\(name).key", "-out", "\(name).csr", "-subj", subject])
+            try await run(["x509", "-req", "-in", "\(name).csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
                      "-out", "\(name).crt", "-days", "3", "-extfile", "\(name).ext"])
         }
-        try run(["pkey", "-in", "client.key", "-aes256", "-passout", "pass:\(passphrase)", "-out", "client-encrypted.key"])
+        try await run(["pkey", "-in", "client.key", "-aes256", "-passout", "pass:\(passphrase)", "-out", "client-encrypted.key"])
         return certificates
     }
 
@@ -66,18 +68,24 @@ public struct TestCertificates: Sendable {
         }
     }
 
-    private static func openssl(_ arguments: [String], in directory: URL) throws {
+    /// Runs `openssl` in `directory`, its output to a file and its end awaited (no thread of
+    /// the cooperative pool blocked meanwhile).
+    private static func openssl(_ arguments: [String], in directory: URL) async throws {
         let process = ChildProcess()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = ["openssl"] + arguments
         process.currentDirectoryURL = directory
-        let output = Pipe()
+        let logFile = directory.appendingPathComponent("openssl-\(UUID().uuidString.prefix(8)).log")
+        _ = FileManager.default.createFile(atPath: logFile.path, contents: nil)
+        defer { try? FileManager.default.removeItem(at: logFile) }
+        let output = try FileHandle(forWritingTo: logFile)
         process.standardOutput = output
         process.standardError = output
         process.standardInput = FileHandle.nullDevice
         try process.run()
-        let log = output.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
+        try? output.close()
+        await process.exit()
+        let log = (try? Data(contentsOf: logFile)) ?? Data()
         guard process.terminationStatus == 0 else {
             throw TestSupportError("openssl \(arguments.joined(separator: " ")) failed: \(String(decoding: log, as: UTF8.self))")
         }
@@ -104,7 +112,7 @@ public struct TLSRedis: Sendable {
     /// Starts a server; `clientCertificates`: whether it requires a client certificate
     /// (`tls-auth-clients yes`).
     public static func start(clientCertificates: Bool = false, _ arguments: [String] = []) async throws -> TLSRedis {
-        let certificates = try TestCertificates.shared()
+        let certificates = try await TestCertificates.shared()
         var lastError: (any Error)?
         for _ in 0..<5 {
             let tlsPort = try freeLoopbackPort()
@@ -180,7 +188,7 @@ public struct TLSSentinelTopology: Sendable {
     /// Starts both and waits until the sentinel has read the master's `INFO` over TLS (it
     /// knows the master's run id), so that it speaks TLS to the master as well as to clients.
     public static func start(masterName: String = "tlsmaster") async throws -> TLSSentinelTopology {
-        let certificates = try TestCertificates.shared()
+        let certificates = try await TestCertificates.shared()
         let master = try await RedisServer.startTLSOnly(tls: certificates.clientTLS, certificates.serverArguments())
         let sentinel = try await RedisServer.startSentinel(
             monitoring: master.port, masterName: masterName, quorum: 1,
