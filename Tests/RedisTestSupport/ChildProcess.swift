@@ -159,6 +159,29 @@ public final class ChildProcess: Sendable {
         }
     }
 
+    /// Runs the child to its end and returns its standard output and error, together, with
+    /// no input. The output goes to a temporary file and the exit is awaited: no thread is
+    /// blocked meanwhile (on 2 cores the cooperative pool has 2, and a test blocking one
+    /// for seconds stalls every other test of the process, its heartbeats and leases too).
+    public func runToEnd() async throws -> Data {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("child-output-\(UUID().uuidString).log")
+        _ = FileManager.default.createFile(atPath: file.path, contents: nil)
+        defer { try? FileManager.default.removeItem(at: file) }
+        let output = try FileHandle(forWritingTo: file)
+        standardOutput = output
+        standardError = output
+        standardInput = FileHandle.nullDevice
+        do {
+            try run()
+        } catch {
+            try? output.close()
+            throw error
+        }
+        try? output.close()   // the child has its own copy
+        await exit()
+        return (try? Data(contentsOf: file)) ?? Data()
+    }
+
     /// SIGTERM.
     public func terminate() {
         let pid = processIdentifier

@@ -39,20 +39,7 @@ public struct TestCluster: Sendable {
             + (tls.map { ["--tls", "--cacert", $0.caCertificate] } ?? [])
             + ["--cluster", "create"] + nodes.map { "127.0.0.1:\($0.port)" }
             + ["--cluster-replicas", "\(replicas)", "--cluster-yes"]
-        // Its output goes to a file and its end is awaited: blocking a thread of the
-        // cooperative pool (2 on 2 cores) for the seconds it takes would stall every other
-        // test of the process, their heartbeats and lock watchdogs included.
-        let logFile = FileManager.default.temporaryDirectory.appendingPathComponent("cluster-create-\(UUID().uuidString).log")
-        _ = FileManager.default.createFile(atPath: logFile.path, contents: nil)
-        defer { try? FileManager.default.removeItem(at: logFile) }
-        let output = try FileHandle(forWritingTo: logFile)
-        cli.standardOutput = output
-        cli.standardError = output
-        cli.standardInput = FileHandle.nullDevice
-        try cli.run()
-        try? output.close()
-        await cli.exit()
-        let log = (try? Data(contentsOf: logFile)) ?? Data()
+        let log = try await cli.runToEnd()
         guard cli.terminationStatus == 0 else {
             throw TestSupportError("redis-cli --cluster create failed (status \(cli.terminationStatus); 124: it did not finish "
                                    + "within 60 s):\n\(String(decoding: log.suffix(2000), as: UTF8.self))")

@@ -68,24 +68,13 @@ public struct TestCertificates: Sendable {
         }
     }
 
-    /// Runs `openssl` in `directory`, its output to a file and its end awaited (no thread of
-    /// the cooperative pool blocked meanwhile).
+    /// Runs `openssl` in `directory` (awaited: see ``ChildProcess/runToEnd()``).
     private static func openssl(_ arguments: [String], in directory: URL) async throws {
         let process = ChildProcess()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = ["openssl"] + arguments
         process.currentDirectoryURL = directory
-        let logFile = directory.appendingPathComponent("openssl-\(UUID().uuidString.prefix(8)).log")
-        _ = FileManager.default.createFile(atPath: logFile.path, contents: nil)
-        defer { try? FileManager.default.removeItem(at: logFile) }
-        let output = try FileHandle(forWritingTo: logFile)
-        process.standardOutput = output
-        process.standardError = output
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
-        try? output.close()
-        await process.exit()
-        let log = (try? Data(contentsOf: logFile)) ?? Data()
+        let log = try await process.runToEnd()
         guard process.terminationStatus == 0 else {
             throw TestSupportError("openssl \(arguments.joined(separator: " ")) failed: \(String(decoding: log, as: UTF8.self))")
         }
